@@ -1,0 +1,3 @@
+module github.com/contrast-cc/contrast/coordinator
+
+go 1.26.0
