@@ -1,0 +1,162 @@
+package attest
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Platform names a kind of TEE evidence. Simulated platforms are distinct
+// values so that a reference value can never silently cover both.
+type Platform string
+
+const (
+	// PlatformSNP is AMD SEV-SNP hardware, trusting the embedded AMD roots.
+	PlatformSNP Platform = "snp"
+	// PlatformTDX is Intel TDX hardware, trusting the embedded Intel root.
+	PlatformTDX Platform = "tdx"
+	// PlatformSimulatedSNP is the simulated SNP device of package sim,
+	// trusting only the simulated root carried in the reference value.
+	PlatformSimulatedSNP Platform = "snp-simulated"
+	// PlatformSimulatedTDX is the simulated TDX device of package sim.
+	PlatformSimulatedTDX Platform = "tdx-simulated"
+)
+
+// Simulated reports whether p is a simulated platform.
+func (p Platform) Simulated() bool {
+	return p == PlatformSimulatedSNP || p == PlatformSimulatedTDX
+}
+
+// Issuer produces evidence bound to reportData inside a TEE guest.
+type Issuer interface {
+	// Issue returns framed evidence (see package evidence) whose
+	// REPORT_DATA equals reportData.
+	Issue(ctx context.Context, reportData [64]byte) ([]byte, error)
+}
+
+// Validator checks framed evidence against reference values.
+type Validator interface {
+	// Validate checks evidence and that its REPORT_DATA equals reportData.
+	// On failure the error is (or wraps) a *CheckError naming the check.
+	Validate(ctx context.Context, evidence []byte, reportData [64]byte) (*Result, error)
+}
+
+// Result is what a successful validation established about the peer.
+type Result struct {
+	// Platform of the accepted evidence.
+	Platform Platform
+	// PolicyDigest is SNP HOST_DATA (32 bytes) or TDX MRCONFIGID (48 bytes):
+	// the digest of the Kata policy the host launched the VM with.
+	PolicyDigest []byte
+	// Measurement is the SNP launch measurement or the TDX MRTD.
+	Measurement []byte
+	// ReportData is the REPORT_DATA that was checked.
+	ReportData [64]byte
+	// ChipID is the SNP CHIP_ID, or for TDX the PPID of the PCK certificate.
+	ChipID []byte
+	// TCB is a platform-specific description of the TCB (hex).
+	TCB string
+	// ReferenceName is the Name of the reference value entry that matched.
+	ReferenceName string
+}
+
+// Check names one validation step, so that callers can report precisely
+// which one failed.
+type Check string
+
+// The checks performed by the validators. Their string values are stable.
+const (
+	CheckFormat       Check = "format"
+	CheckPlatform     Check = "platform"
+	CheckSignature    Check = "signature"
+	CheckChain        Check = "certificate-chain"
+	CheckCollateral   Check = "collateral"
+	CheckRevocation   Check = "revocation"
+	CheckProduct      Check = "product"
+	CheckMeasurement  Check = "measurement"
+	CheckTCB          Check = "tcb"
+	CheckGuestPolicy  Check = "guest-policy"
+	CheckDebug        Check = "debug"
+	CheckPlatformInfo Check = "platform-info"
+	CheckVMPL         Check = "vmpl"
+	CheckChipID       Check = "chip-id"
+	CheckReportData   Check = "report-data"
+	CheckPolicyDigest Check = "policy-digest"
+	CheckMRSEAM       Check = "mrseam"
+	CheckRTMR         Check = "rtmr"
+	CheckXFAM         Check = "xfam"
+	CheckTDAttributes Check = "td-attributes"
+	CheckQESVN        Check = "qe-svn"
+	CheckReportFields Check = "report-fields"
+	CheckReference    Check = "reference-values"
+	CheckSession      Check = "session"
+)
+
+// CheckError reports a failed validation step. Match it with errors.As.
+type CheckError struct {
+	Check Check
+	Err   error
+}
+
+// NewCheckError wraps err as a failure of check c.
+func NewCheckError(c Check, err error) *CheckError {
+	return &CheckError{Check: c, Err: err}
+}
+
+// Errorf returns a *CheckError for check c with a formatted cause.
+func Errorf(c Check, format string, args ...any) *CheckError {
+	return &CheckError{Check: c, Err: fmt.Errorf(format, args...)}
+}
+
+func (e *CheckError) Error() string {
+	return fmt.Sprintf("attestation check %q failed: %v", e.Check, e.Err)
+}
+
+func (e *CheckError) Unwrap() error { return e.Err }
+
+// FailedCheck returns the check that err reports, if any.
+func FailedCheck(err error) (Check, bool) {
+	var ce *CheckError
+	if errors.As(err, &ce) {
+		return ce.Check, true
+	}
+	return "", false
+}
+
+// HexBytes is a byte slice that marshals to and from a hex string in JSON, as
+// the manifest writes reference values.
+type HexBytes []byte
+
+// MarshalJSON encodes b as a hex string.
+func (b HexBytes) MarshalJSON() ([]byte, error) {
+	return json.Marshal(hex.EncodeToString(b))
+}
+
+// UnmarshalJSON decodes a hex string.
+func (b *HexBytes) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("hex bytes: %w", err)
+	}
+	v, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("hex bytes: %w", err)
+	}
+	*b = v
+	return nil
+}
+
+// String returns the hex encoding of b.
+func (b HexBytes) String() string { return hex.EncodeToString(b) }
+
+// FieldError names the JSON path of an invalid reference-value field.
+type FieldError struct {
+	Path string
+	Err  error
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
+
+func (e *FieldError) Unwrap() error { return e.Err }

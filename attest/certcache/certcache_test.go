@@ -1,0 +1,78 @@
+package certcache
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCacheFetchesOnceAndServesOffline(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Tcb-Info-Issuer-Chain", "chain")
+		_, _ = w.Write([]byte("body"))
+	}))
+	defer srv.Close()
+	now := time.Unix(1000, 0)
+	c := New(Config{Client: srv.Client(), Now: func() time.Time { return now }})
+	ctx := context.Background()
+	url := srv.URL + "/vcek/cert"
+	for range 3 {
+		a, err := c.Get(ctx, "", url, nil)
+		require.NoError(t, err)
+		assert.Equal(t, []byte("body"), a.Body)
+		assert.Equal(t, "chain", a.Header["Tcb-Info-Issuer-Chain"])
+	}
+	assert.Equal(t, int32(1), hits.Load())
+
+	// Mutable documents are refetched after the TTL.
+	crl := srv.URL + "/crl"
+	_, err := c.Get(ctx, "", crl, nil)
+	require.NoError(t, err)
+	now = now.Add(2 * time.Hour)
+	_, err = c.Get(ctx, "", crl, nil)
+	require.NoError(t, err)
+	assert.Equal(t, int32(3), hits.Load())
+}
+
+func TestOfflineMissingNamesURL(t *testing.T) {
+	c := New(Config{Offline: true})
+	_, err := c.Get(context.Background(), "", "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", nil)
+	var me *MissingError
+	require.ErrorAs(t, err, &me)
+	assert.Equal(t, "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", me.URL)
+	assert.Contains(t, err.Error(), "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain")
+	assert.True(t, errors.Is(err, ErrOffline))
+}
+
+func TestOverlayAndNamespaces(t *testing.T) {
+	c := New(Config{})
+	overlay := map[string]Artefact{"u": {URL: "u", Body: []byte("x")}}
+	a, err := c.Get(context.Background(), "sim", "u", overlay)
+	require.NoError(t, err)
+	assert.Equal(t, []byte("x"), a.Body)
+	// A simulated namespace never reaches the network.
+	_, err = c.Get(context.Background(), "sim", "https://kdsintf.amd.com/x", nil)
+	require.ErrorIs(t, err, ErrOffline)
+	c.Put("sim", Artefact{URL: "v", Body: []byte("s")})
+	_, err = c.Get(context.Background(), "", "v", nil)
+	require.Error(t, err, "real namespace must not see simulated artefacts")
+}
+
+func TestFetchErrorNamesURL(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	c := New(Config{Client: srv.Client()})
+	_, err := c.Get(context.Background(), "", srv.URL+"/x", nil)
+	var me *MissingError
+	require.ErrorAs(t, err, &me)
+	assert.Contains(t, err.Error(), srv.URL+"/x")
+}
