@@ -2,6 +2,18 @@ module github.com/contrast-cc/contrast/attest
 
 go 1.26.0
 
-require github.com/stretchr/testify v1.12.1
+require (
+	github.com/google/go-configfs-tsm v0.2.2
+	github.com/google/go-sev-guest v0.15.0
+	github.com/stretchr/testify v1.12.1
+	google.golang.org/protobuf v1.36.12
+)
 
-require go.yaml.in/yaml/v3 v3.0.5 // indirect
+require (
+	github.com/google/logger v1.1.1 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	go.uber.org/multierr v1.11.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/crypto v0.17.0 // indirect
+	golang.org/x/sys v0.15.0 // indirect
+)

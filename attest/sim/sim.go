@@ -1,0 +1,113 @@
+// Package sim provides simulated SEV-SNP and TDX devices for development and
+// tests: test-only roots generated at start-up (or loaded from a file), and
+// devices that produce real-format SNP reports and TDX v4 quotes with chosen
+// REPORT_DATA and HOST_DATA/MRCONFIGID. The devices plug into the issuers
+// through a configfs-tsm fake, so issuers and validators run their real code
+// paths; only the root of trust differs.
+//
+// Simulated evidence is accepted only by validators built from reference
+// values that name a simulated platform and carry the simulated root.
+//
+// Nothing here is secure: keys are test-only and may be written to disk.
+package sim
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/google/go-configfs-tsm/configfs/configfsi"
+	"github.com/google/go-configfs-tsm/configfs/faketsm"
+)
+
+// serial returns a random positive certificate serial number.
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return n.Add(n, big.NewInt(1))
+}
+
+// createCert signs tmpl with the parent key; tmpl is its own parent when parent is nil.
+func createCert(tmpl, parent *x509.Certificate, pub, parentKey any) (*x509.Certificate, error) {
+	if parent == nil {
+		parent = tmpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
+	if err != nil {
+		return nil, fmt.Errorf("creating certificate %q: %w", tmpl.Subject.CommonName, err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+func amdName(cn string) pkix.Name {
+	return pkix.Name{
+		CommonName: cn, Country: []string{"US"}, Locality: []string{"Santa Clara"},
+		Province: []string{"CA"}, Organization: []string{"Advanced Micro Devices"},
+		OrganizationalUnit: []string{"Engineering"},
+	}
+}
+
+func intelName(cn string) pkix.Name {
+	return pkix.Name{
+		CommonName: cn, Organization: []string{"Intel Corporation"}, Locality: []string{"Santa Clara"},
+		Province: []string{"CA"}, Country: []string{"US"},
+	}
+}
+
+// tsmClient returns a configfs-tsm fake whose report subsystem answers with
+// the given provider name and the blobs produced by gen from the inblob.
+func tsmClient(provider string, gen func(inblob [64]byte) (out, aux []byte, err error)) configfsi.Client {
+	rs := faketsm.ReportV7(0)
+	base := rs.ReadAttr
+	rs.ReadAttr = func(e *faketsm.ReportEntry, attr string) ([]byte, error) {
+		switch attr {
+		case "provider":
+			return []byte(provider + "\n"), nil
+		case "outblob", "auxblob":
+			in, ok := e.InAttrs["inblob"]
+			if !ok || len(in.Value) == 0 || len(in.Value) > 64 {
+				return nil, syscall.EINVAL
+			}
+			var rd [64]byte
+			copy(rd[:], in.Value)
+			out, aux, err := gen(rd)
+			if err != nil {
+				return nil, err
+			}
+			if attr == "outblob" {
+				return out, nil
+			}
+			return aux, nil
+		default:
+			return base(e, attr)
+		}
+	}
+	return &faketsm.Client{Subsystems: map[string]configfsi.Client{"report": rs}}
+}
+
+// hexOrZero decodes s into a fixed-size array, or returns zeros for "".
+func hexOrZero(s string, n int) ([]byte, error) {
+	out := make([]byte, n)
+	if s == "" {
+		return out, nil
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) > n {
+		return nil, fmt.Errorf("want up to %d hex bytes, got %q", n, s)
+	}
+	copy(out, b)
+	return out, nil
+}
+
+// writeFile0600 writes test-only key material.
+func writeFile0600(path string, data []byte) error {
+	return os.WriteFile(path, data, 0o600)
+}
