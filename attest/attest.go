@@ -160,3 +160,30 @@ type FieldError struct {
 func (e *FieldError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
 
 func (e *FieldError) Unwrap() error { return e.Err }
+
+// ValidateAny accepts evidence if any validator accepts it. With one
+// validator its error is returned unchanged; with several, the errors are
+// joined under the common failed check (or CheckReference if they differ).
+func ValidateAny(ctx context.Context, validators []Validator, evidence []byte, reportData [64]byte) (*Result, error) {
+	if len(validators) == 0 {
+		return nil, Errorf(CheckReference, "no validators configured")
+	}
+	var errs []error
+	for _, v := range validators {
+		res, err := v.Validate(ctx, evidence, reportData)
+		if err == nil {
+			return res, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	check, _ := FailedCheck(errs[0])
+	for _, e := range errs[1:] {
+		if c, _ := FailedCheck(e); c != check {
+			check = CheckReference
+		}
+	}
+	return nil, NewCheckError(check, fmt.Errorf("no validator accepted the evidence: %w", errors.Join(errs...)))
+}
