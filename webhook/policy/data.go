@@ -1,0 +1,185 @@
+package policy
+
+// Data is the policy data appended to the rules as `policy_data`. Field order
+// and JSON names are part of the policy hash: change them only with a rules
+// change.
+type Data struct {
+	Pod        PodData         `json:"pod"`
+	Containers []ContainerData `json:"containers"`
+	Common     CommonData      `json:"common"`
+}
+
+// PodData holds expectations shared by all containers of the pod.
+type PodData struct {
+	// NameRegex matches the pod (sandbox) name.
+	NameRegex string `json:"name_regex"`
+	// NamespaceRegex matches the namespace.
+	NamespaceRegex string `json:"namespace_regex"`
+	// Hostname is spec.hostname; empty means the pod name.
+	Hostname          string            `json:"hostname"`
+	ShareProcessNS    bool              `json:"share_pid_namespace"`
+	Sysctls           map[string]string `json:"sysctls"`
+	AllowLogs         bool              `json:"allow_logs"`
+	ServiceAccountTok bool              `json:"service_account_token"`
+}
+
+// ContainerData is the expected shape of one container's CreateContainerRequest.
+type ContainerData struct {
+	Name string `json:"name"`
+	// Kind is sandbox (pause), init, sidecar (restartable init) or app.
+	Kind           string        `json:"kind"`
+	ImageRefs      []string      `json:"image_refs"`
+	Args           []string      `json:"args"`
+	Env            []EnvSpec     `json:"env"`
+	EnvPatterns    []string      `json:"env_patterns"`
+	Cwd            string        `json:"cwd"`
+	User           UserData      `json:"user"`
+	Capabilities   []string      `json:"capabilities"`
+	NoNewPrivs     bool          `json:"no_new_privileges"`
+	Privileged     bool          `json:"privileged"`
+	ReadOnlyRoot   bool          `json:"read_only_root"`
+	TTY            bool          `json:"tty"`
+	Mounts         []MountSpec   `json:"mounts"`
+	VolumeStorages []StorageSpec `json:"volume_storages"`
+	ExecCommands   [][]string    `json:"exec_commands"`
+}
+
+// EnvSpec is one expected environment variable.
+type EnvSpec struct {
+	Name string `json:"name"`
+	// Kind is exact, regex, pod_name, pod_namespace, pod_uid or hostname.
+	Kind     string `json:"kind"`
+	Value    string `json:"value"`
+	Required bool   `json:"required"`
+}
+
+// UserData is the expected process user.
+type UserData struct {
+	UID            int64   `json:"uid"`
+	GID            int64   `json:"gid"`
+	AdditionalGIDs []int64 `json:"additional_gids"`
+}
+
+// MountSpec is one allowed OCI mount. Source is a regex in which $(cid) stands
+// for the container ID.
+type MountSpec struct {
+	Destination     string   `json:"destination"`
+	Type            string   `json:"type"`
+	Source          string   `json:"source"`
+	Options         []string `json:"options"`
+	OptionalOptions []string `json:"optional_options"`
+}
+
+// StorageSpec is one allowed volume storage of a CreateContainerRequest.
+type StorageSpec struct {
+	Driver        string   `json:"driver"`
+	DriverOptions []string `json:"driver_options"`
+	FSType        string   `json:"fstype"`
+	Source        string   `json:"source"`
+	MountPoint    string   `json:"mount_point"`
+	Options       []string `json:"options"`
+	FSGroup       *int64   `json:"fs_group"`
+}
+
+// CommonData holds constants of the rules that are data rather than code.
+type CommonData struct {
+	AnnotationKeys       []string               `json:"annotation_keys"`
+	ApparmorProfiles     []string               `json:"apparmor_profiles"`
+	MaskedPaths          []string               `json:"masked_paths"`
+	ReadonlyPaths        []string               `json:"readonly_paths"`
+	Mounts               map[string][]MountSpec `json:"mounts"`
+	CopyFileRegex        string                 `json:"copy_file_regex"`
+	CopyFileSymlinkRegex string                 `json:"copy_file_symlink_regex"`
+	Network              NetworkData            `json:"network"`
+}
+
+// NetworkData constrains the network requests.
+type NetworkData struct {
+	ForbiddenDevices      []string `json:"forbidden_devices"`
+	ForbiddenHWAddrs      []string `json:"forbidden_hw_addrs"`
+	AllowedInterfaceFlags int64    `json:"allowed_interface_flags"`
+	AllowedNeighborStates []int64  `json:"allowed_neighbor_states"`
+	AllowedNeighborFlags  int64    `json:"allowed_neighbor_flags"`
+	LoopbackRegex         []string `json:"loopback_regex"`
+}
+
+const (
+	sharedDir = "/run/kata-containers/shared/containers"
+	// sharedPrefix is the regex prefix of files the runtime shares with the
+	// guest for container $(cid).
+	sharedPrefix = "^" + sharedDir + "/(watchable/)?$(cid)-[a-z0-9]{16}-"
+	// blockStorageDir holds the block-device emptyDir volumes.
+	blockStorageDir = "/run/kata-containers/sandbox/storage"
+	ephemeralDir    = "/run/kata-containers/sandbox/ephemeral"
+)
+
+var defaultCapabilities = []string{
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+	"CAP_SETUID", "CAP_SYS_CHROOT",
+}
+
+var allCapabilities = []string{
+	"CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF",
+	"CAP_CHECKPOINT_RESTORE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_KILL", "CAP_LEASE", "CAP_LINUX_IMMUTABLE",
+	"CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE",
+	"CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+	"CAP_SETUID", "CAP_SYSLOG", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_CHROOT", "CAP_SYS_MODULE",
+	"CAP_SYS_NICE", "CAP_SYS_PACCT", "CAP_SYS_PTRACE", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE",
+	"CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_WAKE_ALARM",
+}
+
+func commonData() CommonData {
+	procMounts := []MountSpec{
+		{Destination: "/proc", Type: "proc", Source: "^proc$", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "^tmpfs$", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "^devpts$", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "^mqueue$", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "^sysfs$", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/dev/shm", Type: "bind", Source: "^/run/kata-containers/sandbox/shm$", Options: []string{"rbind"}},
+	}
+	sandbox := append(clone(procMounts),
+		MountSpec{Destination: "/etc/resolv.conf", Type: "bind", Source: sharedPrefix + "resolv\\.conf$", Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
+	)
+	container := append(clone(procMounts),
+		MountSpec{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "^cgroup$", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}, OptionalOptions: []string{"nsdelegate", "memory_recursiveprot"}},
+		MountSpec{Destination: "/etc/hosts", Type: "bind", Source: sharedPrefix + "hosts$", Options: []string{"rbind", "rprivate"}, OptionalOptions: []string{"rw", "ro"}},
+		MountSpec{Destination: "/etc/hostname", Type: "bind", Source: sharedPrefix + "hostname$", Options: []string{"rbind", "rprivate"}, OptionalOptions: []string{"rw", "ro"}},
+		MountSpec{Destination: "/etc/resolv.conf", Type: "bind", Source: sharedPrefix + "resolv\\.conf$", Options: []string{"rbind", "rprivate"}, OptionalOptions: []string{"rw", "ro"}},
+	)
+	for _, m := range [][]MountSpec{sandbox, container} {
+		for i := range m {
+			if m[i].OptionalOptions == nil {
+				m[i].OptionalOptions = []string{}
+			}
+		}
+	}
+	return CommonData{
+		AnnotationKeys: []string{
+			`^io\.kubernetes\.cri\.(container-name|container-type|image-name|sandbox-id|sandbox-name|sandbox-namespace|sandbox-uid|sandbox-log-directory|sandbox-cpu-period|sandbox-cpu-quota|sandbox-cpu-shares|sandbox-memory|podsandbox\.image-name|runtimehandler)$`,
+			`^io\.katacontainers\.pkg\.oci\.(bundle_path|container_type)$`,
+			`^io\.katacontainers\.config\.[a-z_.]+$`,
+			`^nerdctl/network-namespace$`,
+		},
+		ApparmorProfiles: []string{"", "cri-containerd.apparmor.d"},
+		MaskedPaths: []string{
+			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+			"/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats", "/sys/firmware",
+		},
+		ReadonlyPaths:        []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		Mounts:               map[string][]MountSpec{"sandbox": sandbox, "container": container},
+		CopyFileRegex:        "^" + sharedDir + "/(watchable/)?[A-Za-z0-9_-]+-[a-z0-9]{16}-[^/]+(/[^/]+)*$",
+		CopyFileSymlinkRegex: "^" + sharedDir + "/(watchable/)?[A-Za-z0-9_-]+-[a-z0-9]{16}-[^/]+/[^/]+(/[^/]+)*$",
+		Network: NetworkData{
+			ForbiddenDevices:      []string{"lo"},
+			ForbiddenHWAddrs:      []string{"00:00:00:00:00:00"},
+			AllowedInterfaceFlags: 128,             // IFF_NOARP
+			AllowedNeighborStates: []int64{2, 128}, // NUD_REACHABLE, NUD_PERMANENT
+			AllowedNeighborFlags:  8 | 128,         // NTF_PROXY, NTF_ROUTER
+			LoopbackRegex:         []string{`^127\.`, `^[0:]*:0*1$`},
+		},
+	}
+}
+
+func clone[T any](s []T) []T { return append([]T(nil), s...) }

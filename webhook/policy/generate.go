@@ -1,0 +1,854 @@
+// Package policy computes the Kata agent policy of a pod: the Rego rules of
+// this project with the pod's policy data, wrapped in initdata, and the
+// digest Kata puts into HOST_DATA (SNP) or MRCONFIGID (TDX).
+//
+// Generation is a pure function of the pod template and the image
+// configurations: the same workload yields byte-identical output whether it
+// is read from YAML or from the pod the API server admitted.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/contrast-cc/contrast/webhook/images"
+)
+
+// Annotations read by the generator on the pod template.
+const (
+	// AnnotationDenyLogs, set to "true", denies ReadStreamRequest (container
+	// logs through the runtime).
+	AnnotationDenyLogs = "contrast.cc/deny-logs"
+)
+
+// GenerateInput is the input of Generate. Exactly one of Workload and Pod is set.
+type GenerateInput struct {
+	// Workload is a decoded workload (YAML side, contrast generate).
+	Workload *Workload
+	// Pod is a pod as admitted by the API server (webhook side). It must be
+	// the final pod, after any injection.
+	Pod *corev1.Pod
+	// Images resolves the images of the pod. Required.
+	Images images.Source
+	// Keychain authenticates to registries (pull secrets of the pod and its
+	// service account). Optional.
+	Keychain authn.Keychain
+	// Legacy selects the io.katacontainers.config.agent.policy annotation
+	// instead of initdata.
+	Legacy bool
+}
+
+// Result is the generated policy.
+type Result struct {
+	// Rego is the complete policy text (rules and policy_data).
+	Rego string
+	// Data is the policy data in the Rego text.
+	Data *Data
+	// InitData is the initdata TOML (empty in legacy mode).
+	InitData []byte
+	// Annotations are the pod annotations that carry the policy.
+	Annotations map[string]string
+	// Digest is the SHA-256 digest Kata measures (32 bytes).
+	Digest []byte
+	// HostData is the SNP HOST_DATA value (32 bytes).
+	HostData []byte
+	// MRConfigID is the TDX MRCONFIGID value (48 bytes, zero-padded).
+	MRConfigID []byte
+	// Kind is the workload kind the identity was derived from.
+	Kind string
+}
+
+// Error kinds callers can branch on.
+var (
+	// ErrUnsupported is returned for pod features the policy cannot secure.
+	ErrUnsupported = errors.New("unsupported pod feature")
+	// ErrInvalidInput is returned for malformed input.
+	ErrInvalidInput = errors.New("invalid input")
+)
+
+// Generate computes the policy of a workload or an admitted pod.
+func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
+	if in.Images == nil {
+		return nil, fmt.Errorf("%w: no image source", ErrInvalidInput)
+	}
+	var (
+		tmpl  corev1.PodTemplateSpec
+		ident podIdentity
+		kind  string
+	)
+	switch {
+	case in.Workload != nil && in.Pod == nil:
+		tmpl = *in.Workload.Template.DeepCopy()
+		meta := &podMeta{name: tmpl.Name, generateName: tmpl.GenerateName}
+		ident = identityForWorkload(in.Workload.Kind, in.Workload.Name, meta)
+		kind = in.Workload.Kind
+	case in.Pod != nil && in.Workload == nil:
+		pod := in.Pod.DeepCopy()
+		tmpl = corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
+		ident, kind = identityForPod(pod)
+	default:
+		return nil, fmt.Errorf("%w: exactly one of Workload and Pod must be set", ErrInvalidInput)
+	}
+	canonicalize(&tmpl)
+	data, err := buildData(ctx, &tmpl, ident, in.Images, in.Keychain)
+	if err != nil {
+		return nil, err
+	}
+	res, err := render(data, in.Legacy)
+	if err != nil {
+		return nil, err
+	}
+	res.Kind = kind
+	return res, nil
+}
+
+// canonicalize removes what the API server and controllers add to a pod and
+// applies the defaults the generator relies on, so both sides agree.
+func canonicalize(t *corev1.PodTemplateSpec) {
+	for _, l := range controllerLabels {
+		delete(t.Labels, l)
+	}
+	spec := &t.Spec
+	// The ServiceAccount admission plugin adds a projected token volume
+	// kube-api-access-<random> and mounts it in every container. The policy
+	// allows the token mount unless automounting is disabled in the pod spec.
+	var tokenVolumes []string
+	spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool {
+		if isServiceAccountTokenVolume(v) {
+			tokenVolumes = append(tokenVolumes, v.Name)
+			return true
+		}
+		return false
+	})
+	stripMounts := func(cs []corev1.Container) {
+		for i := range cs {
+			cs[i].VolumeMounts = slices.DeleteFunc(cs[i].VolumeMounts, func(m corev1.VolumeMount) bool {
+				return slices.Contains(tokenVolumes, m.Name)
+			})
+		}
+	}
+	stripMounts(spec.Containers)
+	stripMounts(spec.InitContainers)
+	if spec.ServiceAccountName == "" {
+		spec.ServiceAccountName = spec.DeprecatedServiceAccount
+	}
+	if spec.ServiceAccountName == "" {
+		spec.ServiceAccountName = "default"
+	}
+}
+
+func isServiceAccountTokenVolume(v corev1.Volume) bool {
+	if !strings.HasPrefix(v.Name, "kube-api-access-") || v.Projected == nil {
+		return false
+	}
+	for _, s := range v.Projected.Sources {
+		if s.ServiceAccountToken != nil && s.ServiceAccountToken.Path == "token" {
+			return true
+		}
+	}
+	return false
+}
+
+// container is a container of the pod with its kind.
+type container struct {
+	c    *corev1.Container
+	kind string
+}
+
+func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity, src images.Source, kc authn.Keychain) (*Data, error) {
+	spec := &t.Spec
+	if err := checkPodFeatures(spec); err != nil {
+		return nil, err
+	}
+	var cs []container
+	for i := range spec.InitContainers {
+		k := "init"
+		if p := spec.InitContainers[i].RestartPolicy; p != nil && *p == corev1.ContainerRestartPolicyAlways {
+			k = "sidecar"
+		}
+		cs = append(cs, container{&spec.InitContainers[i], k})
+	}
+	for i := range spec.Containers {
+		cs = append(cs, container{&spec.Containers[i], "app"})
+	}
+	if len(spec.Containers) == 0 {
+		return nil, fmt.Errorf("%w: pod has no containers", ErrInvalidInput)
+	}
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if seen[c.c.Name] {
+			return nil, fmt.Errorf("%w: duplicate container name %q", ErrInvalidInput, c.c.Name)
+		}
+		seen[c.c.Name] = true
+	}
+
+	// Resolve the images concurrently (the source bounds concurrency).
+	imgs := make([]*images.Image, len(cs))
+	accts := make([]*images.Accounts, len(cs))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, c := range cs {
+		g.Go(func() error {
+			img, err := src.Resolve(gctx, c.c.Image, kc)
+			if err != nil {
+				return fmt.Errorf("container %q: %w", c.c.Name, err)
+			}
+			imgs[i] = img
+			if needsAccounts(c.c, spec, img) {
+				a, err := src.Accounts(gctx, img, kc)
+				if err != nil {
+					return fmt.Errorf("container %q: %w", c.c.Name, err)
+				}
+				accts[i] = a
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	sysctls := map[string]string{
+		"net.ipv4.ip_unprivileged_port_start": "0",
+		"net.ipv4.ping_group_range":           "0 2147483647",
+	}
+	if sc := spec.SecurityContext; sc != nil {
+		for _, s := range sc.Sysctls {
+			sysctls[s.Name] = s.Value
+		}
+	}
+	shareProcessNS := spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace
+	data := &Data{
+		Pod: PodData{
+			NameRegex:         ident.nameRegex,
+			NamespaceRegex:    "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+			Hostname:          spec.Hostname,
+			ShareProcessNS:    shareProcessNS,
+			Sysctls:           sysctls,
+			AllowLogs:         t.Annotations[AnnotationDenyLogs] != "true",
+			ServiceAccountTok: automount(spec),
+		},
+		Common: commonData(),
+	}
+	data.Containers = append(data.Containers, pauseContainer(spec))
+	for i, c := range cs {
+		cd, err := containerData(t, c, imgs[i], accts[i])
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", c.c.Name, err)
+		}
+		data.Containers = append(data.Containers, cd)
+	}
+	return data, nil
+}
+
+func automount(spec *corev1.PodSpec) bool {
+	return spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken
+}
+
+func checkPodFeatures(spec *corev1.PodSpec) error {
+	switch {
+	case spec.HostNetwork:
+		return fmt.Errorf("%w: hostNetwork", ErrUnsupported)
+	case spec.HostPID:
+		return fmt.Errorf("%w: hostPID", ErrUnsupported)
+	case spec.HostIPC:
+		return fmt.Errorf("%w: hostIPC", ErrUnsupported)
+	case spec.HostUsers != nil && !*spec.HostUsers:
+		return fmt.Errorf("%w: hostUsers: false (user namespaces)", ErrUnsupported)
+	case len(spec.EphemeralContainers) > 0:
+		return fmt.Errorf("%w: ephemeral containers", ErrUnsupported)
+	}
+	for _, v := range spec.Volumes {
+		switch {
+		case v.EmptyDir != nil, v.ConfigMap != nil, v.Secret != nil, v.Projected != nil, v.DownwardAPI != nil:
+		case v.HostPath != nil:
+			return fmt.Errorf("%w: volume %q: hostPath volumes are refused (host-controlled content)", ErrUnsupported, v.Name)
+		default:
+			return fmt.Errorf("%w: volume %q: only emptyDir, configMap, secret, projected and downwardAPI volumes are supported", ErrUnsupported, v.Name)
+		}
+	}
+	return nil
+}
+
+const pausePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// pauseContainer is the sandbox container. Its user is the pod's
+// runAsUser/runAsGroup, else the pause image's 65535.
+func pauseContainer(spec *corev1.PodSpec) ContainerData {
+	uid, gid := int64(65535), int64(65535)
+	var supplemental []int64
+	if sc := spec.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = *sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = *sc.RunAsGroup
+		}
+		supplemental = append(supplemental, sc.SupplementalGroups...)
+		if sc.FSGroup != nil {
+			supplemental = append(supplemental, *sc.FSGroup)
+		}
+	}
+	return ContainerData{
+		Name:           "",
+		Kind:           "sandbox",
+		ImageRefs:      []string{},
+		Args:           []string{"/pause"},
+		Env:            []EnvSpec{{Name: "PATH", Kind: "exact", Value: pausePath, Required: false}},
+		EnvPatterns:    []string{},
+		Cwd:            "/",
+		User:           UserData{UID: uid, GID: gid, AdditionalGIDs: sortedGIDs(append(supplemental, gid))},
+		Capabilities:   defaultCapabilities,
+		NoNewPrivs:     true,
+		ReadOnlyRoot:   true,
+		Mounts:         []MountSpec{},
+		VolumeStorages: []StorageSpec{},
+		ExecCommands:   [][]string{},
+	}
+}
+
+func sortedGIDs(g []int64) []int64 {
+	g = slices.Clone(g)
+	slices.Sort(g)
+	return slices.Compact(g)
+}
+
+func needsAccounts(c *corev1.Container, spec *corev1.PodSpec, img *images.Image) bool {
+	runAsUser, _ := effectiveRunAs(c, spec)
+	if runAsUser != nil {
+		return false
+	}
+	user, group, _ := strings.Cut(img.Config.User, ":")
+	return (user != "" && !isNumeric(user)) || (group != "" && !isNumeric(group))
+}
+
+func isNumeric(s string) bool {
+	_, err := strconv.ParseInt(s, 10, 64)
+	return err == nil
+}
+
+func effectiveRunAs(c *corev1.Container, spec *corev1.PodSpec) (user, group *int64) {
+	if sc := spec.SecurityContext; sc != nil {
+		user, group = sc.RunAsUser, sc.RunAsGroup
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			user = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			group = sc.RunAsGroup
+		}
+	}
+	return user, group
+}
+
+func resolveUser(c *corev1.Container, spec *corev1.PodSpec, img *images.Image, acct *images.Accounts) (UserData, error) {
+	runUser, runGroup := effectiveRunAs(c, spec)
+	var uid, gid int64
+	var userName string
+	var extra []int64
+	if runUser != nil {
+		uid = *runUser
+	} else if img.Config.User != "" {
+		u, g, hasGroup := strings.Cut(img.Config.User, ":")
+		if isNumeric(u) {
+			uid, _ = strconv.ParseInt(u, 10, 64)
+		} else {
+			if acct == nil {
+				return UserData{}, fmt.Errorf("%w: image user %q needs the image's /etc/passwd", ErrInvalidInput, u)
+			}
+			pw, ok := acct.LookupUser(u)
+			if !ok {
+				return UserData{}, fmt.Errorf("image user %q not found in /etc/passwd", u)
+			}
+			uid, gid, userName = pw.UID, pw.GID, u
+		}
+		if hasGroup {
+			if isNumeric(g) {
+				gid, _ = strconv.ParseInt(g, 10, 64)
+			} else {
+				if acct == nil {
+					return UserData{}, fmt.Errorf("%w: image group %q needs the image's /etc/group", ErrInvalidInput, g)
+				}
+				gr, ok := acct.LookupGroup(g)
+				if !ok {
+					return UserData{}, fmt.Errorf("image group %q not found in /etc/group", g)
+				}
+				gid = gr.GID
+			}
+		}
+		if userName != "" {
+			extra = acct.GroupsOf(userName)
+		}
+	}
+	if runGroup != nil {
+		gid = *runGroup
+	}
+	gids := append([]int64{gid}, extra...)
+	if sc := spec.SecurityContext; sc != nil {
+		gids = append(gids, sc.SupplementalGroups...)
+		if sc.FSGroup != nil {
+			gids = append(gids, *sc.FSGroup)
+		}
+	}
+	return UserData{UID: uid, GID: gid, AdditionalGIDs: sortedGIDs(gids)}, nil
+}
+
+func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, acct *images.Accounts) (ContainerData, error) {
+	c, spec := ct.c, &t.Spec
+	user, err := resolveUser(c, spec, img, acct)
+	if err != nil {
+		return ContainerData{}, err
+	}
+	env, patterns, fixed, err := buildEnv(t, c, img)
+	if err != nil {
+		return ContainerData{}, err
+	}
+	args, err := buildArgs(c, img, fixed)
+	if err != nil {
+		return ContainerData{}, err
+	}
+	cwd := c.WorkingDir
+	if cwd == "" {
+		cwd = img.Config.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	sc := c.SecurityContext
+	privileged := sc != nil && sc.Privileged != nil && *sc.Privileged
+	if privileged {
+		return ContainerData{}, fmt.Errorf("%w: privileged containers", ErrUnsupported)
+	}
+	mounts, storages, err := buildMounts(t, c, img)
+	if err != nil {
+		return ContainerData{}, err
+	}
+	var execs [][]string
+	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+		if p != nil && p.Exec != nil && len(p.Exec.Command) > 0 {
+			execs = append(execs, slices.Clone(p.Exec.Command))
+		}
+	}
+	if execs == nil {
+		execs = [][]string{}
+	}
+	refs, err := imageRefs(c.Image, img)
+	if err != nil {
+		return ContainerData{}, err
+	}
+	return ContainerData{
+		Name:           c.Name,
+		Kind:           ct.kind,
+		ImageRefs:      refs,
+		Args:           args,
+		Env:            env,
+		EnvPatterns:    patterns,
+		Cwd:            cwd,
+		User:           user,
+		Capabilities:   capabilities(sc),
+		NoNewPrivs:     sc != nil && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation,
+		Privileged:     false,
+		ReadOnlyRoot:   sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem,
+		TTY:            c.TTY,
+		Mounts:         mounts,
+		VolumeStorages: storages,
+		ExecCommands:   execs,
+	}, nil
+}
+
+// imageRefs are the storage sources the guest may pull: repository@digest in
+// the spellings containerd may use.
+func imageRefs(podImage string, img *images.Image) ([]string, error) {
+	ref, err := name.ParseReference(podImage)
+	if err != nil {
+		return nil, fmt.Errorf("%w: image %q: %w", ErrInvalidInput, podImage, err)
+	}
+	repo := ref.Context()
+	set := map[string]bool{img.Reference(): true}
+	full := repo.RegistryStr() + "/" + repo.RepositoryStr()
+	if repo.RegistryStr() == name.DefaultRegistry {
+		full = "docker.io/" + repo.RepositoryStr()
+	}
+	set[full+"@"+img.Digest] = true
+	return slices.Sorted(maps.Keys(set)), nil
+}
+
+func capabilities(sc *corev1.SecurityContext) []string {
+	caps := map[string]bool{}
+	for _, c := range defaultCapabilities {
+		caps[c] = true
+	}
+	if sc != nil && sc.Capabilities != nil {
+		for _, d := range sc.Capabilities.Drop {
+			if strings.EqualFold(string(d), "ALL") {
+				clear(caps)
+				continue
+			}
+			delete(caps, capName(d))
+		}
+		for _, a := range sc.Capabilities.Add {
+			if strings.EqualFold(string(a), "ALL") {
+				for _, c := range allCapabilities {
+					caps[c] = true
+				}
+				continue
+			}
+			caps[capName(a)] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(caps))
+}
+
+func capName(c corev1.Capability) string {
+	s := strings.ToUpper(string(c))
+	if !strings.HasPrefix(s, "CAP_") {
+		s = "CAP_" + s
+	}
+	return s
+}
+
+// ---------------------------------------------------------------- args
+
+var varRefRe = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
+
+// expand implements the kubelet's $(VAR) expansion for fixed variables.
+func expand(s string, fixed map[string]*string) (string, error) {
+	var err error
+	out := varRefRe.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		n := m[2 : len(m)-1]
+		v, ok := fixed[n]
+		if !ok {
+			return m
+		}
+		if v == nil {
+			err = fmt.Errorf("%w: %q refers to $(%s), whose value is not known before the pod runs", ErrUnsupported, s, n)
+			return m
+		}
+		return *v
+	})
+	return out, err
+}
+
+func buildArgs(c *corev1.Container, img *images.Image, fixed map[string]*string) ([]string, error) {
+	var args []string
+	switch {
+	case len(c.Command) > 0:
+		args = append(slices.Clone(c.Command), c.Args...)
+	case len(c.Args) > 0:
+		args = append(slices.Clone(img.Config.Entrypoint), c.Args...)
+	default:
+		args = append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
+	}
+	if len(args) == 0 {
+		return nil, fmt.Errorf("%w: no command: neither the pod nor the image defines one", ErrInvalidInput)
+	}
+	// only the pod's command and args are expanded, not the image's
+	nPod := 0
+	if len(c.Command) > 0 {
+		nPod = len(args)
+	} else if len(c.Args) > 0 {
+		nPod = len(c.Args)
+	}
+	for i := len(args) - nPod; i < len(args); i++ {
+		v, err := expand(args[i], fixed)
+		if err != nil {
+			return nil, err
+		}
+		args[i] = v
+	}
+	return args, nil
+}
+
+// ---------------------------------------------------------------- env
+
+const (
+	ipv4Regex = `(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}`
+	ipv6Regex = `[0-9a-fA-F:.]*:[0-9a-fA-F:.]*`
+	ipRegex   = "(" + ipv4Regex + "|" + ipv6Regex + ")"
+	portRegex = `[0-9]{1,5}`
+	// service names in environment variables: upper-cased DNS labels with
+	// '-' replaced by '_'.
+	svcRegex = `[A-Z_][A-Z0-9_]{0,62}`
+)
+
+// serviceLinkPatterns match the variables the kubelet derives from Services.
+var serviceLinkPatterns = []string{
+	"^" + svcRegex + "_SERVICE_HOST=" + ipRegex + "$",
+	"^" + svcRegex + "_SERVICE_PORT=" + portRegex + "$",
+	"^" + svcRegex + "_SERVICE_PORT_" + svcRegex + "=" + portRegex + "$",
+	"^" + svcRegex + "_PORT=(tcp|udp|sctp)://" + ipRegex + ":" + portRegex + "$",
+	"^" + svcRegex + "_PORT_" + portRegex + "_(TCP|UDP|SCTP)=(tcp|udp|sctp)://" + ipRegex + ":" + portRegex + "$",
+	"^" + svcRegex + "_PORT_" + portRegex + "_(TCP|UDP|SCTP)_PROTO=(tcp|udp|sctp)$",
+	"^" + svcRegex + "_PORT_" + portRegex + "_(TCP|UDP|SCTP)_PORT=" + portRegex + "$",
+	"^" + svcRegex + "_PORT_" + portRegex + "_(TCP|UDP|SCTP)_ADDR=" + ipRegex + "$",
+}
+
+// kubernetesServicePatterns are the variables of the master service, which
+// the kubelet adds even with enableServiceLinks: false.
+var kubernetesServicePatterns = []string{
+	"^KUBERNETES_SERVICE_HOST=" + ipRegex + "$",
+	"^KUBERNETES_SERVICE_PORT=" + portRegex + "$",
+	"^KUBERNETES_SERVICE_PORT_HTTPS=" + portRegex + "$",
+	"^KUBERNETES_PORT=tcp://" + ipRegex + ":" + portRegex + "$",
+	"^KUBERNETES_PORT_" + portRegex + "_TCP=tcp://" + ipRegex + ":" + portRegex + "$",
+	"^KUBERNETES_PORT_" + portRegex + "_TCP_PROTO=tcp$",
+	"^KUBERNETES_PORT_" + portRegex + "_TCP_PORT=" + portRegex + "$",
+	"^KUBERNETES_PORT_" + portRegex + "_TCP_ADDR=" + ipRegex + "$",
+}
+
+var envNameRe = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
+
+// buildEnv returns the expected variables (image env overridden by pod env,
+// plus HOSTNAME), patterns for variables whose names are not known, and the
+// map of variables usable in $(VAR) expansion (nil value: not fixed).
+func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image) ([]EnvSpec, []string, map[string]*string, error) {
+	spec := &t.Spec
+	byName := map[string]EnvSpec{}
+	var order []string
+	set := func(s EnvSpec) {
+		if _, ok := byName[s.Name]; !ok {
+			order = append(order, s.Name)
+		}
+		byName[s.Name] = s
+	}
+	for _, e := range img.Config.Env {
+		n, v, _ := strings.Cut(e, "=")
+		if n == "" {
+			continue
+		}
+		set(EnvSpec{Name: n, Kind: "exact", Value: v, Required: true})
+	}
+	set(EnvSpec{Name: "HOSTNAME", Kind: "hostname", Required: true})
+	if c.TTY {
+		set(EnvSpec{Name: "TERM", Kind: "exact", Value: "xterm", Required: false})
+	}
+	var patterns []string
+	for _, ef := range c.EnvFrom {
+		if ef.Prefix != "" && !envNameRe.MatchString(ef.Prefix) {
+			return nil, nil, nil, fmt.Errorf("%w: envFrom prefix %q", ErrInvalidInput, ef.Prefix)
+		}
+		// Keys of ConfigMaps and Secrets are not known before the pod runs.
+		patterns = append(patterns, "^"+regexp.QuoteMeta(ef.Prefix)+"[-._a-zA-Z][-._a-zA-Z0-9]*=(?s:.*)$")
+	}
+	// fixed values usable in $(VAR) references: pod env (in order) and
+	// service links (never fixed).
+	fixed := map[string]*string{}
+	for _, e := range c.Env {
+		if !envNameRe.MatchString(e.Name) {
+			return nil, nil, nil, fmt.Errorf("%w: environment variable name %q", ErrInvalidInput, e.Name)
+		}
+		s, err := envSpec(t, c, e, fixed)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("environment variable %q: %w", e.Name, err)
+		}
+		set(s)
+		if s.Kind == "exact" {
+			v := s.Value
+			fixed[e.Name] = &v
+		} else {
+			fixed[e.Name] = nil
+		}
+	}
+	if spec.EnableServiceLinks == nil || *spec.EnableServiceLinks {
+		patterns = append(patterns, serviceLinkPatterns...)
+	} else {
+		patterns = append(patterns, kubernetesServicePatterns...)
+	}
+	out := make([]EnvSpec, 0, len(order))
+	for _, n := range order {
+		out = append(out, byName[n])
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, patterns, fixed, nil
+}
+
+var labelRefRe = regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\]$`)
+
+func envSpec(t *corev1.PodTemplateSpec, c *corev1.Container, e corev1.EnvVar, fixed map[string]*string) (EnvSpec, error) {
+	s := EnvSpec{Name: e.Name, Required: true}
+	if e.ValueFrom == nil {
+		v, err := expand(e.Value, fixed)
+		if err != nil {
+			return s, err
+		}
+		s.Kind, s.Value = "exact", v
+		return s, nil
+	}
+	vf := e.ValueFrom
+	switch {
+	case vf.FieldRef != nil:
+		switch p := vf.FieldRef.FieldPath; p {
+		case "metadata.name":
+			s.Kind = "pod_name"
+		case "metadata.namespace":
+			s.Kind = "pod_namespace"
+		case "metadata.uid":
+			s.Kind = "pod_uid"
+		case "spec.serviceAccountName":
+			s.Kind, s.Value = "exact", t.Spec.ServiceAccountName
+		case "spec.nodeName":
+			s.Kind, s.Value = "regex", `^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`
+		case "status.podIP", "status.hostIP":
+			s.Kind, s.Value = "regex", "^"+ipRegex+"$"
+		case "status.podIPs", "status.hostIPs":
+			s.Kind, s.Value = "regex", "^"+ipRegex+"(,"+ipRegex+")?$"
+		case "metadata.labels", "metadata.annotations":
+			s.Kind, s.Value = "regex", "(?s)^.*$"
+		default:
+			m := labelRefRe.FindStringSubmatch(p)
+			if m == nil {
+				return s, fmt.Errorf("%w: fieldRef %q", ErrUnsupported, p)
+			}
+			if v, ok := t.Labels[m[2]]; ok && m[1] == "labels" {
+				s.Kind, s.Value = "exact", v
+			} else {
+				// annotations are set by admission controllers, including
+				// the webhook that carries this policy
+				s.Kind, s.Value = "regex", "(?s)^.*$"
+			}
+		}
+	case vf.ResourceFieldRef != nil:
+		s.Kind, s.Value = "regex", `^[0-9]+$`
+	case vf.ConfigMapKeyRef != nil:
+		s.Kind, s.Value = "regex", "(?s)^.*$"
+		s.Required = vf.ConfigMapKeyRef.Optional == nil || !*vf.ConfigMapKeyRef.Optional
+	case vf.SecretKeyRef != nil:
+		s.Kind, s.Value = "regex", "(?s)^.*$"
+		s.Required = vf.SecretKeyRef.Optional == nil || !*vf.SecretKeyRef.Optional
+	default:
+		return s, fmt.Errorf("%w: valueFrom source", ErrUnsupported)
+	}
+	_ = c
+	return s, nil
+}
+
+// ---------------------------------------------------------------- mounts
+
+var storageMountPointRe = "^" + regexp.QuoteMeta(blockStorageDir) + "/[A-Za-z0-9+/_-]+=*$"
+
+func buildMounts(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image) ([]MountSpec, []StorageSpec, error) {
+	spec := &t.Spec
+	volumes := map[string]*corev1.Volume{}
+	for i := range spec.Volumes {
+		volumes[spec.Volumes[i].Name] = &spec.Volumes[i]
+	}
+	var mounts []MountSpec
+	dests := map[string]bool{}
+	add := func(m MountSpec) {
+		if m.OptionalOptions == nil {
+			m.OptionalOptions = []string{}
+		}
+		mounts = append(mounts, m)
+		dests[m.Destination] = true
+	}
+	var storages []StorageSpec
+	var fsGroup *int64
+	if spec.SecurityContext != nil {
+		fsGroup = spec.SecurityContext.FSGroup
+	}
+	hasBlock, hasMemory := false, false
+	for _, vm := range c.VolumeMounts {
+		v, ok := volumes[vm.Name]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: volume mount %q: no such volume", ErrInvalidInput, vm.Name)
+		}
+		if vm.SubPath != "" || vm.SubPathExpr != "" {
+			return nil, nil, fmt.Errorf("%w: volume mount %q: subPath", ErrUnsupported, vm.Name)
+		}
+		if !strings.HasPrefix(vm.MountPath, "/") {
+			return nil, nil, fmt.Errorf("%w: volume mount %q: relative mount path", ErrInvalidInput, vm.Name)
+		}
+		if vm.MountPropagation != nil && *vm.MountPropagation == corev1.MountPropagationBidirectional {
+			// Kata does not propagate mounts back; the guest uses rprivate.
+			_ = vm
+		}
+		access := []string{"rw", "ro"}
+		if vm.ReadOnly {
+			access = []string{"ro"}
+		}
+		base := []string{"rbind", "rprivate"}
+		switch {
+		case v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory:
+			hasMemory = true
+			add(MountSpec{Destination: vm.MountPath, Type: "bind",
+				Source:  "^" + regexp.QuoteMeta(ephemeralDir+"/"+v.Name) + "$",
+				Options: base, OptionalOptions: access})
+		case v.EmptyDir != nil:
+			hasBlock = true
+			add(MountSpec{Destination: vm.MountPath, Type: "bind", Source: storageMountPointRe,
+				Options: base, OptionalOptions: access})
+		default: // configMap, secret, projected, downwardAPI: shared by the runtime
+			add(MountSpec{Destination: vm.MountPath, Type: "bind",
+				Source:  sharedPrefix + regexp.QuoteMeta(pathBase(vm.MountPath)) + "$",
+				Options: base, OptionalOptions: access})
+		}
+	}
+	if hasBlock {
+		storages = append(storages, StorageSpec{
+			Driver: "blk", DriverOptions: []string{"encryption_key=ephemeral", "create_filesystem"},
+			FSType: "ext4", Source: `^[0-9a-f]{2}(/[0-9a-f]{2})*$`, MountPoint: storageMountPointRe,
+			Options: []string{}, FSGroup: fsGroup,
+		})
+	}
+	if hasMemory {
+		storages = append(storages, StorageSpec{
+			Driver: "ephemeral", DriverOptions: []string{}, FSType: "tmpfs", Source: "^tmpfs$",
+			MountPoint: "^" + regexp.QuoteMeta(ephemeralDir) + "/[^/]+$",
+			Options:    []string{`^size=[0-9]+[kKmMgG]?$`}, FSGroup: fsGroup,
+		})
+	}
+	// termination message
+	tmp := c.TerminationMessagePath
+	if tmp == "" {
+		tmp = corev1.TerminationMessagePathDefault
+	}
+	if !dests[tmp] {
+		add(MountSpec{Destination: tmp, Type: "bind", Source: sharedPrefix + regexp.QuoteMeta(pathBase(tmp)) + "$",
+			Options: []string{"rbind", "rprivate"}, OptionalOptions: []string{"rw", "ro"}})
+	}
+	// service account token
+	const saPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+	if automount(spec) && !dests[saPath] {
+		add(MountSpec{Destination: saPath, Type: "bind", Source: sharedPrefix + "serviceaccount$",
+			Options: []string{"rbind", "rprivate", "ro"}})
+	}
+	// image volumes not covered by a pod volume
+	for _, v := range img.Config.Volumes {
+		if dests[v] || !strings.HasPrefix(v, "/") {
+			continue
+		}
+		add(MountSpec{Destination: v, Type: "bind", Source: sharedPrefix + regexp.QuoteMeta(pathBase(v)) + "$",
+			Options: []string{"rbind", "rprivate", "rw"}})
+	}
+	sort.SliceStable(mounts, func(i, j int) bool { return mounts[i].Destination < mounts[j].Destination })
+	if mounts == nil {
+		mounts = []MountSpec{}
+	}
+	if storages == nil {
+		storages = []StorageSpec{}
+	}
+	return mounts, storages, nil
+}
+
+func pathBase(p string) string {
+	p = strings.TrimRight(p, "/")
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
