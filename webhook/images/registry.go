@@ -1,0 +1,382 @@
+package images
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Mirror is a registry host that serves a registry's content, like a
+// `[host."..."]` entry of containerd's hosts.toml.
+type Mirror struct {
+	// Host is host[:port] of the mirror.
+	Host string
+	// Insecure selects plain HTTP.
+	Insecure bool
+}
+
+// RegistryConfig configures a Registry.
+type RegistryConfig struct {
+	// Mirrors maps a registry host (as written in image names, e.g.
+	// docker.l5d.io or docker.io) to mirrors tried in order before it.
+	Mirrors map[string][]Mirror
+	// SkipOrigin lists registries that are only reached through their
+	// mirrors (air-gapped clusters).
+	SkipOrigin []string
+	// Platform selects the image of a multi-platform index (default
+	// linux/amd64).
+	Platform *v1.Platform
+	// MaxConcurrent bounds concurrent registry operations (default 8).
+	MaxConcurrent int
+	// Transport is the HTTP transport (default remote.DefaultTransport).
+	Transport http.RoundTripper
+}
+
+// Registry is the production Source: it talks to OCI registries with
+// go-containerregistry, caches by digest and honours mirrors.
+type Registry struct {
+	cfg RegistryConfig
+	sem chan struct{}
+
+	mu       sync.Mutex
+	configs  map[string]Config    // by manifest digest
+	accounts map[string]*Accounts // by manifest digest
+}
+
+// NewRegistry returns a Registry.
+func NewRegistry(cfg RegistryConfig) *Registry {
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 8
+	}
+	if cfg.Platform == nil {
+		cfg.Platform = &v1.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = remote.DefaultTransport
+	}
+	return &Registry{
+		cfg:      cfg,
+		sem:      make(chan struct{}, cfg.MaxConcurrent),
+		configs:  map[string]Config{},
+		accounts: map[string]*Accounts{},
+	}
+}
+
+func (r *Registry) acquire(ctx context.Context) error {
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Registry) release() { <-r.sem }
+
+// endpoint is one place to fetch a repository from.
+type endpoint struct {
+	repo name.Repository
+}
+
+func (r *Registry) endpoints(repo name.Repository) ([]endpoint, error) {
+	reg := repo.RegistryStr()
+	keys := []string{reg}
+	if reg == name.DefaultRegistry {
+		keys = append(keys, "docker.io")
+	}
+	var eps []endpoint
+	skip := false
+	for _, k := range keys {
+		for _, m := range r.cfg.Mirrors[k] {
+			var opts []name.Option
+			if m.Insecure {
+				opts = append(opts, name.Insecure)
+			}
+			mr, err := name.NewRepository(m.Host+"/"+repo.RepositoryStr(), opts...)
+			if err != nil {
+				return nil, fmt.Errorf("mirror %q: %w", m.Host, err)
+			}
+			eps = append(eps, endpoint{repo: mr})
+		}
+		skip = skip || slices.Contains(r.cfg.SkipOrigin, k)
+	}
+	if !skip {
+		eps = append(eps, endpoint{repo: repo})
+	}
+	if len(eps) == 0 {
+		return nil, errors.New("no endpoint: origin skipped and no mirror configured")
+	}
+	return eps, nil
+}
+
+func (r *Registry) options(ctx context.Context, kc authn.Keychain) []remote.Option {
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(kc),
+		remote.WithTransport(r.cfg.Transport),
+		remote.WithPlatform(*r.cfg.Platform),
+	}
+}
+
+// Resolve implements Source. It fetches only the manifest (and index) and
+// the config blob; configs are cached by digest.
+func (r *Registry) Resolve(ctx context.Context, image string, kc authn.Keychain) (*Image, error) {
+	img, err := r.resolve(ctx, image, kc)
+	if err != nil {
+		return nil, &Error{Image: image, Err: err}
+	}
+	return img, nil
+}
+
+func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain) (*Image, error) {
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		return nil, fmt.Errorf("parsing reference: %w", err)
+	}
+	repo := ref.Context()
+	out := &Image{Repository: repo.Name()}
+	if d, ok := ref.(name.Digest); ok {
+		out.Digest = d.DigestStr()
+		r.mu.Lock()
+		cfg, ok := r.configs[out.Digest]
+		r.mu.Unlock()
+		if ok {
+			out.Config = cfg
+			return out, nil
+		}
+	}
+	eps, err := r.endpoints(repo)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer r.release()
+	var errs []error
+	for _, ep := range eps {
+		img, digest, err := r.fetch(ctx, ep, ref, kc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ep.repo.RegistryStr(), err))
+			continue
+		}
+		if out.Digest != "" && digest != out.Digest {
+			return nil, fmt.Errorf("%s served digest %s for %s", ep.repo.RegistryStr(), digest, out.Digest)
+		}
+		out.Digest = digest
+		r.mu.Lock()
+		cfg, ok := r.configs[digest]
+		r.mu.Unlock()
+		if !ok {
+			cf, err := img.ConfigFile()
+			if err != nil {
+				return nil, fmt.Errorf("reading config from %s: %w", ep.repo.RegistryStr(), err)
+			}
+			cfg = configFrom(cf)
+			r.mu.Lock()
+			r.configs[digest] = cfg
+			r.mu.Unlock()
+		}
+		out.Config = cfg
+		return out, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (r *Registry) fetch(ctx context.Context, ep endpoint, ref name.Reference, kc authn.Keychain) (v1.Image, string, error) {
+	var target name.Reference
+	switch t := ref.(type) {
+	case name.Digest:
+		target = ep.repo.Digest(t.DigestStr())
+	case name.Tag:
+		target = ep.repo.Tag(t.TagStr())
+	default:
+		return nil, "", fmt.Errorf("unsupported reference %T", ref)
+	}
+	desc, err := remote.Get(target, r.options(ctx, kc)...)
+	if err != nil {
+		var terr *transport.Error
+		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+			return nil, "", fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return nil, "", err
+	}
+	img, err := desc.Image() // selects the platform of an index
+	if err != nil {
+		return nil, "", fmt.Errorf("selecting image: %w", err)
+	}
+	return img, desc.Digest.String(), nil
+}
+
+func configFrom(cf *v1.ConfigFile) Config {
+	c := cf.Config
+	var vols []string
+	for v := range c.Volumes {
+		vols = append(vols, v)
+	}
+	slices.Sort(vols)
+	return Config{
+		Entrypoint: slices.Clone(c.Entrypoint),
+		Cmd:        slices.Clone(c.Cmd),
+		Env:        slices.Clone(c.Env),
+		WorkingDir: c.WorkingDir,
+		User:       c.User,
+		Volumes:    vols,
+	}
+}
+
+// Accounts implements Source. It downloads layers, top to bottom, until
+// /etc/passwd and /etc/group are found; results are cached by digest.
+func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) (*Accounts, error) {
+	r.mu.Lock()
+	a, ok := r.accounts[img.Digest]
+	r.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	a, err := r.readAccounts(ctx, img, kc)
+	if err != nil {
+		return nil, &Error{Image: img.Reference(), Err: fmt.Errorf("reading /etc/passwd: %w", err)}
+	}
+	r.mu.Lock()
+	r.accounts[img.Digest] = a
+	r.mu.Unlock()
+	return a, nil
+}
+
+func (r *Registry) readAccounts(ctx context.Context, img *Image, kc authn.Keychain) (*Accounts, error) {
+	repo, err := name.NewRepository(img.Repository)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := r.endpoints(repo)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer r.release()
+	var errs []error
+	for _, ep := range eps {
+		im, _, err := r.fetch(ctx, ep, repo.Digest(img.Digest), kc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return accountsFromImage(im)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func accountsFromImage(img v1.Image) (*Accounts, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	var passwd, group []byte
+	havePasswd, haveGroup := false, false
+	for i := len(layers) - 1; i >= 0 && (!havePasswd || !haveGroup); i-- {
+		rc, err := layers[i].Uncompressed()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		p, g, err := scanLayer(rc, !havePasswd, !haveGroup)
+		_ = rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		if p != nil {
+			passwd, havePasswd = p, true
+		}
+		if g != nil {
+			group, haveGroup = g, true
+		}
+	}
+	return &Accounts{Users: parsePasswd(passwd), Groups: parseGroup(group)}, nil
+}
+
+const maxAccountFile = 1 << 20
+
+func scanLayer(r io.Reader, wantPasswd, wantGroup bool) (passwd, group []byte, err error) {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return passwd, group, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		p := path.Clean("/" + h.Name)
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		switch {
+		case p == "/etc/passwd" && wantPasswd:
+			passwd, err = io.ReadAll(io.LimitReader(tr, maxAccountFile))
+		case p == "/etc/group" && wantGroup:
+			group, err = io.ReadAll(io.LimitReader(tr, maxAccountFile))
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+func parsePasswd(b []byte) []User {
+	var out []User
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		f := strings.Split(sc.Text(), ":")
+		if len(f) < 4 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		uid, err1 := strconv.ParseInt(f[2], 10, 64)
+		gid, err2 := strconv.ParseInt(f[3], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, User{Name: f[0], UID: uid, GID: gid})
+	}
+	return out
+}
+
+func parseGroup(b []byte) []Group {
+	var out []Group
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		f := strings.Split(sc.Text(), ":")
+		if len(f) < 3 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		gid, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			continue
+		}
+		g := Group{Name: f[0], GID: gid}
+		if len(f) > 3 && f[3] != "" {
+			g.Members = strings.Split(f[3], ",")
+		}
+		out = append(out, g)
+	}
+	return out
+}
