@@ -1,0 +1,338 @@
+package tdx_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/tdx"
+	"github.com/google/go-tdx-guest/abi"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+	tdxtest "github.com/google/go-tdx-guest/testing"
+	"github.com/google/go-tdx-guest/testing/testdata"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sampleTime is inside the validity of the sample's collateral.
+var sampleTime = time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC)
+
+func realQuote(t testing.TB) *pb.QuoteV4 {
+	t.Helper()
+	q, err := abi.QuoteToProto(testdata.RawQuote)
+	require.NoError(t, err)
+	return q.(*pb.QuoteV4)
+}
+
+// realSample frames the Sapphire Rapids quote shipped in go-tdx-guest with
+// its collateral (TCB info, QE identity, CRLs) as artefacts.
+func realSample(t testing.TB, raw []byte, withCollateral bool) []byte {
+	t.Helper()
+	fr := &evidence.Frame{Kind: evidence.KindTDX, Evidence: raw}
+	if withCollateral {
+		for url, r := range tdxtest.TestGetter.Responses {
+			hdr := map[string]string{}
+			for k, v := range r.Header {
+				hdr[k] = v[0]
+			}
+			fr.Artefacts = append(fr.Artefacts, evidence.Artefact{URL: url, Header: hdr, Body: r.Body})
+		}
+	}
+	ev, err := evidence.Marshal(fr)
+	require.NoError(t, err)
+	return ev
+}
+
+func realRefVals(t testing.TB) tdx.ReferenceValues {
+	t.Helper()
+	b := realQuote(t).GetTdQuoteBody()
+	var rtmrs [4]attest.HexBytes
+	for i := range rtmrs {
+		rtmrs[i] = b.GetRtmrs()[i]
+	}
+	qe := uint16(0)
+	return tdx.ReferenceValues{
+		Name: "spr-sample", MrTd: b.GetMrTd(), MrSeam: b.GetMrSeam(), Rtmrs: rtmrs, Xfam: b.GetXfam(),
+		TdAttributes: b.GetTdAttributes(), MinimumTeeTcbSvn: b.GetTeeTcbSvn(), MinimumQeSvn: &qe,
+	}
+}
+
+func realReportData(t testing.TB) [64]byte {
+	var rd [64]byte
+	copy(rd[:], realQuote(t).GetTdQuoteBody().GetReportData())
+	return rd
+}
+
+func validator(t testing.TB, rvs []tdx.ReferenceValues, now time.Time, requireCollateral bool) *tdx.Validator {
+	t.Helper()
+	v, err := tdx.NewValidator(tdx.Config{
+		ReferenceValues: rvs, Cache: certcache.New(certcache.Config{Offline: true}),
+		Now: func() time.Time { return now }, RequireCollateral: requireCollateral,
+	})
+	require.NoError(t, err)
+	return v
+}
+
+func requireCheck(t *testing.T, err error, want attest.Check) {
+	t.Helper()
+	require.Error(t, err)
+	got, ok := attest.FailedCheck(err)
+	require.True(t, ok, "not a CheckError: %v", err)
+	assert.Equal(t, want, got, "error: %v", err)
+}
+
+func TestRealSapphireRapidsQuoteOffline(t *testing.T) {
+	// Quote signature, QE report and PCK chain against the real embedded
+	// Intel root, offline, without collateral.
+	v := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false)
+	res, err := v.Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
+	require.NoError(t, err)
+	assert.Equal(t, attest.PlatformTDX, res.Platform)
+	assert.Len(t, res.PolicyDigest, 48)
+	assert.Len(t, res.ChipID, 16)
+
+	// With the collateral shipped beside the sample: TCB info, QE identity
+	// and both CRLs verify against the real root, but the shipped TCB info
+	// is newer than the quote's TEE_TCB_SVN, so go-tdx-guest finds no
+	// matching TCB level (as its own tests expect).
+	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, true).
+		Validate(context.Background(), realSample(t, testdata.RawQuote, true), realReportData(t))
+	requireCheck(t, err, attest.CheckCollateral)
+	assert.Contains(t, err.Error(), "no matching TCB level")
+
+	// Collateral required but absent offline: the error names the PCS URL.
+	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, true).
+		Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
+	requireCheck(t, err, attest.CheckCollateral)
+	assert.Contains(t, err.Error(), "https://api.trustedservices.intel.com/")
+}
+
+func TestRealQuoteFlippedByte(t *testing.T) {
+	for name, off := range map[string]int{"mrtd": 48 + 136, "report data": 48 + 520 + 5, "signature": 48 + 584 + 4 + 10} {
+		t.Run(name, func(t *testing.T) {
+			raw := append([]byte(nil), testdata.RawQuote...)
+			raw[off] ^= 1
+			v := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false)
+			_, err := v.Validate(context.Background(), realSample(t, raw, false), realReportData(t))
+			requireCheck(t, err, attest.CheckSignature)
+		})
+	}
+}
+
+func TestRealQuoteNegative(t *testing.T) {
+	tests := map[string]struct {
+		mutate func(*tdx.ReferenceValues)
+		now    time.Time
+		want   attest.Check
+	}{
+		"wrong mrtd":    {mutate: func(r *tdx.ReferenceValues) { r.MrTd = make([]byte, 48) }, want: attest.CheckMeasurement},
+		"wrong mrseam":  {mutate: func(r *tdx.ReferenceValues) { r.MrSeam = make([]byte, 48) }, want: attest.CheckMRSEAM},
+		"wrong rtmr":    {mutate: func(r *tdx.ReferenceValues) { r.Rtmrs[2] = make([]byte, 48) }, want: attest.CheckRTMR},
+		"wrong xfam":    {mutate: func(r *tdx.ReferenceValues) { r.Xfam = make([]byte, 8) }, want: attest.CheckXFAM},
+		"tcb below min": {mutate: func(r *tdx.ReferenceValues) { r.MinimumTeeTcbSvn = append([]byte{0xff}, make([]byte, 15)...) }, want: attest.CheckTCB},
+		"qe svn below":  {mutate: func(r *tdx.ReferenceValues) { q := uint16(0xffff); r.MinimumQeSvn = &q }, want: attest.CheckQESVN},
+		"wrong piid":    {mutate: func(r *tdx.ReferenceValues) { r.AllowedPIIDs = []attest.HexBytes{make([]byte, 16)} }, want: attest.CheckChipID},
+		"expired chain": {now: time.Date(2060, 1, 1, 0, 0, 0, 0, time.UTC), want: attest.CheckChain},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			rv := realRefVals(t)
+			if tc.mutate != nil {
+				tc.mutate(&rv)
+			}
+			now := sampleTime
+			if !tc.now.IsZero() {
+				now = tc.now
+			}
+			_, err := validator(t, []tdx.ReferenceValues{rv}, now, false).Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
+			requireCheck(t, err, tc.want)
+		})
+	}
+	// Relay: the right quote for another session.
+	rd := realReportData(t)
+	rd[0] ^= 1
+	_, err := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false).Validate(context.Background(), realSample(t, testdata.RawQuote, false), rd)
+	requireCheck(t, err, attest.CheckReportData)
+	// Expired collateral (the TCB signing certificate ends 2025-05-21).
+	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), true).
+		Validate(context.Background(), realSample(t, testdata.RawQuote, true), realReportData(t))
+	requireCheck(t, err, attest.CheckCollateral)
+}
+
+type simEnv struct {
+	auth *sim.TDXAuthority
+	dev  *sim.TDXDevice
+}
+
+func newSimEnv(t testing.TB, mutate func(*sim.TDXDeviceConfig)) *simEnv {
+	t.Helper()
+	auth, err := sim.NewTDXAuthority()
+	require.NoError(t, err)
+	cfg := sim.DefaultTDXDeviceConfig()
+	cfg.MrConfigID[0] = 0xcc
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	dev, err := auth.NewDevice(cfg)
+	require.NoError(t, err)
+	return &simEnv{auth: auth, dev: dev}
+}
+
+func (e *simEnv) issue(t testing.TB, dev *sim.TDXDevice, rd [64]byte) []byte {
+	t.Helper()
+	ev, err := tdx.NewIssuer(tdx.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Artefacts: dev.Artefacts()}).Issue(context.Background(), rd)
+	require.NoError(t, err)
+	return ev
+}
+
+func TestSimulatedQuoteParsesWithGoTDXGuest(t *testing.T) {
+	e := newSimEnv(t, nil)
+	var rd [64]byte
+	raw, err := e.dev.Quote(rd)
+	require.NoError(t, err)
+	q, err := abi.QuoteToProto(raw)
+	require.NoError(t, err)
+	require.NoError(t, abi.CheckQuoteV4(q.(*pb.QuoteV4)))
+}
+
+func TestSimulatedRoundTrip(t *testing.T) {
+	e := newSimEnv(t, nil)
+	var rd [64]byte
+	rd[3] = 3
+	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	for range 2 {
+		res, err := v.Validate(context.Background(), e.issue(t, e.dev, rd), rd)
+		require.NoError(t, err)
+		assert.Equal(t, attest.PlatformSimulatedTDX, res.Platform)
+		assert.Equal(t, byte(0xcc), res.PolicyDigest[0])
+	}
+}
+
+func TestSimulatedNegative(t *testing.T) {
+	ctx := context.Background()
+	e := newSimEnv(t, nil)
+	rv := e.dev.ReferenceValues()
+	var rd [64]byte
+	good := e.issue(t, e.dev, rd)
+	tests := map[string]struct {
+		mutate func(*sim.TDXDeviceConfig)
+		want   attest.Check
+	}{
+		"debug":           {func(c *sim.TDXDeviceConfig) { c.TdAttributes[0] |= 1 }, attest.CheckDebug},
+		"mrtd":            {func(c *sim.TDXDeviceConfig) { c.MrTd[0] ^= 1 }, attest.CheckMeasurement},
+		"rtmr3":           {func(c *sim.TDXDeviceConfig) { c.Rtmrs[3][0] ^= 1 }, attest.CheckRTMR},
+		"low tee tcb":     {func(c *sim.TDXDeviceConfig) { c.TeeTcbSvn[0] = 1 }, attest.CheckTCB},
+		"low qe svn":      {func(c *sim.TDXDeviceConfig) { c.QeSvn = 1 }, attest.CheckQESVN},
+		"ppid":            {func(c *sim.TDXDeviceConfig) { c.PPID[0] ^= 1 }, attest.CheckChipID},
+		"tcb out of date": {func(c *sim.TDXDeviceConfig) { c.TCBOutOfDate = true }, attest.CheckCollateral},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := e.dev.Config()
+			tc.mutate(&cfg)
+			dev, err := e.auth.NewDevice(cfg)
+			require.NoError(t, err)
+			_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, e.issue(t, dev, rd), rd)
+			requireCheck(t, err, tc.want)
+		})
+	}
+	t.Run("wrong mrconfigid", func(t *testing.T) {
+		v, err := tdx.NewValidator(tdx.Config{ReferenceValues: []tdx.ReferenceValues{rv}, ExpectedMrConfigID: make([]byte, 48), Cache: certcache.New(certcache.Config{Offline: true})})
+		require.NoError(t, err)
+		_, err = v.Validate(ctx, good, rd)
+		requireCheck(t, err, attest.CheckPolicyDigest)
+	})
+	t.Run("replayed", func(t *testing.T) {
+		var other [64]byte
+		other[0] = 1
+		_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, good, other)
+		requireCheck(t, err, attest.CheckReportData)
+	})
+	t.Run("simulated against real", func(t *testing.T) {
+		real := rv
+		real.Platform, real.SimulatedRoot = attest.PlatformTDX, ""
+		_, err := validator(t, []tdx.ReferenceValues{real}, time.Now(), true).Validate(ctx, good, rd)
+		requireCheck(t, err, attest.CheckChain)
+		_, err = tdx.NewValidator(tdx.Config{ReferenceValues: []tdx.ReferenceValues{realRefVals(t), rv}})
+		require.Error(t, err)
+	})
+	t.Run("real against simulated", func(t *testing.T) {
+		_, err := validator(t, []tdx.ReferenceValues{rv}, sampleTime, true).Validate(ctx, realSample(t, testdata.RawQuote, true), realReportData(t))
+		require.Error(t, err)
+	})
+	t.Run("foreign root", func(t *testing.T) {
+		other := newSimEnv(t, func(c *sim.TDXDeviceConfig) { *c = e.dev.Config() })
+		_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, other.issue(t, other.dev, rd), rd)
+		requireCheck(t, err, attest.CheckChain)
+	})
+	t.Run("truncated and oversized", func(t *testing.T) {
+		v := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true)
+		for _, n := range []int{0, 11, 100, len(good) / 2, len(good) - 1} {
+			_, err := v.Validate(ctx, good[:n], rd)
+			requireCheck(t, err, attest.CheckFormat)
+		}
+		_, err := v.Validate(ctx, append(good, make([]byte, evidence.MaxSize)...), rd)
+		requireCheck(t, err, attest.CheckFormat)
+	})
+	t.Run("no collateral offline", func(t *testing.T) {
+		ev, err := tdx.NewIssuer(tdx.IssuerConfig{TSM: e.dev.TSM(), DisableDeviceFallback: true}).Issue(ctx, rd)
+		require.NoError(t, err)
+		_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, ev, rd)
+		requireCheck(t, err, attest.CheckCollateral)
+		assert.Contains(t, err.Error(), "https://api.trustedservices.intel.com/")
+	})
+}
+
+func TestReferenceValuesJSON(t *testing.T) {
+	rv := realRefVals(t)
+	b, err := json.Marshal(rv)
+	require.NoError(t, err)
+	var back tdx.ReferenceValues
+	require.NoError(t, json.Unmarshal(b, &back))
+	assert.Equal(t, rv, back)
+	rv.TdAttributes = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	var fe *attest.FieldError
+	require.ErrorAs(t, rv.Validate(), &fe)
+	assert.Equal(t, "TdAttributes", fe.Path)
+}
+
+func BenchmarkTDXValidate(b *testing.B) {
+	e := newSimEnv(b, nil)
+	var rd [64]byte
+	ev := e.issue(b, e.dev, rd)
+	v := validator(b, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	_, err := v.Validate(context.Background(), ev, rd)
+	require.NoError(b, err)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Validate(context.Background(), ev, rd); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkP256VerifyFloor is the raw floor for TDX: one ECDSA P-256
+// SHA-256 verification of a quote-sized message.
+func BenchmarkP256VerifyFloor(b *testing.B) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(b, err)
+	msg := make([]byte, 48+584)
+	d := sha256.Sum256(msg)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, d[:])
+	require.NoError(b, err)
+	for b.Loop() {
+		d := sha256.Sum256(msg)
+		if !ecdsa.VerifyASN1(&key.PublicKey, d[:], sig) {
+			b.Fatal("verify failed")
+		}
+	}
+}

@@ -1,0 +1,404 @@
+package tdx
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
+	"github.com/google/go-tdx-guest/abi"
+	"github.com/google/go-tdx-guest/pcs"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/google/go-tdx-guest/validate"
+	"github.com/google/go-tdx-guest/verify"
+)
+
+const intelRootCRL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+
+// Config configures a Validator.
+type Config struct {
+	// ReferenceValues: evidence is accepted if any entry validates. All
+	// entries must be real, or all simulated with the same SimulatedRoot.
+	ReferenceValues []ReferenceValues
+	// ExpectedMrConfigID, if set, must equal MRCONFIGID (the policy digest).
+	ExpectedMrConfigID []byte
+	// Cache fetches collateral; defaults to an online cache.
+	Cache *certcache.Cache
+	// RequireCollateral fails validation when TCB info, QE identity or the
+	// CRLs cannot be obtained. By default the quote is then verified
+	// without collateral and a warning is logged.
+	RequireCollateral bool
+	// ChainCacheTTL bounds how long a verified PCK chain, QE report and
+	// collateral verdict is reused. Zero means 10 minutes.
+	ChainCacheTTL time.Duration
+	// Now is the clock; defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Validator validates TDX evidence. It is safe for concurrent use.
+type Validator struct {
+	cfg      Config
+	platform attest.Platform
+	ns       string
+	roots    *x509.CertPool
+	rootID   []byte
+	mu       sync.RWMutex
+	verified map[[32]byte]*platformEntry
+}
+
+type platformEntry struct {
+	ak    *ecdsa.PublicKey
+	ppid  []byte
+	until time.Time
+}
+
+// NewValidator returns a Validator for cfg, filling defaults.
+func NewValidator(cfg Config) (*Validator, error) {
+	if len(cfg.ReferenceValues) == 0 {
+		return nil, errors.New("no TDX reference values")
+	}
+	v := &Validator{verified: map[[32]byte]*platformEntry{}}
+	simRoot := ""
+	for i := range cfg.ReferenceValues {
+		rv := &cfg.ReferenceValues[i]
+		if err := rv.Validate(); err != nil {
+			return nil, fmt.Errorf("tdx reference values [%d]: %w", i, err)
+		}
+		p := attest.PlatformTDX
+		if rv.Simulated() {
+			p = attest.PlatformSimulatedTDX
+		}
+		if i == 0 {
+			v.platform, simRoot = p, rv.SimulatedRoot
+		}
+		if p != v.platform {
+			return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].Platform", i), Err: errors.New("real and simulated TDX reference values must not mix")}
+		}
+		if rv.SimulatedRoot != simRoot {
+			return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].SimulatedRoot", i), Err: errors.New("all simulated entries must carry the same root")}
+		}
+	}
+	v.rootID = []byte("intel")
+	if v.platform == attest.PlatformSimulatedTDX {
+		root, err := parseRoot(simRoot)
+		if err != nil {
+			return nil, err
+		}
+		v.roots = x509.NewCertPool()
+		v.roots.AddCert(root)
+		sum := sha256.Sum256(root.Raw)
+		v.rootID = sum[:]
+		v.ns = "tdx-sim-" + hex.EncodeToString(sum[:8])
+	}
+	if cfg.Cache == nil {
+		cfg.Cache = certcache.New(certcache.Config{})
+	}
+	if cfg.ChainCacheTTL == 0 {
+		cfg.ChainCacheTTL = 10 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	v.cfg = cfg
+	return v, nil
+}
+
+// Platform returns the platform this validator accepts.
+func (v *Validator) Platform() attest.Platform { return v.platform }
+
+type pckChain struct{ pck, intermediate, root *x509.Certificate }
+
+// parseQuote parses a raw v4 quote and its PCK chain.
+func parseQuote(raw []byte) (*pb.QuoteV4, *pckChain, error) {
+	anyQ, err := abi.QuoteToProto(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing quote: %w", err)
+	}
+	q, ok := anyQ.(*pb.QuoteV4)
+	if !ok {
+		return nil, nil, fmt.Errorf("unsupported quote type %T", anyQ)
+	}
+	pemChain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+	var certs []*x509.Certificate
+	for len(certs) < 3 {
+		var b *pem.Block
+		b, pemChain = pem.Decode(pemChain)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parsing PCK chain: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) != 3 {
+		return nil, nil, fmt.Errorf("PCK chain has %d certificates, want 3", len(certs))
+	}
+	return q, &pckChain{pck: certs[0], intermediate: certs[1], root: certs[2]}, nil
+}
+
+func caType(pck *x509.Certificate) string {
+	if pck.Issuer.CommonName == "Intel SGX PCK Processor CA" {
+		return "processor"
+	}
+	return "platform"
+}
+
+// Validate implements attest.Validator.
+func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte) (*attest.Result, error) {
+	frame, err := evidence.Unmarshal(ev)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckFormat, err)
+	}
+	if frame.Kind != evidence.KindTDX {
+		return nil, attest.Errorf(attest.CheckPlatform, "evidence is %s, want tdx", frame.Kind)
+	}
+	q, chain, err := parseQuote(frame.Evidence)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckFormat, err)
+	}
+	entry, err := v.verifyPlatform(ctx, frame, q, chain)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyQuoteSignature(q, entry.ak); err != nil {
+		return nil, attest.NewCheckError(attest.CheckSignature, err)
+	}
+	body := q.GetTdQuoteBody()
+	if !bytes.Equal(body.GetReportData(), reportData[:]) {
+		return nil, attest.Errorf(attest.CheckReportData, "REPORT_DATA does not match this session")
+	}
+	if v.cfg.ExpectedMrConfigID != nil && !bytes.Equal(body.GetMrConfigId(), v.cfg.ExpectedMrConfigID) {
+		return nil, attest.Errorf(attest.CheckPolicyDigest, "MRCONFIGID %x is not the expected policy digest", body.GetMrConfigId())
+	}
+	var errs []error
+	for i := range v.cfg.ReferenceValues {
+		rv := &v.cfg.ReferenceValues[i]
+		if err := checkEntry(q, rv, entry.ppid); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return &attest.Result{
+			Platform:      v.platform,
+			PolicyDigest:  bytes.Clone(body.GetMrConfigId()),
+			Measurement:   bytes.Clone(body.GetMrTd()),
+			ReportData:    reportData,
+			ChipID:        bytes.Clone(entry.ppid),
+			TCB:           hex.EncodeToString(body.GetTeeTcbSvn()),
+			ReferenceName: rv.Name,
+		}, nil
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	check, _ := attest.FailedCheck(errs[0])
+	for _, e := range errs[1:] {
+		if c, _ := attest.FailedCheck(e); c != check {
+			check = attest.CheckReference
+		}
+	}
+	return nil, attest.NewCheckError(check, fmt.Errorf("no reference value entry matched: %w", errors.Join(errs...)))
+}
+
+// verifyQuoteSignature checks the quote's ECDSA P-256 signature over header
+// and TD quote body with the attestation key.
+func verifyQuoteSignature(q *pb.QuoteV4, ak *ecdsa.PublicKey) error {
+	header, err := abi.HeaderToAbiBytes(q.GetHeader())
+	if err != nil {
+		return fmt.Errorf("encoding header: %w", err)
+	}
+	body, err := abi.TdQuoteBodyToAbiBytes(q.GetTdQuoteBody())
+	if err != nil {
+		return fmt.Errorf("encoding body: %w", err)
+	}
+	sig, err := abi.SignatureToDER(q.GetSignedData().GetSignature())
+	if err != nil {
+		return fmt.Errorf("decoding signature: %w", err)
+	}
+	h := sha256.Sum256(append(header, body...))
+	if !ecdsa.VerifyASN1(ak, h[:], sig) {
+		return errors.New("quote signature does not verify with the attestation key")
+	}
+	return nil
+}
+
+func attestationKey(b []byte) (*ecdsa.PublicKey, error) {
+	if len(b) != 64 {
+		return nil, fmt.Errorf("attestation key is %d bytes, want 64", len(b))
+	}
+	k := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(b[:32]), Y: new(big.Int).SetBytes(b[32:])}
+	if _, err := k.ECDH(); err != nil {
+		return nil, fmt.Errorf("attestation key is not on P-256: %w", err)
+	}
+	return k, nil
+}
+
+// platformKey identifies everything verifyPlatform established: the root,
+// the attestation key, the whole certification data (QE report, its
+// signature, QE auth data, PCK chain) and the body fields the TCB info
+// check reads.
+func (v *Validator) platformKey(q *pb.QuoteV4) ([32]byte, error) {
+	h := sha256.New()
+	h.Write(v.rootID)
+	h.Write(q.GetSignedData().GetEcdsaAttestationKey())
+	qe := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
+	rep, err := abi.EnclaveReportToAbiBytes(qe.GetQeReport())
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("encoding QE report: %w", err)
+	}
+	for _, b := range [][]byte{
+		rep, qe.GetQeReportSignature(), qe.GetQeAuthData().GetData(), qe.GetPckCertificateChainData().GetPckCertChain(),
+		q.GetTdQuoteBody().GetTeeTcbSvn(), q.GetTdQuoteBody().GetMrSignerSeam(), q.GetTdQuoteBody().GetSeamAttributes(),
+		q.GetHeader().GetQeSvn(), q.GetHeader().GetPceSvn(),
+	} {
+		var l [4]byte
+		binary.BigEndian.PutUint32(l[:], uint32(len(b))) //nolint:gosec // bounded by the frame size
+		h.Write(l[:])
+		h.Write(b)
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
+}
+
+// verifyPlatform verifies, with go-tdx-guest verify, the PCK chain to the
+// trusted root, the QE report signature and its binding of the attestation
+// key, and the collateral. The verdict is cached per platform (see
+// platformKey) for ChainCacheTTL; the per-quote signature is always checked.
+func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q *pb.QuoteV4, chain *pckChain) (*platformEntry, error) {
+	now := v.cfg.Now()
+	key, err := v.platformKey(q)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckFormat, err)
+	}
+	v.mu.RLock()
+	e, ok := v.verified[key]
+	v.mu.RUnlock()
+	if ok && now.Before(e.until) {
+		return e, nil
+	}
+	ak, err := attestationKey(q.GetSignedData().GetEcdsaAttestationKey())
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckSignature, err)
+	}
+	// Check the quote signature first so a tampered quote is named as such.
+	if err := verifyQuoteSignature(q, ak); err != nil {
+		return nil, attest.NewCheckError(attest.CheckSignature, err)
+	}
+	// Chain and QE report, without collateral.
+	if err := verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots}); err != nil {
+		return nil, attest.NewCheckError(attest.CheckChain, err)
+	}
+	overlay := map[string]certcache.Artefact{}
+	for _, a := range frame.Artefacts {
+		overlay[a.URL] = certcache.Artefact{URL: a.URL, Header: a.Header, Body: a.Body}
+	}
+	getter := &certcache.TDXGetter{Cache: v.cfg.Cache, NS: v.ns, Overlay: overlay, Ctx: ctx}
+	until := now.Add(v.cfg.ChainCacheTTL)
+	err = verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots, GetCollateral: true, CheckRevocations: true, Getter: getter})
+	if err != nil {
+		if _, _, probe := getter.Get(pcs.QeIdentityURL()); probe != nil && !v.cfg.RequireCollateral {
+			v.cfg.Logger.Warn("TDX collateral unavailable, verified without it", "error", err)
+			until = now.Add(time.Minute)
+		} else {
+			return nil, attest.NewCheckError(attest.CheckCollateral, err)
+		}
+	}
+	for _, c := range []*x509.Certificate{chain.pck, chain.intermediate, chain.root} {
+		if c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	exts, err := pcs.PckCertificateExtensions(chain.pck)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckChain, err)
+	}
+	ppid, err := hex.DecodeString(exts.PPID)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckChain, err)
+	}
+	e = &platformEntry{ak: ak, ppid: ppid, until: until}
+	v.mu.Lock()
+	if len(v.verified) > 4096 {
+		clear(v.verified)
+	}
+	v.verified[key] = e
+	v.mu.Unlock()
+	return e, nil
+}
+
+func checkEntry(q *pb.QuoteV4, rv *ReferenceValues, ppid []byte) error {
+	body := q.GetTdQuoteBody()
+	if !bytes.Equal(body.GetMrTd(), rv.MrTd) {
+		return attest.Errorf(attest.CheckMeasurement, "MRTD %x is not the trusted %x", body.GetMrTd(), []byte(rv.MrTd))
+	}
+	if !bytes.Equal(body.GetMrSeam(), rv.MrSeam) {
+		return attest.Errorf(attest.CheckMRSEAM, "MRSEAM %x is not the trusted %x", body.GetMrSeam(), []byte(rv.MrSeam))
+	}
+	for i, want := range rv.Rtmrs {
+		if got := body.GetRtmrs()[i]; !bytes.Equal(got, want) {
+			return attest.Errorf(attest.CheckRTMR, "RTMR%d %x is not the trusted %x", i, got, []byte(want))
+		}
+	}
+	if body.GetTdAttributes()[0]&1 == 1 && !rv.AllowDebug {
+		return attest.Errorf(attest.CheckDebug, "TD attributes have DEBUG set")
+	}
+	if !bytes.Equal(body.GetTdAttributes(), rv.TdAttributes) {
+		return attest.Errorf(attest.CheckTDAttributes, "TD_ATTRIBUTES %x are not %x", body.GetTdAttributes(), []byte(rv.TdAttributes))
+	}
+	if !bytes.Equal(body.GetXfam(), rv.Xfam) {
+		return attest.Errorf(attest.CheckXFAM, "XFAM %x is not %x", body.GetXfam(), []byte(rv.Xfam))
+	}
+	for i, s := range body.GetTeeTcbSvn() {
+		if s < rv.MinimumTeeTcbSvn[i] {
+			return attest.Errorf(attest.CheckTCB, "TEE_TCB_SVN %x is below the minimum %x", body.GetTeeTcbSvn(), []byte(rv.MinimumTeeTcbSvn))
+		}
+	}
+	if qe := binary.LittleEndian.Uint16(q.GetHeader().GetQeSvn()); qe < *rv.MinimumQeSvn {
+		return attest.Errorf(attest.CheckQESVN, "QE SVN %d is below the minimum %d", qe, *rv.MinimumQeSvn)
+	}
+	if len(rv.AllowedPIIDs) > 0 {
+		ok := false
+		for _, id := range rv.AllowedPIIDs {
+			ok = ok || bytes.Equal(id, ppid)
+		}
+		if !ok {
+			return attest.Errorf(attest.CheckChipID, "platform ID %x is not allowed", ppid)
+		}
+	}
+	rtmrs := make([][]byte, 4)
+	for i := range rtmrs {
+		rtmrs[i] = rv.Rtmrs[i]
+	}
+	opts := &validate.Options{
+		HeaderOptions: validate.HeaderOptions{MinimumQeSvn: *rv.MinimumQeSvn},
+		TdQuoteBodyOptions: validate.TdQuoteBodyOptions{
+			MinimumTeeTcbSvn: rv.MinimumTeeTcbSvn, MrSeam: rv.MrSeam, TdAttributes: rv.TdAttributes,
+			Xfam: rv.Xfam, MrTd: rv.MrTd, Rtmrs: rtmrs, ReportData: body.GetReportData(),
+		},
+	}
+	if err := validate.TdxQuote(q, opts); err != nil {
+		return attest.NewCheckError(attest.CheckReportFields, err)
+	}
+	return nil
+}
