@@ -98,6 +98,11 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 		pod := in.Pod.DeepCopy()
 		tmpl = corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
 		ident, kind = identityForPod(pod)
+		if kind == KindStatefulSet && tmpl.Spec.Hostname == pod.Name {
+			// the StatefulSet controller sets hostname to the pod name,
+			// which is what an empty hostname means
+			tmpl.Spec.Hostname = ""
+		}
 	default:
 		return nil, fmt.Errorf("%w: exactly one of Workload and Pod must be set", ErrInvalidInput)
 	}
