@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Fails on an import that goes against the module dependency direction of DESIGN.md §2:
+#   attest <- coordinator <- cli;  attest <- initializer <- webhook <- cli;  integration may import all.
+# Nothing imports integration or cli, and attest imports nothing of Kubernetes.
+# Checks the transitive dependencies of every package, tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prefix=github.com/contrast-cc/contrast
+declare -A allowed=(
+  [attest]=""
+  [coordinator]="attest"
+  [initializer]="attest"
+  [webhook]="attest initializer"
+  [cli]="attest coordinator initializer webhook"
+  [integration]="attest coordinator initializer webhook cli"
+)
+declare -A forbidden_external=(
+  [attest]="k8s.io/ sigs.k8s.io/"
+)
+status=0
+for m in "${!allowed[@]}"; do
+  deps=$(cd "$m" && go list -deps -test -f '{{if not .Standard}}{{.ImportPath}}{{end}}' ./... | sort -u)
+  while IFS= read -r dep; do
+    [[ -z "$dep" ]] && continue
+    if [[ "$dep" == "$prefix/"* ]]; then
+      target=${dep#"$prefix/"}; target=${target%%/*}
+      [[ "$target" == "$m" ]] && continue
+      ok=false
+      for a in ${allowed[$m]}; do [[ "$a" == "$target" ]] && ok=true; done
+      if ! $ok; then echo "wrong-way import: module $m depends on $dep (allowed: ${allowed[$m]:-none})"; status=1; fi
+    fi
+    for f in ${forbidden_external[$m]:-}; do
+      if [[ "$dep" == "$f"* ]]; then echo "forbidden import: module $m depends on $dep"; status=1; fi
+    done
+  done <<<"$deps"
+done
+[[ $status -eq 0 ]] && echo "module imports follow DESIGN.md §2"
+exit $status
