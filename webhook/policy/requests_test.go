@@ -1,0 +1,194 @@
+package policy_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/contrast-cc/contrast/webhook/policy"
+	"github.com/contrast-cc/contrast/webhook/policy/agentsim"
+)
+
+const (
+	sandboxID = "a10abe57d2a2e47c30d5bd2427170e019fddc587a59d173544d87842f1905da4"
+	webID     = "88941c1e6546ae2aef276f738b162fc379e61467120544e13e5ca5bd204862b9"
+	podName   = "web-5f8d7c9b4d-x2k9z"
+)
+
+// kataRequest loads a real request from the Kata test data as a template.
+func kataRequest(t *testing.T, dir string, i int) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/kata/" + dir + "/testcases.json")
+	require.NoError(t, err)
+	var cases []struct {
+		Request map[string]any `json:"request"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &cases))
+	return cases[i].Request
+}
+
+func sandboxRequest(t *testing.T) map[string]any {
+	req := kataRequest(t, "createcontainer/security_context/runas", 0)
+	oci := req["OCI"].(map[string]any)
+	anno := oci["Annotations"].(map[string]any)
+	anno["io.kubernetes.cri.sandbox-name"] = podName
+	anno["io.kubernetes.cri.sandbox-namespace"] = "emojivoto"
+	anno["io.kubernetes.cri.sandbox-log-directory"] = "/var/log/pods/emojivoto_" + podName + "_fd055c20-d44c-4fc5-aa90-283f629201af"
+	oci["Hostname"] = podName
+	user := oci["Process"].(map[string]any)["User"].(map[string]any)
+	user["UID"], user["GID"], user["AdditionalGids"] = 65535, 65535, []any{65535}
+	return req
+}
+
+func webRequest(t *testing.T, imageRef string) map[string]any {
+	req := kataRequest(t, "createcontainer/gid", 0)
+	b, err := json.Marshal(req)
+	require.NoError(t, err)
+	s := strings.ReplaceAll(string(b), "/gid-", "/"+webID+"-")
+	s = strings.ReplaceAll(s, "k8s.io/gid", "k8s.io/"+webID)
+	s = strings.ReplaceAll(s, "/run/kata-containers/gid/rootfs", "/run/kata-containers/"+webID+"/rootfs")
+	s = strings.ReplaceAll(s, "ghcr.io/burgerdev/weird-images/gid@sha256:bdbb485bb9e3baf381a2957b9369b6051c6113097a5f8dcee27faff17624a2c0", imageRef)
+	require.NoError(t, json.Unmarshal([]byte(s), &req))
+	req["container_id"], req["exec_id"] = webID, webID
+	oci := req["OCI"].(map[string]any)
+	anno := oci["Annotations"].(map[string]any)
+	anno["io.kubernetes.cri.container-name"] = "web-svc"
+	anno["io.kubernetes.cri.sandbox-name"] = podName
+	anno["io.kubernetes.cri.sandbox-namespace"] = "emojivoto"
+	anno["io.kubernetes.cri.sandbox-uid"] = "fd055c20-d44c-4fc5-aa90-283f629201af"
+	p := oci["Process"].(map[string]any)
+	p["Args"] = []any{"/usr/local/bin/emojivoto-web"}
+	p["Cwd"] = "/usr/local/bin"
+	p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
+	p["Env"] = []any{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOSTNAME=" + podName,
+		"WEB_PORT=8080",
+		"EMOJISVC_HOST=emoji-svc.emojivoto:8080",
+		"VOTINGSVC_HOST=voting-svc.emojivoto:8080",
+		"INDEX_BUNDLE=dist/index_bundle.js",
+		"KUBERNETES_SERVICE_HOST=10.0.0.1",
+		"KUBERNETES_PORT_443_TCP=tcp://10.0.0.1:443",
+		"WEB_SVC_SERVICE_HOST=10.0.0.77",
+		"WEB_SVC_PORT_80_TCP_PORT=80",
+	}
+	return req
+}
+
+// TestEmojivotoRequests drives the web pod's policy with Kata-format
+// requests: the good sequence is allowed, every tampering is denied.
+func TestEmojivotoRequests(t *testing.T) {
+	src, _ := testRegistry(t)
+	var web policy.Workload
+	for _, w := range emojivotoWorkloads(t) {
+		if w.Name == "web" {
+			web = w
+		}
+	}
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &web, Images: src})
+	require.NoError(t, err)
+	img, err := src.Resolve(t.Context(), "docker.l5d.io/buoyantio/emojivoto-web:v11", nil)
+	require.NoError(t, err)
+	good := img.Reference()
+
+	fresh := func(t *testing.T) *agentsim.Agent {
+		a, err := agentsim.New(res.Rego)
+		require.NoError(t, err)
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequest(t))
+		require.NoError(t, err)
+		require.True(t, d.Allowed, "pause container denied")
+		return a
+	}
+	allow := func(t *testing.T, a *agentsim.Agent, kind string, req any) bool {
+		d, err := a.Allow(t.Context(), kind, req)
+		return err == nil && d.Allowed
+	}
+
+	t.Run("good", func(t *testing.T) {
+		a := fresh(t)
+		if !allow(t, a, "CreateContainerRequest", webRequest(t, good)) {
+			explainCreate(t, res.Rego, a.State(), webRequest(t, good))
+			t.FailNow()
+		}
+		require.True(t, allow(t, a, "ReadStreamRequest", map[string]any{"container_id": webID}))
+		require.True(t, allow(t, a, "RemoveContainerRequest", map[string]any{"container_id": webID}))
+	})
+
+	tamper := map[string]func(r map[string]any){
+		"other digest": func(r map[string]any) {
+			r["storages"].([]any)[0].(map[string]any)["source"] = "docker.l5d.io/buoyantio/emojivoto-web@sha256:" + strings.Repeat("0", 64)
+		},
+		"tag instead of digest": func(r map[string]any) {
+			r["storages"].([]any)[0].(map[string]any)["source"] = "docker.l5d.io/buoyantio/emojivoto-web:v11"
+		},
+		"args": func(r map[string]any) { proc(r)["Args"] = []any{"/bin/sh", "-c", "evil"} },
+		"env added": func(r map[string]any) {
+			proc(r)["Env"] = append(proc(r)["Env"].([]any), "LD_PRELOAD=/tmp/evil.so")
+		},
+		"env removed": func(r map[string]any) {
+			proc(r)["Env"] = proc(r)["Env"].([]any)[:3]
+		},
+		"env changed": func(r map[string]any) { proc(r)["Env"].([]any)[2] = "WEB_PORT=9999" },
+		"env duplicated": func(r map[string]any) {
+			proc(r)["Env"] = append(proc(r)["Env"].([]any), "WEB_PORT=8080")
+		},
+		"wrong hostname": func(r map[string]any) { proc(r)["Env"].([]any)[1] = "HOSTNAME=other" },
+		"cwd":            func(r map[string]any) { proc(r)["Cwd"] = "/tmp" },
+		"root user":      func(r map[string]any) { proc(r)["User"].(map[string]any)["UID"] = 1 },
+		"extra group":    func(r map[string]any) { proc(r)["User"].(map[string]any)["AdditionalGids"] = []any{0, 6} },
+		"capability": func(r map[string]any) {
+			c := proc(r)["Capabilities"].(map[string]any)
+			c["Bounding"] = append(c["Bounding"].([]any), "CAP_SYS_ADMIN")
+		},
+		"host mount": func(r map[string]any) {
+			oci(r)["Mounts"] = append(oci(r)["Mounts"].([]any), map[string]any{"destination": "/host", "source": "/", "type_": "bind", "options": []any{"rbind"}})
+		},
+		"shared rootfs": func(r map[string]any) {
+			oci(r)["Root"].(map[string]any)["Path"] = "/run/kata-containers/shared/containers/" + webID + "/rootfs"
+		},
+		"hook": func(r map[string]any) {
+			oci(r)["Hooks"] = map[string]any{"Prestart": []any{map[string]any{"Path": "/bin/evil"}}}
+		},
+		"other container name": func(r map[string]any) {
+			oci(r)["Annotations"].(map[string]any)["io.kubernetes.cri.container-name"] = "other"
+		},
+		"other pod": func(r map[string]any) {
+			oci(r)["Annotations"].(map[string]any)["io.kubernetes.cri.sandbox-name"] = "web-5f8d7c9b4d-aaaaa"
+		},
+		"unknown annotation": func(r map[string]any) {
+			oci(r)["Annotations"].(map[string]any)["io.katacontainers.evil"] = "1"
+		},
+		"sysctl": func(r map[string]any) {
+			oci(r)["Linux"].(map[string]any)["Sysctl"] = map[string]any{"kernel.shm_rmid_forced": "1"}
+		},
+		"no mount namespace": func(r map[string]any) {
+			oci(r)["Linux"].(map[string]any)["Namespaces"] = []any{map[string]any{"Type": "ipc", "Path": ""}, map[string]any{"Type": "uts", "Path": ""}}
+		},
+		"device": func(r map[string]any) {
+			r["devices"] = []any{map[string]any{"id": "vfio1", "type_": "vfio-pci-gk"}}
+		},
+		"privileged paths": func(r map[string]any) { oci(r)["Linux"].(map[string]any)["MaskedPaths"] = []any{} },
+		"terminal":         func(r map[string]any) { proc(r)["Terminal"] = true },
+	}
+	for name, f := range tamper {
+		t.Run(name, func(t *testing.T) {
+			a := fresh(t)
+			r := webRequest(t, good)
+			f(r)
+			require.False(t, allow(t, a, "CreateContainerRequest", r), "tampered request allowed")
+		})
+	}
+
+	t.Run("exec without probe", func(t *testing.T) {
+		a := fresh(t)
+		require.True(t, allow(t, a, "CreateContainerRequest", webRequest(t, good)))
+		require.False(t, allow(t, a, "ExecProcessRequest", map[string]any{"container_id": webID, "process": map[string]any{"Args": []any{"/bin/sh"}}}))
+	})
+}
+
+func proc(r map[string]any) map[string]any { return oci(r)["Process"].(map[string]any) }
+
+func oci(r map[string]any) map[string]any { return r["OCI"].(map[string]any) }
