@@ -8,7 +8,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 MODULES := attest coordinator webhook initializer cli integration
-TOOL_MODULES := tools tools/lint tools/helm tools/etcd tools/k8s
+TOOL_MODULES := tools tools/lint tools/helm tools/etcd tools/k8s tools/containerd
 
 ROOT := $(abspath .)
 BIN := $(ROOT)/bin
@@ -36,7 +36,10 @@ PROTOC_GEN_GO := $(TOOLS_BIN)/protoc-gen-go
 PROTOC_GEN_GO_GRPC := $(TOOLS_BIN)/protoc-gen-go-grpc
 
 K8S_SERVER_BINS := kube-apiserver kube-controller-manager
-K8S_BINS := $(addprefix $(K8S_BIN)/,$(K8S_SERVER_BINS) kubectl etcd helm)
+# The real node of the integration harness (kubelet + containerd + runc).
+K8S_NODE_BINS := kubelet kube-scheduler kube-proxy
+CONTAINERD_BINS := containerd containerd-shim-runc-v2 ctr
+K8S_BINS := $(addprefix $(K8S_BIN)/,$(K8S_SERVER_BINS) $(K8S_NODE_BINS) kubectl etcd helm $(CONTAINERD_BINS))
 
 # Packages given to `go test` in `make test`; override to narrow a run (make test PKGS=./cluster/...).
 PKGS ?= ./...
@@ -73,9 +76,9 @@ workspace: ## Regenerate go.work from the module list.
 tools: $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) $(GOLANGCI_LINT) ## Build the pinned developer tools (buf, protoc plugins, golangci-lint) into bin/tools.
 
 .PHONY: k8s-bins
-k8s-bins: $(K8S_BINS) ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and helm into bin/k8s (only when missing).
+k8s-bins: $(K8S_BINS) ## Build etcd, the Kubernetes components, kubectl, helm and containerd into bin/k8s (only the missing ones).
 
-$(addprefix $(K8S_BIN)/,$(K8S_SERVER_BINS) kubectl): $(K8S_BIN)/%: tools/k8s/go.mod tools/k8s/go.sum
+$(addprefix $(K8S_BIN)/,$(K8S_SERVER_BINS) $(K8S_NODE_BINS) kubectl): $(K8S_BIN)/%: tools/k8s/go.mod tools/k8s/go.sum
 	@mkdir -p $(K8S_BIN)
 	@echo ">> building $* $(K8S_VERSION) from k8s.io/kubernetes (the first build takes several minutes on 2 cores)"
 	@start=$$(date +%s); cd tools/k8s && GOWORK=off go build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/$*; \
@@ -92,6 +95,12 @@ $(K8S_BIN)/helm: tools/helm/go.mod tools/helm/go.sum
 	@echo ">> building helm"
 	@start=$$(date +%s); cd tools/helm && GOWORK=off go build -trimpath -ldflags "-s -w" -o $@ helm.sh/helm/v3/cmd/helm; \
 		echo "   helm built in $$(( $$(date +%s) - start ))s"
+
+$(addprefix $(K8S_BIN)/,$(CONTAINERD_BINS)): $(K8S_BIN)/%: tools/containerd/go.mod tools/containerd/go.sum
+	@mkdir -p $(K8S_BIN)
+	@echo ">> building $* from github.com/containerd/containerd/v2"
+	@start=$$(date +%s); cd tools/containerd && CGO_ENABLED=0 GOWORK=off go build -trimpath -tags no_btrfs -ldflags "-s -w" -o $@ github.com/containerd/containerd/v2/cmd/$*; \
+		echo "   $* built in $$(( $$(date +%s) - start ))s"
 
 $(GOLANGCI_LINT): tools/lint/go.mod tools/lint/go.sum
 	@mkdir -p $(TOOLS_BIN)
