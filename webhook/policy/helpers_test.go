@@ -6,7 +6,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
 
 	"github.com/contrast-cc/contrast/webhook/images"
@@ -86,4 +88,22 @@ func emojivotoWorkloads(t testing.TB) []policy.Workload {
 	ws := readWorkloads(t, files...)
 	require.Len(t, ws, 4)
 	return ws
+}
+
+// imageSize is the size of an image's manifest, config and layers.
+func imageSize(t testing.TB, host, repoTag string) int64 {
+	t.Helper()
+	ref, err := name.ParseReference(host+"/"+repoTag, name.Insecure)
+	require.NoError(t, err)
+	img, err := remote.Image(ref)
+	require.NoError(t, err)
+	m, err := img.Manifest()
+	require.NoError(t, err)
+	raw, err := img.RawManifest()
+	require.NoError(t, err)
+	size := int64(len(raw)) + m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return size
 }
