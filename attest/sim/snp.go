@@ -40,11 +40,11 @@ var (
 // SNPAuthority is a simulated AMD root: an ARK and an ASK with the names
 // and CRL links AMD uses, but test-only RSA keys.
 type SNPAuthority struct {
-	arkKey, askKey   *rsa.PrivateKey
-	ARK, ASK         *x509.Certificate
-	crl              []byte
-	mu               sync.Mutex
-	revokedVCEKsLate []*big.Int
+	arkKey, askKey *rsa.PrivateKey
+	ARK, ASK       *x509.Certificate
+	crl            []byte
+	mu             sync.Mutex
+	revoked        []*big.Int
 }
 
 // NewSNPAuthority generates a fresh simulated AMD root.
@@ -89,7 +89,7 @@ func (a *SNPAuthority) certify() error {
 func (a *SNPAuthority) signCRL() error {
 	now := time.Now().Add(-time.Minute)
 	var entries []x509.RevocationListEntry
-	for _, s := range a.revokedVCEKsLate {
+	for _, s := range a.revoked {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
@@ -107,7 +107,7 @@ func (a *SNPAuthority) signCRL() error {
 func (a *SNPAuthority) RevokeASK() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.revokedVCEKsLate = append(a.revokedVCEKsLate, a.ASK.SerialNumber)
+	a.revoked = append(a.revoked, a.ASK.SerialNumber)
 	return a.signCRL()
 }
 
@@ -238,16 +238,11 @@ func (a *SNPAuthority) NewDevice(cfg SNPDeviceConfig) (*SNPDevice, error) {
 // Reconfigure changes the reported values (and recertifies the VCEK for
 // the new chip ID and TCB).
 func (d *SNPDevice) Reconfigure(cfg SNPDeviceConfig) error {
-	tcb, err := kds.ComposeTCBParts(cfg.TCB)
-	if err != nil {
+	if _, err := kds.ComposeTCBParts(cfg.TCB); err != nil {
 		return fmt.Errorf("TCB: %w", err)
 	}
-	_ = tcb
 	ext := func(id asn1.ObjectIdentifier, v any) pkix.Extension {
-		b, err := asn1.Marshal(v)
-		if err != nil {
-			panic(err)
-		}
+		b, _ := asn1.Marshal(v) // small non-negative ints always encode
 		return pkix.Extension{Id: id, Value: b}
 	}
 	ia5, err := asn1.MarshalWithParams("Milan-B1", "ia5")
@@ -271,9 +266,8 @@ func (d *SNPDevice) Reconfigure(cfg SNPDeviceConfig) error {
 	if err != nil {
 		return err
 	}
-	table := &abi.CertTable{}
 	chain := &spb.CertificateChain{VcekCert: vcek.Raw, AskCert: d.auth.ASK.Raw, ArkCert: d.auth.ARK.Raw}
-	table = abi.CertsFromProto(chain)
+	table := abi.CertsFromProto(chain)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.cfg, d.VCEK = cfg, vcek

@@ -127,14 +127,86 @@ func (v *Validator) Platform() attest.Platform { return v.platform }
 
 type pckChain struct{ pck, intermediate, root *x509.Certificate }
 
+// checkQuoteLayout walks the v4 quote layout and checks that every
+// declared length lies within the buffer. go-tdx-guest v0.3.1's
+// abi.QuoteToProto panics (slice bounds out of range) on some malformed
+// quotes, which fuzzing found; this check runs first.
+func checkQuoteLayout(raw []byte) error {
+	const (
+		headerAndBody = 48 + 584
+		qeReportLen   = 384
+		sigLen        = 64
+	)
+	need := func(off, n int) error {
+		if n < 0 || off < 0 || off+n > len(raw) {
+			return fmt.Errorf("quote truncated: need %d bytes at offset %d, have %d", n, off, len(raw))
+		}
+		return nil
+	}
+	if err := need(0, headerAndBody+4); err != nil {
+		return err
+	}
+	if v := binary.LittleEndian.Uint16(raw[0:2]); v != 4 {
+		return fmt.Errorf("quote version %d, want 4", v)
+	}
+	off := headerAndBody
+	signedLen := int(binary.LittleEndian.Uint32(raw[off:]))
+	off += 4
+	if err := need(off, signedLen); err != nil {
+		return err
+	}
+	end := off + signedLen
+	raw = raw[:end]
+	// signature, attestation key, certification data type and size.
+	if err := need(off, sigLen+64+6); err != nil {
+		return err
+	}
+	off += sigLen + 64
+	if t := binary.LittleEndian.Uint16(raw[off:]); t != 6 {
+		return fmt.Errorf("certification data type %d, want 6", t)
+	}
+	certLen := int(binary.LittleEndian.Uint32(raw[off+2:]))
+	off += 6
+	if off+certLen != end {
+		return fmt.Errorf("certification data size %d does not fill the signed data", certLen)
+	}
+	if err := need(off, qeReportLen+sigLen+2); err != nil {
+		return err
+	}
+	off += qeReportLen + sigLen
+	authLen := int(binary.LittleEndian.Uint16(raw[off:]))
+	off += 2
+	if err := need(off, authLen+6); err != nil {
+		return err
+	}
+	off += authLen
+	if t := binary.LittleEndian.Uint16(raw[off:]); t != 5 {
+		return fmt.Errorf("PCK certification data type %d, want 5", t)
+	}
+	chainLen := int(binary.LittleEndian.Uint32(raw[off+2:]))
+	off += 6
+	if off+chainLen != end {
+		return fmt.Errorf("PCK chain size %d does not fill the certification data", chainLen)
+	}
+	return nil
+}
+
 // parseQuote parses a raw v4 quote and its PCK chain.
-func parseQuote(raw []byte) (*pb.QuoteV4, *pckChain, error) {
+func parseQuote(raw []byte) (q *pb.QuoteV4, chain *pckChain, err error) {
+	if err := checkQuoteLayout(raw); err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			q, chain, err = nil, nil, fmt.Errorf("parsing quote: malformed input (%v)", r)
+		}
+	}()
 	anyQ, err := abi.QuoteToProto(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("parsing quote: %w", err)
 	}
 	q, ok := anyQ.(*pb.QuoteV4)
-	if !ok {
+	if !ok || q == nil {
 		return nil, nil, fmt.Errorf("unsupported quote type %T", anyQ)
 	}
 	pemChain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()

@@ -1,0 +1,24 @@
+package sim_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadOrCreateSNPAuthorityIsStable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snp-root.pem")
+	a, err := sim.LoadOrCreateSNPAuthority(path)
+	require.NoError(t, err)
+	b, err := sim.LoadOrCreateSNPAuthority(path)
+	require.NoError(t, err)
+	assert.Equal(t, a.RootPEM(), b.RootPEM())
+	dev, err := b.NewDevice(sim.DefaultSNPDeviceConfig())
+	require.NoError(t, err)
+	var rd [64]byte
+	_, _, err = dev.Report(rd)
+	require.NoError(t, err)
+}
