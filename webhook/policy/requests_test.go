@@ -3,6 +3,7 @@ package policy_test
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,11 +32,15 @@ func kataRequest(t *testing.T, dir string, i int) map[string]any {
 }
 
 func sandboxRequest(t *testing.T) map[string]any {
+	return sandboxRequestFor(t, podName, "emojivoto")
+}
+
+func sandboxRequestFor(t *testing.T, podName, namespace string) map[string]any {
 	req := kataRequest(t, "createcontainer/security_context/runas", 0)
 	oci := req["OCI"].(map[string]any)
 	anno := oci["Annotations"].(map[string]any)
 	anno["io.kubernetes.cri.sandbox-name"] = podName
-	anno["io.kubernetes.cri.sandbox-namespace"] = "emojivoto"
+	anno["io.kubernetes.cri.sandbox-namespace"] = namespace
 	anno["io.kubernetes.cri.sandbox-log-directory"] = "/var/log/pods/emojivoto_" + podName + "_fd055c20-d44c-4fc5-aa90-283f629201af"
 	oci["Hostname"] = podName
 	user := oci["Process"].(map[string]any)["User"].(map[string]any)
@@ -44,22 +49,8 @@ func sandboxRequest(t *testing.T) map[string]any {
 }
 
 func webRequest(t *testing.T, imageRef string) map[string]any {
-	req := kataRequest(t, "createcontainer/gid", 0)
-	b, err := json.Marshal(req)
-	require.NoError(t, err)
-	s := strings.ReplaceAll(string(b), "/gid-", "/"+webID+"-")
-	s = strings.ReplaceAll(s, "k8s.io/gid", "k8s.io/"+webID)
-	s = strings.ReplaceAll(s, "/run/kata-containers/gid/rootfs", "/run/kata-containers/"+webID+"/rootfs")
-	s = strings.ReplaceAll(s, "ghcr.io/burgerdev/weird-images/gid@sha256:bdbb485bb9e3baf381a2957b9369b6051c6113097a5f8dcee27faff17624a2c0", imageRef)
-	require.NoError(t, json.Unmarshal([]byte(s), &req))
-	req["container_id"], req["exec_id"] = webID, webID
-	oci := req["OCI"].(map[string]any)
-	anno := oci["Annotations"].(map[string]any)
-	anno["io.kubernetes.cri.container-name"] = "web-svc"
-	anno["io.kubernetes.cri.sandbox-name"] = podName
-	anno["io.kubernetes.cri.sandbox-namespace"] = "emojivoto"
-	anno["io.kubernetes.cri.sandbox-uid"] = "fd055c20-d44c-4fc5-aa90-283f629201af"
-	p := oci["Process"].(map[string]any)
+	req := containerRequest(t, webID, "web-svc", podName, "emojivoto", imageRef)
+	p := proc(req)
 	p["Args"] = []any{"/usr/local/bin/emojivoto-web"}
 	p["Cwd"] = "/usr/local/bin"
 	p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
@@ -75,6 +66,27 @@ func webRequest(t *testing.T, imageRef string) map[string]any {
 		"WEB_SVC_SERVICE_HOST=10.0.0.77",
 		"WEB_SVC_PORT_80_TCP_PORT=80",
 	}
+	return req
+}
+
+// containerRequest derives a complete, real-format CreateContainerRequest
+// from the Kata "gid" test request.
+func containerRequest(t *testing.T, cid, container, podName, namespace, imageRef string) map[string]any {
+	req := kataRequest(t, "createcontainer/gid", 0)
+	b, err := json.Marshal(req)
+	require.NoError(t, err)
+	s := strings.ReplaceAll(string(b), "/gid-", "/"+cid+"-")
+	s = strings.ReplaceAll(s, "k8s.io/gid", "k8s.io/"+cid)
+	s = strings.ReplaceAll(s, "/run/kata-containers/gid/rootfs", "/run/kata-containers/"+cid+"/rootfs")
+	s = strings.ReplaceAll(s, "ghcr.io/burgerdev/weird-images/gid@sha256:bdbb485bb9e3baf381a2957b9369b6051c6113097a5f8dcee27faff17624a2c0", imageRef)
+	require.NoError(t, json.Unmarshal([]byte(s), &req))
+	req["container_id"], req["exec_id"] = cid, cid
+	oci := req["OCI"].(map[string]any)
+	anno := oci["Annotations"].(map[string]any)
+	anno["io.kubernetes.cri.container-name"] = container
+	anno["io.kubernetes.cri.sandbox-name"] = podName
+	anno["io.kubernetes.cri.sandbox-namespace"] = namespace
+	anno["io.kubernetes.cri.sandbox-uid"] = "fd055c20-d44c-4fc5-aa90-283f629201af"
 	return req
 }
 
@@ -192,3 +204,68 @@ func TestEmojivotoRequests(t *testing.T) {
 func proc(r map[string]any) map[string]any { return oci(r)["Process"].(map[string]any) }
 
 func oci(r map[string]any) map[string]any { return r["OCI"].(map[string]any) }
+
+// TestExecProbe checks the exec path with the StatefulSet "db" of
+// testdata/workloads.yaml: only its readiness probe may be executed, only in
+// a created container, and only with the container's process settings.
+func TestExecProbe(t *testing.T) {
+	src, _ := testRegistry(t)
+	var db policy.Workload
+	for _, w := range readWorkloads(t, "testdata/workloads.yaml") {
+		if w.Name == "db" {
+			db = w
+		}
+	}
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &db, Images: src})
+	require.NoError(t, err)
+	img, err := src.Resolve(t.Context(), "registry.example/acme/db:1.0", nil)
+	require.NoError(t, err)
+	a, err := agentsim.New(res.Rego)
+	require.NoError(t, err)
+	allow := func(kind string, req any) bool {
+		d, err := a.Allow(t.Context(), kind, req)
+		return err == nil && d.Allowed
+	}
+	require.True(t, allow("CreateContainerRequest", sandboxRequestFor(t, "db-0", "demo")))
+
+	const dbID = "22941c1e6546ae2aef276f738b162fc379e61467120544e13e5ca5bd204862b9"
+	env := []any{"PATH=/bin", "DB_HOME=/var/lib/db", "HOSTNAME=db-0", "POD_NAME=db-0", "POD_IP=10.244.1.7", "KUBERNETES_SERVICE_HOST=10.0.0.1"}
+	user := map[string]any{"UID": 999, "GID": 999, "AdditionalGids": []any{999}, "Username": ""}
+	req := containerRequest(t, dbID, "db", "db-0", "demo", img.Reference())
+	p := proc(req)
+	p["Args"] = []any{"/bin/db", "--data", "/var/lib/db"}
+	p["Cwd"] = "/"
+	p["User"] = user
+	p["Env"] = env
+	oci(req)["Mounts"] = append(oci(req)["Mounts"].([]any), map[string]any{
+		"destination": "/var/lib/db", "source": "/run/kata-containers/sandbox/storage/MDAvMDA=", "type_": "bind", "options": []any{"rbind", "rprivate", "rw"},
+	})
+	req["storages"] = append(req["storages"].([]any), map[string]any{
+		"driver": "blk", "driver_options": []any{"encryption_key=ephemeral", "create_filesystem"}, "fs_group": nil,
+		"fstype": "ext4", "mount_point": "/run/kata-containers/sandbox/storage/MDAvMDA=", "options": []any{}, "source": "00/00", "shared": true,
+	})
+	if !allow("CreateContainerRequest", req) {
+		explainCreate(t, res.Rego, a.State(), req)
+		t.Fatal("db container denied")
+	}
+
+	exec := func(args []any, mod func(map[string]any)) map[string]any {
+		p := map[string]any{"Args": args, "Capabilities": nil, "Cwd": "/", "Env": env, "NoNewPrivileges": false,
+			"SelinuxLabel": "", "Terminal": false, "User": user}
+		if mod != nil {
+			mod(p)
+		}
+		return map[string]any{"container_id": dbID, "exec_id": "e1", "process": p, "string_user": nil}
+	}
+	require.True(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, nil)))
+	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/sh"}, nil)))
+	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["Terminal"] = true })))
+	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["User"] = map[string]any{"UID": 0} })))
+	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) {
+		p["Env"] = append(slices.Clone(env), "LD_PRELOAD=/x.so")
+	})))
+	require.True(t, allow("UpdateContainerRequest", map[string]any{"container_id": dbID, "resources": map[string]any{"CPU": map[string]any{"Shares": 2}}}))
+	require.False(t, allow("UpdateContainerRequest", map[string]any{"container_id": dbID, "resources": map[string]any{"Devices": []any{map[string]any{"Allow": true, "Access": "rwm"}}}}))
+	require.True(t, allow("RemoveContainerRequest", map[string]any{"container_id": dbID}))
+	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, nil)), "exec after removal")
+}

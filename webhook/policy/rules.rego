@@ -48,8 +48,6 @@ default StatsContainerRequest := true
 
 default TtyWinResizeRequest := true
 
-default UpdateContainerRequest := true
-
 default WaitProcessRequest := true
 
 default CloseStdinRequest := true
@@ -573,6 +571,16 @@ ExecProcessRequest if {
 	every e in object.get(p, "Env", []) {
 		env_allowed(c, e, sb)
 	}
+}
+
+# ---------------------------------------------------------------- update
+
+# Resource updates are allowed, but not device cgroup rules: with CAP_MKNOD a
+# container could otherwise open guest block devices.
+default UpdateContainerRequest := false
+
+UpdateContainerRequest if {
+	count(object.get(object.get(input, "resources", {}), "Devices", [])) == 0
 }
 
 # ---------------------------------------------------------------- streams

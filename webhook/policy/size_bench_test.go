@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/images/imagestest"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
@@ -109,4 +110,29 @@ func BenchmarkColdGenerationBytes(b *testing.B) {
 	}
 	b.ReportMetric(float64(fetched), "bytes/cold-run")
 	b.ReportMetric(100*float64(fetched)/float64(total), "%-of-image-bytes")
+}
+
+// TestColdFetchRatioDockerRegistry generates the emojivoto policies against a
+// real docker-registry with a cold cache and checks that only a tiny part of
+// the images is downloaded (numeric or empty USER: manifests and configs only).
+func TestColdFetchRatioDockerRegistry(t *testing.T) {
+	host := imagestest.StartDockerRegistry(t)
+	total := int64(0)
+	for _, repoTag := range []string{"buoyantio/emojivoto-web:v11", "buoyantio/emojivoto-emoji-svc:v11", "buoyantio/emojivoto-voting-svc:v11"} {
+		imagestest.Push(t, host, repoTag, imagestest.Build(t, testImages[repoTag]))
+		total += imageSize(t, host, repoTag)
+	}
+	counter := &imagestest.CountingTransport{}
+	src := images.NewRegistry(images.RegistryConfig{
+		Mirrors:    map[string][]images.Mirror{"docker.l5d.io": {{Host: host, Insecure: true}}},
+		SkipOrigin: []string{"docker.l5d.io"},
+		Transport:  counter,
+	})
+	for _, w := range emojivotoWorkloads(t) {
+		_, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &w, Images: src})
+		require.NoError(t, err)
+	}
+	ratio := float64(counter.Bytes()) / float64(total)
+	t.Logf("cold generation of 4 emojivoto pods fetched %d B of %d B image data (%.4f%%)", counter.Bytes(), total, 100*ratio)
+	require.Less(t, ratio, 0.01)
 }
