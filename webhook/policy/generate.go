@@ -273,6 +273,8 @@ func checkPodFeatures(spec *corev1.PodSpec) error {
 		return fmt.Errorf("%w: hostUsers: false (user namespaces)", ErrUnsupported)
 	case len(spec.EphemeralContainers) > 0:
 		return fmt.Errorf("%w: ephemeral containers", ErrUnsupported)
+	case spec.SetHostnameAsFQDN != nil && *spec.SetHostnameAsFQDN:
+		return fmt.Errorf("%w: setHostnameAsFQDN (the cluster domain is not known before the pod runs)", ErrUnsupported)
 	}
 	for _, v := range spec.Volumes {
 		switch {
@@ -289,13 +291,15 @@ func checkPodFeatures(spec *corev1.PodSpec) error {
 const pausePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // pauseContainer is the sandbox container. Its user is the pod's
-// runAsUser/runAsGroup, else the pause image's 65535.
+// runAsUser/runAsGroup, else the pause image's 65535:65535. With only
+// runAsUser the group is 0: the runtime finds no /etc/passwd entry in the
+// pause image.
 func pauseContainer(spec *corev1.PodSpec) ContainerData {
 	uid, gid := int64(65535), int64(65535)
 	var supplemental []int64
 	if sc := spec.SecurityContext; sc != nil {
 		if sc.RunAsUser != nil {
-			uid = *sc.RunAsUser
+			uid, gid = *sc.RunAsUser, 0
 		}
 		if sc.RunAsGroup != nil {
 			gid = *sc.RunAsGroup
@@ -444,6 +448,14 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 		if p != nil && p.Exec != nil && len(p.Exec.Command) > 0 {
 			execs = append(execs, slices.Clone(p.Exec.Command))
+		}
+	}
+	// lifecycle hooks run through the same exec path as probes
+	if l := c.Lifecycle; l != nil {
+		for _, h := range []*corev1.LifecycleHandler{l.PostStart, l.PreStop} {
+			if h != nil && h.Exec != nil && len(h.Exec.Command) > 0 {
+				execs = append(execs, slices.Clone(h.Exec.Command))
+			}
 		}
 	}
 	if execs == nil {
