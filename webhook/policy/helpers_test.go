@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
 
@@ -18,53 +17,11 @@ import (
 
 const emojivotoDir = "../../examples/emojivoto"
 
-// testImages are stand-ins for the images the test workloads name; they are
-// deterministic, so golden files are stable.
-var testImages = map[string]imagestest.Spec{
-	"buoyantio/emojivoto-web:v11": {
-		Config: v1.Config{Entrypoint: []string{"/usr/local/bin/emojivoto-web"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, WorkingDir: "/usr/local/bin"},
-		Files:  map[string]string{"usr/local/bin/emojivoto-web": "web"}, Padding: 2 << 20,
-	},
-	"buoyantio/emojivoto-emoji-svc:v11": {
-		Config: v1.Config{Entrypoint: []string{"/usr/local/bin/emojivoto-emoji-svc"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, WorkingDir: "/usr/local/bin"},
-		Files:  map[string]string{"usr/local/bin/emojivoto-emoji-svc": "emoji"}, Padding: 2 << 20,
-	},
-	"buoyantio/emojivoto-voting-svc:v11": {
-		Config: v1.Config{Entrypoint: []string{"/usr/local/bin/emojivoto-voting-svc"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, WorkingDir: "/usr/local/bin"},
-		Files:  map[string]string{"usr/local/bin/emojivoto-voting-svc": "voting"}, Padding: 2 << 20,
-	},
-	"acme/db:1.0": {
-		Config: v1.Config{Entrypoint: []string{"/bin/db"}, Cmd: []string{"serve"}, Env: []string{"PATH=/bin", "DB_HOME=/var/lib/db"}, User: "999:999", Volumes: map[string]struct{}{"/var/lib/db": {}}},
-		Files:  map[string]string{"bin/db": "db"},
-	},
-	"acme/agent:2": {
-		Config: v1.Config{Entrypoint: []string{"/agent"}, Env: []string{"PATH=/"}},
-		Files:  map[string]string{"agent": "agent"},
-	},
-	"acme/named-user:3": {
-		Config: v1.Config{Entrypoint: []string{"/app"}, Env: []string{"PATH=/"}, User: "app"},
-		Files: map[string]string{
-			"app":        "app",
-			"etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1001:1001::/srv:/bin/sh\n",
-			"etc/group":  "root:x:0:\napp:x:1001:\n",
-		},
-	},
-}
-
-// testRegistry serves testImages, reachable as docker.l5d.io/... and
-// registry.example/... through mirrors.
+// testRegistry serves the test image catalog, reachable as docker.l5d.io/...
+// and registry.example/... through mirrors.
 func testRegistry(t testing.TB) (*images.Registry, *imagestest.Registry) {
 	t.Helper()
-	reg := imagestest.Serve(t)
-	for repoTag, spec := range testImages {
-		imagestest.Push(t, reg.Host, repoTag, imagestest.Build(t, spec))
-	}
-	mirror := []images.Mirror{{Host: reg.Host, Insecure: true}}
-	src := images.NewRegistry(images.RegistryConfig{
-		Mirrors:    map[string][]images.Mirror{"docker.l5d.io": mirror, "registry.example": mirror},
-		SkipOrigin: []string{"docker.l5d.io", "registry.example"},
-	})
-	return src, reg
+	return imagestest.ServeCatalog(t, imagestest.Catalog)
 }
 
 func readWorkloads(t testing.TB, files ...string) []policy.Workload {

@@ -119,7 +119,7 @@ func TestColdFetchRatioDockerRegistry(t *testing.T) {
 	host := imagestest.StartDockerRegistry(t)
 	total := int64(0)
 	for _, repoTag := range []string{"buoyantio/emojivoto-web:v11", "buoyantio/emojivoto-emoji-svc:v11", "buoyantio/emojivoto-voting-svc:v11"} {
-		imagestest.Push(t, host, repoTag, imagestest.Build(t, testImages[repoTag]))
+		imagestest.Push(t, host, repoTag, imagestest.Build(t, imagestest.Catalog[repoTag]))
 		total += imageSize(t, host, repoTag)
 	}
 	counter := &imagestest.CountingTransport{}
