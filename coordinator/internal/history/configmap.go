@@ -1,0 +1,126 @@
+package history
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ConfigMap naming. A blob is the ConfigMap
+// `contrast-history-<kind>-<hash>` with its bytes in binaryData["data"];
+// the latest pointer is `contrast-history-latest`, swapped with the
+// resourceVersion precondition of the API server.
+const (
+	configMapPrefix = "contrast-history-"
+	latestName      = configMapPrefix + "latest"
+	dataKey         = "data"
+	// LabelKey marks every history ConfigMap (for RBAC-scoped listing and cleanup).
+	LabelKey = "contrast.cc/history"
+)
+
+// ConfigMapStore stores the history in ConfigMaps of one namespace.
+type ConfigMapStore struct {
+	client    kubernetes.Interface
+	namespace string
+}
+
+// NewConfigMapStore returns a store in namespace.
+func NewConfigMapStore(client kubernetes.Interface, namespace string) *ConfigMapStore {
+	return &ConfigMapStore{client: client, namespace: namespace}
+}
+
+func blobName(kind Kind, hash string) string {
+	return configMapPrefix + string(kind) + "-" + hash
+}
+
+func (s *ConfigMapStore) get(ctx context.Context, name string) (*corev1.ConfigMap, error) {
+	cm, err := s.client.CoreV1().ConfigMaps(s.namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getting ConfigMap %s/%s: %w", s.namespace, name, err)
+	}
+	return cm, nil
+}
+
+// GetBlob implements Store.
+func (s *ConfigMapStore) GetBlob(ctx context.Context, kind Kind, hash string) ([]byte, error) {
+	cm, err := s.get(ctx, blobName(kind, hash))
+	if err != nil {
+		return nil, err
+	}
+	b, ok := cm.BinaryData[dataKey]
+	if !ok {
+		return nil, fmt.Errorf("ConfigMap %s has no %q: %w", cm.Name, dataKey, ErrNotFound)
+	}
+	return b, nil
+}
+
+func (s *ConfigMapStore) configMap(name, kind string, data []byte) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: s.namespace,
+			Labels: map[string]string{LabelKey: kind, "app.kubernetes.io/managed-by": "contrast-coordinator"},
+		},
+		BinaryData: map[string][]byte{dataKey: data},
+		Immutable:  ptr(kind != "latest"),
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// PutBlob implements Store.
+func (s *ConfigMapStore) PutBlob(ctx context.Context, kind Kind, hash string, data []byte) error {
+	_, err := s.client.CoreV1().ConfigMaps(s.namespace).Create(ctx, s.configMap(blobName(kind, hash), string(kind), data), metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// Content-addressed: the existing blob is verified by hash on read.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating ConfigMap for %s %s: %w", kind, hash, err)
+	}
+	return nil
+}
+
+// GetLatest implements Store.
+func (s *ConfigMapStore) GetLatest(ctx context.Context) ([]byte, string, error) {
+	cm, err := s.get(ctx, latestName)
+	if err != nil {
+		return nil, "", err
+	}
+	b, ok := cm.BinaryData[dataKey]
+	if !ok {
+		return nil, "", fmt.Errorf("ConfigMap %s has no %q: %w", latestName, dataKey, ErrNotFound)
+	}
+	return b, cm.ResourceVersion, nil
+}
+
+// SwapLatest implements Store with the API server's optimistic concurrency:
+// create when oldVersion is "", otherwise update with resourceVersion
+// oldVersion; a conflict (409) becomes ErrConflict.
+func (s *ConfigMapStore) SwapLatest(ctx context.Context, oldVersion string, data []byte) (string, error) {
+	cms := s.client.CoreV1().ConfigMaps(s.namespace)
+	cm := s.configMap(latestName, "latest", data)
+	var out *corev1.ConfigMap
+	var err error
+	if oldVersion == "" {
+		out, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+	} else {
+		cm.ResourceVersion = oldVersion
+		out, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	switch {
+	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err), oldVersion != "" && apierrors.IsNotFound(err):
+		return "", fmt.Errorf("%w: %w", ErrConflict, err)
+	case err != nil:
+		return "", fmt.Errorf("writing ConfigMap %s: %w", latestName, err)
+	}
+	return out.ResourceVersion, nil
+}
+
+var _ Store = (*ConfigMapStore)(nil)

@@ -1,0 +1,206 @@
+package history
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// ErrCorrupt reports a blob whose content does not match its hash, or a
+// latest pointer whose signature does not verify.
+var ErrCorrupt = errors.New("history integrity check failed")
+
+// Hash is a SHA-256 content address.
+type Hash [sha256.Size]byte
+
+// HashOf returns the content address of data.
+func HashOf(data []byte) Hash { return sha256.Sum256(data) }
+
+// String returns the hex encoding.
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// IsZero reports whether h is unset.
+func (h Hash) IsZero() bool { return h == Hash{} }
+
+// MarshalText encodes h as hex.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText decodes hex.
+func (h *Hash) UnmarshalText(b []byte) error {
+	if len(b) != 2*len(h) {
+		return fmt.Errorf("hash must be %d hex characters", 2*len(h))
+	}
+	_, err := hex.Decode(h[:], b)
+	if err != nil {
+		return fmt.Errorf("decoding hash: %w", err)
+	}
+	return nil
+}
+
+// ParseHash decodes a hex hash; empty input gives the zero hash.
+func ParseHash(b []byte) (Hash, error) {
+	var h Hash
+	if len(b) == 0 {
+		return h, nil
+	}
+	if len(b) != len(h) {
+		return h, fmt.Errorf("hash must be %d bytes, got %d", len(h), len(b))
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// Transition is one manifest update: generation n installs a manifest on
+// top of the previous transition (zero for the first).
+type Transition struct {
+	Generation     uint64
+	Previous       Hash
+	Manifest       Hash
+	Policies       []Hash
+	RootCA, MeshCA Hash
+}
+
+// Latest is the signed pointer to the latest transition.
+type Latest struct {
+	Transition Hash
+	Signature  []byte
+}
+
+const signatureContext = "contrast-history-latest-v1\x00"
+
+func signedBytes(h Hash) []byte { return append([]byte(signatureContext), h[:]...) }
+
+// History reads and writes the history through a Store, checking content
+// hashes on every read.
+type History struct {
+	store Store
+	cache sync.Map // kind/hash → verified immutable blob
+}
+
+// New returns a History over store.
+func New(store Store) *History { return &History{store: store} }
+
+// Put stores a blob and returns its hash.
+func (h *History) Put(ctx context.Context, kind Kind, data []byte) (Hash, error) {
+	hash := HashOf(data)
+	if err := h.store.PutBlob(ctx, kind, hash.String(), data); err != nil {
+		return hash, err
+	}
+	return hash, nil
+}
+
+// Get returns a blob, checking that it has the requested hash.
+func (h *History) Get(ctx context.Context, kind Kind, hash Hash) ([]byte, error) {
+	key := string(kind) + "/" + hash.String()
+	if v, ok := h.cache.Load(key); ok {
+		return v.([]byte), nil
+	}
+	data, err := h.store.GetBlob(ctx, kind, hash.String())
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %s: %w", kind, hash, err)
+	}
+	if HashOf(data) != hash {
+		return nil, fmt.Errorf("%w: %s %s has different content", ErrCorrupt, kind, hash)
+	}
+	h.cache.Store(key, data)
+	return data, nil
+}
+
+// PutTransition stores t.
+func (h *History) PutTransition(ctx context.Context, t *Transition) (Hash, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return Hash{}, fmt.Errorf("encoding transition: %w", err)
+	}
+	return h.Put(ctx, KindTransition, b)
+}
+
+// GetTransition reads and verifies a transition.
+func (h *History) GetTransition(ctx context.Context, hash Hash) (*Transition, error) {
+	b, err := h.Get(ctx, KindTransition, hash)
+	if err != nil {
+		return nil, err
+	}
+	var t Transition
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("%w: decoding transition %s: %w", ErrCorrupt, hash, err)
+	}
+	return &t, nil
+}
+
+// LatestState is the latest pointer as read from the store.
+type LatestState struct {
+	Latest  Latest
+	Version string
+}
+
+// GetLatest reads the latest pointer without verifying its signature (the
+// verifier needs the seed); ErrNotFound when the history is empty.
+func (h *History) GetLatest(ctx context.Context) (*LatestState, error) {
+	b, v, err := h.store.GetLatest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var l Latest
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("%w: decoding latest: %w", ErrCorrupt, err)
+	}
+	return &LatestState{Latest: l, Version: v}, nil
+}
+
+// Verify checks the signature of the latest pointer.
+func (l *Latest) Verify(pub ed25519.PublicKey) error {
+	if !ed25519.Verify(pub, signedBytes(l.Transition), l.Signature) {
+		return fmt.Errorf("%w: signature of the latest transition does not verify with the key derived from this seed", ErrCorrupt)
+	}
+	return nil
+}
+
+// SwapLatest signs and stores a pointer to transition, if the stored
+// pointer still has oldVersion ("" when the history is empty).
+func (h *History) SwapLatest(ctx context.Context, oldVersion string, transition Hash, key ed25519.PrivateKey) (string, error) {
+	l := Latest{Transition: transition, Signature: ed25519.Sign(key, signedBytes(transition))}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", fmt.Errorf("encoding latest: %w", err)
+	}
+	return h.store.SwapLatest(ctx, oldVersion, b)
+}
+
+// Chain returns the transitions from the first to the one at head, oldest
+// first, checking that the generations count up without gaps.
+func (h *History) Chain(ctx context.Context, head Hash) ([]*Transition, error) {
+	var rev []*Transition
+	for cur := head; !cur.IsZero(); {
+		t, err := h.GetTransition(ctx, cur)
+		if err != nil {
+			return nil, err
+		}
+		rev = append(rev, t)
+		if t.Generation == 1 {
+			if !t.Previous.IsZero() {
+				return nil, fmt.Errorf("%w: generation 1 has a predecessor", ErrCorrupt)
+			}
+			break
+		}
+		if len(rev) > 1<<16 {
+			return nil, fmt.Errorf("%w: history longer than %d transitions", ErrCorrupt, 1<<16)
+		}
+		cur = t.Previous
+	}
+	out := make([]*Transition, len(rev))
+	for i, t := range rev {
+		out[len(rev)-1-i] = t
+	}
+	for i, t := range out {
+		if t.Generation != uint64(i+1) { //nolint:gosec // i ≥ 0
+			return nil, fmt.Errorf("%w: transition %d has generation %d", ErrCorrupt, i+1, t.Generation)
+		}
+	}
+	return out, nil
+}

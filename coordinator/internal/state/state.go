@@ -1,0 +1,508 @@
+// Package state is the Coordinator's authority: the active manifest and its
+// CAs, the seed, manifest updates with authorization and compare-and-swap,
+// recovery, and mesh-certificate issuance. The gRPC packages are thin
+// adapters over it.
+package state
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/coordinator/internal/ca"
+	"github.com/contrast-cc/contrast/coordinator/internal/history"
+	"github.com/contrast-cc/contrast/coordinator/internal/metrics"
+	"github.com/contrast-cc/contrast/coordinator/internal/seed"
+	"github.com/contrast-cc/contrast/coordinator/manifest"
+)
+
+// Sentinel errors the API layers map to gRPC codes.
+var (
+	// ErrRecoveryMode: history exists but the seed is missing (FailedPrecondition).
+	ErrRecoveryMode = errors.New("coordinator is in recovery mode: the seed must be restored with Recover")
+	// ErrNoManifest: no manifest has been set yet (FailedPrecondition).
+	ErrNoManifest = errors.New("no manifest has been set")
+	// ErrNotOwner: the client's key is not a workload-owner key (PermissionDenied).
+	ErrNotOwner = errors.New("client key is not a workload-owner key of the current manifest")
+	// ErrConflict: the expected latest transition does not match (Aborted).
+	ErrConflict = errors.New("latest transition differs from the expected one")
+	// ErrInvalidPolicies: policy documents do not match the manifest (InvalidArgument).
+	ErrInvalidPolicies = errors.New("policy documents do not match the manifest")
+	// ErrNotInRecovery: Recover called while not in recovery mode (FailedPrecondition).
+	ErrNotInRecovery = errors.New("coordinator is not in recovery mode")
+	// ErrWrongSeed: the recovered seed does not match the signed history (PermissionDenied).
+	ErrWrongSeed = errors.New("seed does not match the signed history")
+	// ErrUnknownPolicy: the attested policy hash is not in the manifest (PermissionDenied).
+	ErrUnknownPolicy = errors.New("unknown policy hash")
+)
+
+// Mode is the Coordinator's lifecycle state.
+type Mode int
+
+// Modes.
+const (
+	// ModeEmpty: no history; waiting for the first manifest.
+	ModeEmpty Mode = iota
+	// ModeReady: a manifest is active and the seed is known.
+	ModeReady
+	// ModeRecovery: history exists, the seed is missing.
+	ModeRecovery
+)
+
+func (m Mode) String() string {
+	return [...]string{"empty", "ready", "recovery"}[m]
+}
+
+// Snapshot is an immutable view of one manifest generation.
+type Snapshot struct {
+	Manifest     *manifest.Manifest
+	ManifestHash history.Hash
+	Transition   history.Hash
+	Generation   uint64
+	Root, Mesh   *ca.CA
+
+	secrets    *seed.Secrets
+	validators []attest.Validator
+}
+
+// Validate checks evidence against this generation's reference values.
+func (s *Snapshot) Validate(ctx context.Context, evidence []byte, reportData [64]byte) (*attest.Result, error) {
+	return attest.ValidateAny(ctx, s.validators, evidence, reportData)
+}
+
+// Config configures an Authority.
+type Config struct {
+	// History is the persistent history (required).
+	History *history.History
+	// ValidatorOptions are used to build each generation's validators.
+	ValidatorOptions manifest.ValidatorOptions
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
+	// Now defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+}
+
+// Authority holds the Coordinator's state. It is safe for concurrent use;
+// updates and recovery are serialized, reads are lock-free.
+type Authority struct {
+	cfg Config
+
+	mu            sync.Mutex // serializes SetManifest and Recover
+	latestVersion string     // store version of the latest pointer we wrote or verified
+	cur           atomic.Pointer[Snapshot]
+	mode          atomic.Int32
+}
+
+// New loads the history: without one the Authority waits for the first
+// manifest; with one it starts in recovery mode.
+func New(ctx context.Context, cfg Config) (*Authority, error) {
+	if cfg.History == nil {
+		return nil, errors.New("state: History is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Authority{cfg: cfg}
+	latest, err := cfg.History.GetLatest(ctx)
+	switch {
+	case errors.Is(err, history.ErrNotFound):
+		a.setMode(ModeEmpty)
+		cfg.Logger.Info("no manifest history; waiting for the first manifest")
+	case err != nil:
+		return nil, fmt.Errorf("reading history: %w", err)
+	default:
+		a.setMode(ModeRecovery)
+		cfg.Logger.Warn("manifest history found but no seed; in recovery mode until Recover", "latestTransition", latest.Latest.Transition.String())
+	}
+	return a, nil
+}
+
+func (a *Authority) setMode(m Mode) {
+	a.mode.Store(int32(m)) //nolint:gosec // small enum
+	if a.cfg.Metrics != nil {
+		v := 0.0
+		if m == ModeRecovery {
+			v = 1
+		}
+		a.cfg.Metrics.RecoveryMode.Set(v)
+	}
+}
+
+// Mode returns the current mode.
+func (a *Authority) Mode() Mode { return Mode(a.mode.Load()) }
+
+// Current returns the active snapshot, or nil in ModeEmpty and ModeRecovery.
+func (a *Authority) Current() *Snapshot { return a.cur.Load() }
+
+// SetRequest is a manifest update.
+type SetRequest struct {
+	Manifest []byte
+	Policies [][]byte
+	// Expected, if non-nil, must equal the latest transition hash (zero
+	// when no manifest is set) for the update to apply.
+	Expected *history.Hash
+	// Client is the authenticated public key of the caller (may be nil).
+	Client crypto.PublicKey
+}
+
+// SeedShare is the seed encrypted to one seed-share owner.
+type SeedShare struct {
+	PublicKeyHash  []byte
+	EncryptedSeed  []byte
+	OwnerKeyString manifest.HexString
+}
+
+// SetResult is the outcome of a manifest update.
+type SetResult struct {
+	Snapshot   *Snapshot
+	SeedShares []SeedShare // only for the first manifest
+	Salt       []byte      // only for the first manifest
+}
+
+// SetManifest authorizes, validates and installs a manifest.
+func (a *Authority) SetManifest(ctx context.Context, req SetRequest) (*SetResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	res, err := a.setManifest(ctx, req)
+	if m := a.cfg.Metrics; m != nil {
+		m.ManifestUpdates.WithLabelValues(updateResult(err)).Inc()
+	}
+	return res, err
+}
+
+func updateResult(err error) string {
+	var ve *manifest.ValidationError
+	switch {
+	case err == nil:
+		return "accepted"
+	case errors.As(err, &ve), errors.Is(err, ErrInvalidPolicies):
+		return "invalid"
+	case errors.Is(err, ErrNotOwner):
+		return "unauthorized"
+	case errors.Is(err, ErrConflict):
+		return "conflict"
+	default:
+		return "failed"
+	}
+}
+
+func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult, error) {
+	if a.Mode() == ModeRecovery {
+		return nil, ErrRecoveryMode
+	}
+	cur := a.cur.Load()
+	if cur != nil && !cur.Manifest.IsOwner(req.Client) {
+		return nil, ErrNotOwner
+	}
+	if req.Expected != nil {
+		var have history.Hash
+		if cur != nil {
+			have = cur.Transition
+		}
+		if *req.Expected != have {
+			return nil, fmt.Errorf("%w: latest is %s", ErrConflict, have)
+		}
+	}
+	m, err := manifest.Parse(req.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	policyHashes, err := checkPolicies(m, req.Policies)
+	if err != nil {
+		return nil, err
+	}
+	validators, err := m.Validators(a.cfg.ValidatorOptions)
+	if err != nil {
+		return nil, &manifest.ValidationError{Errors: []manifest.FieldError{{Path: "ReferenceValues", Msg: err.Error()}}}
+	}
+
+	h := a.cfg.History
+	now := a.cfg.Now()
+	result := &SetResult{}
+	var secrets *seed.Secrets
+	var root *ca.CA
+	var prev history.Hash
+	var gen uint64 = 1
+	if cur == nil {
+		if secrets, err = seed.New(); err != nil {
+			return nil, err
+		}
+		if root, err = ca.NewRoot(secrets.RootCAKey(), now); err != nil {
+			return nil, err
+		}
+		for _, k := range m.SeedshareOwnerPubKeys {
+			pub, err := manifest.ParseSeedShareOwnerKey(k)
+			if err != nil {
+				return nil, err // validated by Parse
+			}
+			enc, err := secrets.EncryptTo(pub)
+			if err != nil {
+				return nil, err
+			}
+			d, err := manifest.KeyDigest(pub)
+			if err != nil {
+				return nil, err
+			}
+			result.SeedShares = append(result.SeedShares, SeedShare{PublicKeyHash: d, EncryptedSeed: enc, OwnerKeyString: k})
+		}
+		result.Salt = secrets.Salt()
+		if len(result.SeedShares) == 0 {
+			a.cfg.Logger.Warn("first manifest has no SeedshareOwnerPubKeys: this deployment cannot be recovered after a Coordinator restart")
+		}
+	} else {
+		secrets, root, prev, gen = cur.secrets, cur.Root, cur.Transition, cur.Generation+1
+	}
+
+	manifestHash, err := h.Put(ctx, history.KindManifest, req.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	meshKey := secrets.MeshCAKey(meshLabel(gen, prev, manifestHash))
+	mesh, err := ca.NewMesh(root, meshKey, gen, now)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range req.Policies {
+		if _, err := h.Put(ctx, history.KindPolicy, p); err != nil {
+			return nil, err
+		}
+	}
+	rootHash, err := h.Put(ctx, history.KindCert, root.Cert.Raw)
+	if err != nil {
+		return nil, err
+	}
+	meshHash, err := h.Put(ctx, history.KindCert, mesh.Cert.Raw)
+	if err != nil {
+		return nil, err
+	}
+	t := &history.Transition{Generation: gen, Previous: prev, Manifest: manifestHash, Policies: policyHashes, RootCA: rootHash, MeshCA: meshHash}
+	th, err := h.PutTransition(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	version, err := h.SwapLatest(ctx, a.latestVersion, th, secrets.HistorySigningKey())
+	if errors.Is(err, history.ErrConflict) {
+		return nil, fmt.Errorf("%w: the stored history was changed by another writer: %w", ErrConflict, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.latestVersion = version
+	snap := &Snapshot{
+		Manifest: m, ManifestHash: manifestHash, Transition: th, Generation: gen,
+		Root: root, Mesh: mesh, secrets: secrets, validators: validators,
+	}
+	a.publish(snap)
+	result.Snapshot = snap
+	a.cfg.Logger.Info("manifest installed", "generation", gen, "transition", th.String(), "manifest", manifestHash.String(), "policies", len(m.Policies))
+	return result, nil
+}
+
+func (a *Authority) publish(s *Snapshot) {
+	a.cur.Store(s)
+	a.setMode(ModeReady)
+	if a.cfg.Metrics != nil {
+		a.cfg.Metrics.ManifestGeneration.Set(float64(s.Generation))
+	}
+}
+
+// meshLabel names a generation for the mesh CA key derivation: unique per
+// update, computable again from the stored transition during recovery.
+func meshLabel(gen uint64, prev, manifestHash history.Hash) string {
+	return fmt.Sprintf("%d:%s:%s", gen, prev, manifestHash)
+}
+
+// checkPolicies requires exactly one document per policy hash of m.
+func checkPolicies(m *manifest.Manifest, docs [][]byte) ([]history.Hash, error) {
+	seen := map[manifest.HexString]bool{}
+	var hashes []history.Hash
+	for i, d := range docs {
+		sum := sha256.Sum256(d)
+		h := manifest.NewHexString(sum[:])
+		if _, ok := m.Policies[h]; !ok {
+			return nil, fmt.Errorf("%w: policies[%d] has hash %s, which the manifest does not list", ErrInvalidPolicies, i, h)
+		}
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		hashes = append(hashes, history.Hash(sum))
+	}
+	for h := range m.Policies {
+		if !seen[h] {
+			return nil, fmt.Errorf("%w: no policy document for %s", ErrInvalidPolicies, h)
+		}
+	}
+	return hashes, nil
+}
+
+// Recover restores the seed of a Coordinator in recovery mode. The seed is
+// accepted only if the key derived from it verifies the signed latest
+// pointer and the derived CA keys match the stored CA certificates.
+func (a *Authority) Recover(ctx context.Context, seedBytes, salt []byte) (*Snapshot, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.Mode() != ModeRecovery {
+		return nil, ErrNotInRecovery
+	}
+	secrets, err := seed.FromBytes(seedBytes, salt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrongSeed, err)
+	}
+	h := a.cfg.History
+	latest, err := h.GetLatest(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading latest transition: %w", err)
+	}
+	if err := latest.Latest.Verify(secrets.HistorySigningKey().Public().(ed25519.PublicKey)); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrongSeed, err)
+	}
+	snap, err := a.load(ctx, secrets, latest.Latest.Transition)
+	if err != nil {
+		return nil, err
+	}
+	a.latestVersion = latest.Version
+	a.publish(snap)
+	a.cfg.Logger.Info("recovered from seed", "generation", snap.Generation, "transition", snap.Transition.String())
+	return snap, nil
+}
+
+// load rebuilds the snapshot of transition th from the history.
+func (a *Authority) load(ctx context.Context, secrets *seed.Secrets, th history.Hash) (*Snapshot, error) {
+	h := a.cfg.History
+	t, err := h.GetTransition(ctx, th)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := h.Get(ctx, history.KindManifest, t.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	m, err := manifest.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("stored manifest: %w", err)
+	}
+	validators, err := m.Validators(a.cfg.ValidatorOptions)
+	if err != nil {
+		return nil, fmt.Errorf("stored manifest: %w", err)
+	}
+	rootDER, err := h.Get(ctx, history.KindCert, t.RootCA)
+	if err != nil {
+		return nil, err
+	}
+	root, err := ca.Restore(rootDER, secrets.RootCAKey(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: root CA: %w", ErrWrongSeed, err)
+	}
+	meshDER, err := h.Get(ctx, history.KindCert, t.MeshCA)
+	if err != nil {
+		return nil, err
+	}
+	mesh, err := ca.Restore(meshDER, secrets.MeshCAKey(meshLabel(t.Generation, t.Previous, t.Manifest)), root)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mesh CA: %w", ErrWrongSeed, err)
+	}
+	return &Snapshot{
+		Manifest: m, ManifestHash: t.Manifest, Transition: th, Generation: t.Generation,
+		Root: root, Mesh: mesh, secrets: secrets, validators: validators,
+	}, nil
+}
+
+// HistoryView is the audit view of GetManifests.
+type HistoryView struct {
+	Manifests [][]byte // oldest first
+	Policies  [][]byte
+	Snapshot  *Snapshot
+}
+
+// History returns the manifests of the active chain, oldest first, and the
+// policies they reference.
+func (a *Authority) History(ctx context.Context) (*HistoryView, error) {
+	snap, err := a.ready()
+	if err != nil {
+		return nil, err
+	}
+	h := a.cfg.History
+	chain, err := h.Chain(ctx, snap.Transition)
+	if err != nil {
+		return nil, err
+	}
+	v := &HistoryView{Snapshot: snap}
+	seen := map[history.Hash]bool{}
+	for _, t := range chain {
+		mb, err := h.Get(ctx, history.KindManifest, t.Manifest)
+		if err != nil {
+			return nil, err
+		}
+		v.Manifests = append(v.Manifests, mb)
+		for _, ph := range t.Policies {
+			if seen[ph] {
+				continue
+			}
+			seen[ph] = true
+			pb, err := h.Get(ctx, history.KindPolicy, ph)
+			if err != nil {
+				return nil, err
+			}
+			v.Policies = append(v.Policies, pb)
+		}
+	}
+	return v, nil
+}
+
+func (a *Authority) ready() (*Snapshot, error) {
+	switch a.Mode() {
+	case ModeRecovery:
+		return nil, ErrRecoveryMode
+	case ModeEmpty:
+		return nil, ErrNoManifest
+	}
+	return a.cur.Load(), nil
+}
+
+// MeshCert is what an attested workload receives.
+type MeshCert struct {
+	Leaf           []byte // PEM
+	MeshCA, RootCA []byte // PEM
+	WorkloadSecret []byte // nil without a WorkloadSecretID
+	PolicyHash     manifest.HexString
+}
+
+// IssueMeshCert issues a mesh certificate under snap (the generation the
+// peer's evidence was validated against) for the attested result and key.
+func (a *Authority) IssueMeshCert(snap *Snapshot, res *attest.Result, pub crypto.PublicKey) (*MeshCert, error) {
+	ph, entry, ok := snap.Manifest.Policy(res.PolicyDigest)
+	if !ok {
+		return nil, fmt.Errorf("%w %x", ErrUnknownPolicy, res.PolicyDigest)
+	}
+	leaf, err := snap.Mesh.IssueLeaf(ca.LeafRequest{
+		PublicKey: pub,
+		SANs:      entry.SANs,
+		Claims: ca.Claims{
+			PolicyHash: string(ph), Platform: string(res.Platform),
+			Measurement: fmt.Sprintf("%x", res.Measurement), ReferenceName: res.ReferenceName,
+			TransitionHash: snap.Transition.String(),
+		},
+	}, a.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	mc := &MeshCert{Leaf: ca.PEMEncode(leaf), MeshCA: snap.Mesh.PEM, RootCA: snap.Root.PEM, PolicyHash: ph}
+	if entry.WorkloadSecretID != "" {
+		mc.WorkloadSecret = snap.secrets.WorkloadSecret(entry.WorkloadSecretID)
+	}
+	return mc, nil
+}

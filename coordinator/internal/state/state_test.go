@@ -1,0 +1,285 @@
+package state_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/coordinator/internal/history"
+	"github.com/contrast-cc/contrast/coordinator/internal/seed"
+	"github.com/contrast-cc/contrast/coordinator/internal/state"
+	"github.com/contrast-cc/contrast/coordinator/internal/testkit"
+	"github.com/contrast-cc/contrast/coordinator/manifest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type fixture struct {
+	platform    *testkit.Platform
+	coordinator testkit.Policy
+	web         testkit.Policy
+	owner       any
+	ownerPub    any
+	store       *history.MemStore
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	p, err := testkit.SharedPlatform()
+	require.NoError(t, err)
+	o := testkit.OwnerKey()
+	return &fixture{
+		platform: p, coordinator: testkit.NewPolicy("coordinator"), web: testkit.NewPolicy("web"),
+		owner: o, ownerPub: &o.PublicKey, store: history.NewMemStore(),
+	}
+}
+
+func (f *fixture) manifest(sans ...string) ([]byte, [][]byte) {
+	m := f.platform.Manifest(f.coordinator, []testkit.Workload{
+		{Policy: f.web, Entry: manifest.PolicyEntry{SANs: sans, WorkloadSecretID: "web"}},
+	}, f.ownerPub)
+	return testkit.JSON(m), [][]byte{f.coordinator.Doc, f.web.Doc}
+}
+
+func (f *fixture) authority(t *testing.T) *state.Authority {
+	t.Helper()
+	a, err := state.New(t.Context(), state.Config{
+		History:          history.New(f.store),
+		ValidatorOptions: manifest.ValidatorOptions{Logger: slog.New(slog.DiscardHandler)},
+	})
+	require.NoError(t, err)
+	return a
+}
+
+func (f *fixture) attest(t *testing.T, snap *state.Snapshot, p testkit.Policy) *attest.Result {
+	t.Helper()
+	dev, err := f.platform.Device(p.Hash, nil)
+	require.NoError(t, err)
+	var rd [64]byte
+	rd[0] = 7
+	ev, err := testkit.Issuer(dev).Issue(t.Context(), rd)
+	require.NoError(t, err)
+	res, err := snap.Validate(t.Context(), ev, rd)
+	require.NoError(t, err)
+	return res
+}
+
+func TestLifecycle(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	require.Equal(t, state.ModeEmpty, a.Mode())
+	_, err := a.History(ctx)
+	require.ErrorIs(t, err, state.ErrNoManifest)
+
+	m1, pols := f.manifest("web")
+	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	require.Equal(t, state.ModeReady, a.Mode())
+	require.Len(t, res.SeedShares, 1)
+	require.Len(t, res.Salt, seed.Size)
+	gen1 := res.Snapshot
+	assert.EqualValues(t, 1, gen1.Generation)
+
+	leafKey := testkit.OwnerKey()
+	mc, err := a.IssueMeshCert(gen1, f.attest(t, gen1, f.web), &leafKey.PublicKey)
+	require.NoError(t, err)
+	leaf1 := parsePEM(t, mc.Leaf)
+	assert.Equal(t, []string{"web"}, leaf1.DNSNames)
+	verify(t, leaf1, gen1.Mesh.Cert, gen1.Root.Cert)
+	secret1 := mc.WorkloadSecret
+	require.Len(t, secret1, 32)
+
+	// Unknown policy.
+	_, err = a.IssueMeshCert(gen1, f.attest(t, gen1, testkit.NewPolicy("intruder")), &leafKey.PublicKey)
+	require.ErrorIs(t, err, state.ErrUnknownPolicy)
+
+	// Unauthorized update.
+	m2, pols2 := f.manifest("web", "10.0.0.7")
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: &testkit.OwnerKey().PublicKey})
+	require.ErrorIs(t, err, state.ErrNotOwner)
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2})
+	require.ErrorIs(t, err, state.ErrNotOwner)
+
+	// Authorized update rotates the mesh CA; the root stays.
+	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &gen1.Transition})
+	require.NoError(t, err)
+	gen2 := res2.Snapshot
+	assert.Empty(t, res2.SeedShares)
+	assert.EqualValues(t, 2, gen2.Generation)
+	assert.Equal(t, gen1.Root.PEM, gen2.Root.PEM)
+	assert.NotEqual(t, gen1.Mesh.PEM, gen2.Mesh.PEM)
+	mc2, err := a.IssueMeshCert(gen2, f.attest(t, gen2, f.web), &leafKey.PublicKey)
+	require.NoError(t, err)
+	leaf2 := parsePEM(t, mc2.Leaf)
+	assert.Len(t, leaf2.IPAddresses, 1)
+	verify(t, leaf2, gen2.Mesh.Cert, gen2.Root.Cert)
+	_, err = leaf1.Verify(x509.VerifyOptions{Roots: pool(gen2.Mesh.Cert)})
+	require.Error(t, err, "old leaf must not chain to the new mesh CA")
+	verify(t, leaf1, gen1.Mesh.Cert, gen2.Root.Cert)
+	assert.Equal(t, secret1, mc2.WorkloadSecret)
+
+	// Stale compare-and-swap.
+	m3, pols3 := f.manifest("web", "10.0.0.8")
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &gen1.Transition})
+	require.ErrorIs(t, err, state.ErrConflict)
+
+	// Restart: recovery mode.
+	b := f.authority(t)
+	require.Equal(t, state.ModeRecovery, b.Mode())
+	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub})
+	require.ErrorIs(t, err, state.ErrRecoveryMode)
+	_, err = b.History(ctx)
+	require.ErrorIs(t, err, state.ErrRecoveryMode)
+
+	wrong, err := seed.New()
+	require.NoError(t, err)
+	_, err = b.Recover(ctx, make([]byte, 32), wrong.Salt())
+	require.ErrorIs(t, err, state.ErrWrongSeed)
+	_, err = b.Recover(ctx, []byte("short"), res.Salt)
+	require.ErrorIs(t, err, state.ErrWrongSeed)
+
+	seedBytes, err := seed.DecryptShare(testkit.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
+	require.NoError(t, err)
+	snap, err := b.Recover(ctx, seedBytes, res.Salt)
+	require.NoError(t, err)
+	require.Equal(t, state.ModeReady, b.Mode())
+	assert.Equal(t, gen2.Root.PEM, snap.Root.PEM)
+	assert.Equal(t, gen2.Mesh.PEM, snap.Mesh.PEM)
+	assert.Equal(t, gen2.Transition, snap.Transition)
+	mc3, err := b.IssueMeshCert(snap, f.attest(t, snap, f.web), &leafKey.PublicKey)
+	require.NoError(t, err)
+	assert.Equal(t, secret1, mc3.WorkloadSecret)
+	verify(t, parsePEM(t, mc3.Leaf), gen2.Mesh.Cert, gen1.Root.Cert)
+	_, err = b.Recover(ctx, seedBytes, res.Salt)
+	require.ErrorIs(t, err, state.ErrNotInRecovery)
+
+	v, err := b.History(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{m1, m2}, v.Manifests)
+	assert.Len(t, v.Policies, 2)
+
+	// The recovered authority continues the chain.
+	res3, err := b.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &snap.Transition})
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, res3.Snapshot.Generation)
+}
+
+func TestSetManifestRejects(t *testing.T) {
+	f := newFixture(t)
+	m, pols := f.manifest("web")
+	testCases := map[string]struct {
+		manifest []byte
+		policies [][]byte
+		want     error
+	}{
+		"missing policy document": {manifest: m, policies: pols[:1], want: state.ErrInvalidPolicies},
+		"extra policy document":   {manifest: m, policies: append(pols, []byte("other")), want: state.ErrInvalidPolicies},
+		"invalid manifest":        {manifest: []byte(`{"Policies":{}}`), policies: nil},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			a := f.authority(t)
+			_, err := a.SetManifest(t.Context(), state.SetRequest{Manifest: tc.manifest, Policies: tc.policies})
+			require.Error(t, err)
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+			} else {
+				var ve *manifest.ValidationError
+				require.ErrorAs(t, err, &ve)
+			}
+			assert.Equal(t, state.ModeEmpty, a.Mode())
+		})
+	}
+}
+
+func TestConcurrentOwnersExactlyOneWins(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	base := res.Snapshot.Transition
+
+	const owners = 8
+	var wg sync.WaitGroup
+	errs := make([]error, owners)
+	for i := range owners {
+		wg.Go(func() {
+			m, p := f.manifest("web", "10.0.0."+string(rune('1'+i)))
+			_, errs[i] = a.SetManifest(ctx, state.SetRequest{Manifest: m, Policies: p, Client: f.ownerPub, Expected: &base})
+		})
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		if err == nil {
+			wins++
+		} else {
+			require.ErrorIs(t, err, state.ErrConflict)
+		}
+	}
+	assert.Equal(t, 1, wins)
+	assert.EqualValues(t, 2, a.Current().Generation)
+}
+
+func TestStoreConflictFromAnotherWriter(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	// Another writer moves the latest pointer behind a's back.
+	_, v, err := f.store.GetLatest(ctx)
+	require.NoError(t, err)
+	_, err = f.store.SwapLatest(ctx, v, []byte(`{}`))
+	require.NoError(t, err)
+	m2, pols2 := f.manifest("web", "x")
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
+	require.ErrorIs(t, err, state.ErrConflict)
+}
+
+func TestRecoverDetectsTamperedHistory(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	seedBytes, err := seed.DecryptShare(testkit.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
+	require.NoError(t, err)
+	f.store.Corrupt(history.KindManifest, res.Snapshot.ManifestHash.String(), []byte(`{}`))
+	b := f.authority(t)
+	_, err = b.Recover(ctx, seedBytes, res.Salt)
+	require.ErrorIs(t, err, history.ErrCorrupt)
+	assert.Equal(t, state.ModeRecovery, b.Mode())
+}
+
+func parsePEM(t *testing.T, b []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(b)
+	require.NotNil(t, block)
+	c, err := x509.ParseCertificate(block.Bytes)
+	require.NoError(t, err)
+	return c
+}
+
+func pool(cs ...*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range cs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+func verify(t *testing.T, leaf, mesh, root *x509.Certificate) {
+	t.Helper()
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: pool(root), Intermediates: pool(mesh), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	require.NoError(t, err)
+}

@@ -1,0 +1,294 @@
+package manifest_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/snp"
+	"github.com/contrast-cc/contrast/attest/tdx"
+	"github.com/contrast-cc/contrast/coordinator/internal/testkit"
+	"github.com/contrast-cc/contrast/coordinator/manifest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func validManifest(t testing.TB) *manifest.Manifest {
+	t.Helper()
+	p, err := testkit.SharedPlatform()
+	require.NoError(t, err)
+	return p.Manifest(testkit.NewPolicy("coordinator"), []testkit.Workload{
+		{Policy: testkit.NewPolicy("web"), Entry: manifest.PolicyEntry{SANs: []string{"web", "*", "*.web.svc", "10.0.0.1", "::1", "spiffe://cluster/web"}, WorkloadSecretID: "web"}},
+	}, &testkit.OwnerKey().PublicKey)
+}
+
+// roundTrip re-parses m through JSON into a generic map so a test can break
+// any field, then parses it back.
+func mutate(t *testing.T, m *manifest.Manifest, f func(map[string]any)) []byte {
+	t.Helper()
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(testkit.JSON(m), &raw))
+	f(raw)
+	b, err := json.Marshal(raw)
+	require.NoError(t, err)
+	return b
+}
+
+func snp0(raw map[string]any) map[string]any {
+	return raw["ReferenceValues"].(map[string]any)["snp"].([]any)[0].(map[string]any)
+}
+
+func TestParseValidation(t *testing.T) {
+	u := func(v uint8) *uint8 { return &v }
+	coordHash := string(testkit.NewPolicy("coordinator").HexHash())
+	testCases := map[string]struct {
+		mutate  func(map[string]any)
+		raw     string
+		wantErr []string // every one must appear
+	}{
+		"valid": {mutate: func(map[string]any) {}},
+		"missing SNPVersion": {
+			mutate:  func(r map[string]any) { delete(snp0(r)["MinimumTCB"].(map[string]any), "SNPVersion") },
+			wantErr: []string{"ReferenceValues.snp[0].MinimumTCB.SNPVersion: missing"},
+		},
+		"every error is reported": {
+			mutate: func(r map[string]any) {
+				delete(snp0(r)["MinimumTCB"].(map[string]any), "SNPVersion")
+				delete(snp0(r)["MinimumTCB"].(map[string]any), "TEEVersion")
+				snp0(r)["TrustedMeasurement"] = "abcd"
+				r["Policies"].(map[string]any)["zz"] = map[string]any{"SANs": []any{"bad san!"}}
+			},
+			wantErr: []string{
+				"ReferenceValues.snp[0].MinimumTCB.SNPVersion: missing",
+				"ReferenceValues.snp[0].MinimumTCB.TEEVersion: missing",
+				"ReferenceValues.snp[0].TrustedMeasurement: must be 48 bytes",
+				"Policies[zz]: policy hash must be 64 lowercase hex characters",
+				"Policies[zz].SANs[0]: invalid DNS SAN",
+			},
+		},
+		"no coordinator policy": {
+			mutate: func(r map[string]any) {
+				delete(r["Policies"].(map[string]any)[coordHash].(map[string]any), "Role")
+			},
+			wantErr: []string{`Policies: no policy with Role "coordinator"`},
+		},
+		"unknown role": {
+			mutate:  func(r map[string]any) { r["Policies"].(map[string]any)[coordHash].(map[string]any)["Role"] = "admin" },
+			wantErr: []string{`.Role: unknown role "admin"`, "no policy with Role"},
+		},
+		"uppercase policy hash": {
+			mutate: func(r map[string]any) {
+				pol := r["Policies"].(map[string]any)
+				pol[strings.ToUpper(coordHash)] = pol[coordHash]
+				delete(pol, coordHash)
+			},
+			wantErr: []string{"policy hash must be 64 lowercase hex characters"},
+		},
+		"short policy hash": {
+			mutate: func(r map[string]any) {
+				r["Policies"].(map[string]any)["abcd"] = map[string]any{"SANs": []any{"x"}}
+			},
+			wantErr: []string{"Policies[abcd]: policy hash"},
+		},
+		"mixed simulated and real": {
+			mutate: func(r map[string]any) {
+				real := snp.ReferenceValues{
+					ProductName: "Milan", TrustedMeasurement: make([]byte, 48),
+					MinimumTCB:   snp.TCB{BootloaderVersion: u(1), TEEVersion: u(1), SNPVersion: u(1), MicrocodeVersion: u(1)},
+					PlatformInfo: &testkit.SNPPlatformInfo,
+				}
+				rv := r["ReferenceValues"].(map[string]any)
+				rv["snp"] = append(rv["snp"].([]any), toMap(real))
+			},
+			wantErr: []string{"ReferenceValues: mixes simulated (ReferenceValues.snp[0]) and real (ReferenceValues.snp[1]) platforms"},
+		},
+		"tdx missing fields": {
+			mutate: func(r map[string]any) {
+				rv := r["ReferenceValues"].(map[string]any)
+				rv["tdx"] = []any{toMap(tdx.ReferenceValues{Platform: attest.PlatformTDX})}
+			},
+			wantErr: []string{"ReferenceValues.tdx[0].MrTd: missing", "ReferenceValues.tdx[0].MinimumQeSvn: missing", "ReferenceValues.tdx[0].Rtmrs[3]: missing"},
+		},
+		"no reference values": {
+			mutate:  func(r map[string]any) { r["ReferenceValues"] = map[string]any{} },
+			wantErr: []string{"ReferenceValues: no reference values for any platform"},
+		},
+		"bad owner key": {
+			mutate:  func(r map[string]any) { r["WorkloadOwnerPubKeys"] = []any{"zz"} },
+			wantErr: []string{"WorkloadOwnerPubKeys[0]: key must be PEM or hex-encoded DER"},
+		},
+		"bad owner digest": {
+			mutate:  func(r map[string]any) { r["WorkloadOwnerKeyDigests"] = []any{"abcd"} },
+			wantErr: []string{"WorkloadOwnerKeyDigests[0]: must be 32 hex-encoded bytes"},
+		},
+		"seed share key not RSA": {
+			mutate: func(r map[string]any) {
+				r["SeedshareOwnerPubKeys"] = []any{string(testkit.PubHex(&testkit.OwnerKey().PublicKey))}
+			},
+			wantErr: []string{"SeedshareOwnerPubKeys[0]: seed-share owner key must be RSA"},
+		},
+		"unknown field": {
+			mutate:  func(r map[string]any) { r["WorkloadOwnerKeys"] = []any{} },
+			wantErr: []string{`unknown field "WorkloadOwnerKeys"`},
+		},
+		"wrong type": {
+			mutate:  func(r map[string]any) { r["Policies"] = []any{} },
+			wantErr: []string{"Policies: cannot decode JSON array"},
+		},
+		"trailing data": {raw: "{} {}", wantErr: []string{"trailing data"}},
+		"not JSON":      {raw: "nope", wantErr: []string{"invalid character"}},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			var data []byte
+			if tc.raw != "" {
+				data = []byte(tc.raw)
+			} else {
+				data = mutate(t, validManifest(t), tc.mutate)
+			}
+			m, err := manifest.Parse(data)
+			if len(tc.wantErr) == 0 {
+				require.NoError(t, err)
+				require.NotNil(t, m)
+				return
+			}
+			require.Error(t, err)
+			var ve *manifest.ValidationError
+			require.ErrorAs(t, err, &ve)
+			for _, w := range tc.wantErr {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func toMap(v any) map[string]any {
+	b, _ := json.Marshal(v)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+func TestValidateSAN(t *testing.T) {
+	testCases := map[string]bool{
+		"web": true, "web.emojivoto.svc.cluster.local": true, "*.example.com": true, "*": true,
+		"10.1.2.3": true, "2001:db8::1": true, "spiffe://cluster.local/ns/x/sa/y": true, "urn://x": true,
+		"": false, "a..b": false, "*.*.example.com": false, "ex*ample.com": false, "-web": false, "web-": false,
+		"web/path": false, "fe80::1%eth0": false, strings.Repeat("a", 64): false, "://x": false, "héllo": false,
+	}
+	for san, ok := range testCases {
+		t.Run(san, func(t *testing.T) {
+			err := manifest.ValidateSAN(san)
+			if ok {
+				assert.NoError(t, err)
+			} else {
+				assert.Error(t, err)
+			}
+		})
+	}
+}
+
+func TestPolicyHashFromDigest(t *testing.T) {
+	h := sha256.Sum256([]byte("policy"))
+	want := manifest.NewHexString(h[:])
+	mrConfigID := append(append([]byte(nil), h[:]...), make([]byte, 16)...)
+	dirty := append([]byte(nil), mrConfigID...)
+	dirty[47] = 1
+	testCases := map[string]struct {
+		digest []byte
+		ok     bool
+	}{
+		"snp host data":        {digest: h[:], ok: true},
+		"tdx mrconfigid":       {digest: mrConfigID, ok: true},
+		"tdx non-zero padding": {digest: dirty},
+		"wrong size":           {digest: h[:31]},
+		"empty":                {digest: nil},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			got, ok := manifest.PolicyHashFromDigest(tc.digest)
+			require.Equal(t, tc.ok, ok)
+			if ok {
+				assert.Equal(t, want, got)
+			}
+		})
+	}
+}
+
+func TestOwnerAuthorization(t *testing.T) {
+	owner := testkit.OwnerKey()
+	digestOwner := testkit.OwnerKey()
+	stranger := testkit.OwnerKey()
+	m := validManifest(t)
+	m.WorkloadOwnerPubKeys = []manifest.HexString{testkit.PubHex(&owner.PublicKey)}
+	d, err := manifest.KeyDigest(&digestOwner.PublicKey)
+	require.NoError(t, err)
+	m.WorkloadOwnerKeyDigests = []manifest.HexString{manifest.NewHexString(d)}
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+
+	testCases := map[string]struct {
+		key  any
+		want bool
+	}{
+		"listed public key":    {key: &owner.PublicKey, want: true},
+		"listed key digest":    {key: &digestOwner.PublicKey, want: true},
+		"unlisted key":         {key: &stranger.PublicKey},
+		"unlisted other curve": {key: &p384.PublicKey},
+		"no key":               {key: nil},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, tc.want, m.IsOwner(tc.key))
+		})
+	}
+}
+
+func TestPEMKeys(t *testing.T) {
+	m := validManifest(t)
+	m.WorkloadOwnerPubKeys = []manifest.HexString{manifest.HexString(testkit.PubPEM(&testkit.OwnerKey().PublicKey))}
+	m.SeedshareOwnerPubKeys = []manifest.HexString{manifest.HexString(testkit.PubPEM(&testkit.SeedShareKey().PublicKey))}
+	_, err := manifest.Parse(testkit.JSON(m))
+	require.NoError(t, err)
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	m := validManifest(t)
+	b, err := m.Marshal()
+	require.NoError(t, err)
+	m2, err := manifest.Parse(b)
+	require.NoError(t, err)
+	assert.Equal(t, m.Policies, m2.Policies)
+	assert.True(t, m2.Simulated())
+	assert.Len(t, m2.CoordinatorPolicyHashes(), 1)
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(testkit.JSON(validManifest(f)))
+	f.Add([]byte(`{"Policies":{"00":{"SANs":["*"]}},"ReferenceValues":{"tdx":[{}]}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := manifest.Parse(data)
+		if err != nil {
+			var ve *manifest.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Parse error is not a *ValidationError: %v", err)
+			}
+			return
+		}
+		// A parsed manifest re-encodes to one that parses again.
+		b, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := manifest.Parse(b); err != nil {
+			t.Fatalf("re-encoded manifest does not parse: %v", err)
+		}
+	})
+}

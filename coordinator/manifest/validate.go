@@ -1,0 +1,239 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/snp"
+	"github.com/contrast-cc/contrast/attest/tdx"
+)
+
+// FieldError is one problem of a manifest, at a JSON path such as
+// `ReferenceValues.snp[0].MinimumTCB.SNPVersion`.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e FieldError) String() string {
+	if e.Path == "" {
+		return e.Msg
+	}
+	return e.Path + ": " + e.Msg
+}
+
+// ValidationError lists every problem found in a manifest.
+type ValidationError struct {
+	Errors []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		parts[i] = fe.String()
+	}
+	return "invalid manifest: " + strings.Join(parts, "; ")
+}
+
+type collector struct{ errs []FieldError }
+
+func (c *collector) add(path, format string, args ...any) {
+	c.errs = append(c.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Validate checks every field and returns a *ValidationError listing all
+// problems, sorted by path, or nil.
+func (m *Manifest) Validate() error {
+	var c collector
+	m.validatePolicies(&c)
+	m.validateReferenceValues(&c)
+	for i, k := range m.WorkloadOwnerPubKeys {
+		if _, err := ParsePublicKey(k); err != nil {
+			c.add(fmt.Sprintf("WorkloadOwnerPubKeys[%d]", i), "%v", err)
+		}
+	}
+	for i, d := range m.WorkloadOwnerKeyDigests {
+		if b, err := d.Bytes(); err != nil || len(b) != PolicyHashSize {
+			c.add(fmt.Sprintf("WorkloadOwnerKeyDigests[%d]", i), "must be %d hex-encoded bytes (SHA-256)", PolicyHashSize)
+		}
+	}
+	for i, k := range m.SeedshareOwnerPubKeys {
+		if _, err := ParseSeedShareOwnerKey(k); err != nil {
+			c.add(fmt.Sprintf("SeedshareOwnerPubKeys[%d]", i), "%v", err)
+		}
+	}
+	if len(c.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(c.errs, func(i, j int) bool { return c.errs[i].Path < c.errs[j].Path })
+	return &ValidationError{Errors: c.errs}
+}
+
+func (m *Manifest) validatePolicies(c *collector) {
+	coordinators := 0
+	for h, e := range m.Policies {
+		path := fmt.Sprintf("Policies[%s]", h)
+		if b, err := h.Bytes(); err != nil || len(b) != PolicyHashSize || strings.ToLower(string(h)) != string(h) {
+			c.add(path, "policy hash must be %d lowercase hex characters (SHA-256)", 2*PolicyHashSize)
+		}
+		switch e.Role {
+		case "":
+		case RoleCoordinator:
+			coordinators++
+		default:
+			c.add(path+".Role", "unknown role %q (want empty or %q)", e.Role, RoleCoordinator)
+		}
+		for i, san := range e.SANs {
+			if err := ValidateSAN(san); err != nil {
+				c.add(fmt.Sprintf("%s.SANs[%d]", path, i), "%v", err)
+			}
+		}
+		if len(e.WorkloadSecretID) > 256 {
+			c.add(path+".WorkloadSecretID", "longer than 256 characters")
+		}
+	}
+	if coordinators == 0 {
+		c.add("Policies", "no policy with Role %q", RoleCoordinator)
+	}
+}
+
+func (m *Manifest) validateReferenceValues(c *collector) {
+	rv := m.ReferenceValues
+	if len(rv.SNP) == 0 && len(rv.TDX) == 0 {
+		c.add("ReferenceValues", "no reference values for any platform")
+	}
+	var real, simulated []string
+	for i := range rv.SNP {
+		path := fmt.Sprintf("ReferenceValues.snp[%d]", i)
+		validateSNP(c, path, &rv.SNP[i])
+		if rv.SNP[i].Simulated() {
+			simulated = append(simulated, path)
+		} else {
+			real = append(real, path)
+		}
+	}
+	for i := range rv.TDX {
+		path := fmt.Sprintf("ReferenceValues.tdx[%d]", i)
+		validateTDX(c, path, &rv.TDX[i])
+		if rv.TDX[i].Simulated() {
+			simulated = append(simulated, path)
+		} else {
+			real = append(real, path)
+		}
+	}
+	if len(real) > 0 && len(simulated) > 0 {
+		c.add("ReferenceValues", "mixes simulated (%s) and real (%s) platforms", strings.Join(simulated, ", "), strings.Join(real, ", "))
+	}
+}
+
+func missing(c *collector, path string, isNil bool) {
+	if isNil {
+		c.add(path, "missing")
+	}
+}
+
+// validateSNP reports every missing required field, then the first problem
+// the attest package finds (its checks stop at the first one), unless that
+// path was already reported.
+func validateSNP(c *collector, path string, r *snp.ReferenceValues) {
+	before := len(c.errs)
+	missing(c, path+".ProductName", r.ProductName == "")
+	missing(c, path+".TrustedMeasurement", len(r.TrustedMeasurement) == 0)
+	missing(c, path+".MinimumTCB.BootloaderVersion", r.MinimumTCB.BootloaderVersion == nil)
+	missing(c, path+".MinimumTCB.TEEVersion", r.MinimumTCB.TEEVersion == nil)
+	missing(c, path+".MinimumTCB.SNPVersion", r.MinimumTCB.SNPVersion == nil)
+	missing(c, path+".MinimumTCB.MicrocodeVersion", r.MinimumTCB.MicrocodeVersion == nil)
+	missing(c, path+".PlatformInfo", r.PlatformInfo == nil)
+	attestFieldError(c, path, before, r.Validate())
+}
+
+func validateTDX(c *collector, path string, r *tdx.ReferenceValues) {
+	before := len(c.errs)
+	missing(c, path+".MrTd", len(r.MrTd) == 0)
+	missing(c, path+".MrSeam", len(r.MrSeam) == 0)
+	for i := range r.Rtmrs {
+		missing(c, fmt.Sprintf("%s.Rtmrs[%d]", path, i), len(r.Rtmrs[i]) == 0)
+	}
+	missing(c, path+".Xfam", len(r.Xfam) == 0)
+	missing(c, path+".TdAttributes", len(r.TdAttributes) == 0)
+	missing(c, path+".MinimumTeeTcbSvn", len(r.MinimumTeeTcbSvn) == 0)
+	missing(c, path+".MinimumQeSvn", r.MinimumQeSvn == nil)
+	attestFieldError(c, path, before, r.Validate())
+}
+
+func attestFieldError(c *collector, path string, before int, err error) {
+	if err == nil {
+		return
+	}
+	var fe *attest.FieldError
+	if !errors.As(err, &fe) {
+		c.add(path, "%v", err)
+		return
+	}
+	full := path + "." + fe.Path
+	for _, e := range c.errs[before:] {
+		if e.Path == full || strings.HasPrefix(full, e.Path+".") || strings.HasPrefix(e.Path, full+".") {
+			return // already reported as missing
+		}
+	}
+	c.add(full, "%v", fe.Err)
+}
+
+// ValidateSAN checks the syntax of a subject alternative name: a DNS name
+// (optionally with a leading "*." wildcard label, or "*" alone, as the
+// original Contrast generates), an IPv4 or IPv6 address, or an absolute URI.
+func ValidateSAN(san string) error {
+	switch {
+	case san == "":
+		return errors.New("empty SAN")
+	case san == "*":
+		return nil
+	case strings.Contains(san, "://"):
+		u, err := url.Parse(san)
+		if err != nil {
+			return fmt.Errorf("invalid URI SAN %q", san)
+		}
+		if u.Scheme == "" || (u.Host == "" && u.Opaque == "" && u.Path == "") {
+			return fmt.Errorf("URI SAN %q needs a scheme and a host or path", san)
+		}
+		return nil
+	}
+	if _, err := netip.ParseAddr(san); err == nil {
+		if strings.Contains(san, "%") {
+			return fmt.Errorf("IP SAN %q must not have a zone", san)
+		}
+		return nil
+	}
+	return validateDNSName(san)
+}
+
+func validateDNSName(name string) error {
+	if len(name) > 253 {
+		return fmt.Errorf("DNS SAN %q longer than 253 characters", name)
+	}
+	labels := strings.Split(name, ".")
+	for i, l := range labels {
+		if l == "*" && i == 0 && len(labels) > 1 {
+			continue
+		}
+		if l == "" || len(l) > 63 {
+			return fmt.Errorf("invalid DNS SAN %q: label %d is empty or longer than 63 characters", name, i)
+		}
+		for j := 0; j < len(l); j++ {
+			ch := l[j]
+			ok := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_'
+			if !ok {
+				return fmt.Errorf("invalid DNS SAN %q: character %q not allowed", name, ch)
+			}
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("invalid DNS SAN %q: label %q starts or ends with '-'", name, l)
+		}
+	}
+	return nil
+}
