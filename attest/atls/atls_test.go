@@ -169,7 +169,7 @@ func TestRejections(t *testing.T) {
 			c, ok = attest.FailedCheck(attester)
 			require.True(t, ok, "%v", attester)
 			assert.Equal(t, tc.want, c, "attester learns the failed check: %v", attester)
-			assert.ErrorIs(t, attester, atls.ErrRejectedByPeer)
+			require.ErrorIs(t, attester, atls.ErrRejectedByPeer)
 		})
 	}
 }
@@ -220,7 +220,7 @@ func TestGRPCMesh(t *testing.T) {
 			return h(ctx, req)
 		}))
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()

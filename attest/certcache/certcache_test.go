@@ -2,7 +2,6 @@ package certcache
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -49,8 +48,8 @@ func TestOfflineMissingNamesURL(t *testing.T) {
 	var me *MissingError
 	require.ErrorAs(t, err, &me)
 	assert.Equal(t, "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", me.URL)
-	assert.Contains(t, err.Error(), "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain")
-	assert.True(t, errors.Is(err, ErrOffline))
+	require.ErrorContains(t, err, "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain")
+	require.ErrorIs(t, err, ErrOffline)
 }
 
 func TestOverlayAndNamespaces(t *testing.T) {
@@ -74,5 +73,5 @@ func TestFetchErrorNamesURL(t *testing.T) {
 	_, err := c.Get(context.Background(), "", srv.URL+"/x", nil)
 	var me *MissingError
 	require.ErrorAs(t, err, &me)
-	assert.Contains(t, err.Error(), srv.URL+"/x")
+	require.ErrorContains(t, err, srv.URL+"/x")
 }

@@ -2,7 +2,6 @@ package evidence
 
 import (
 	"bytes"
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -48,7 +47,7 @@ func TestRejects(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := Unmarshal(tc.data)
 			require.Error(t, err)
-			assert.True(t, errors.Is(err, tc.want), "got %v", err)
+			require.ErrorIs(t, err, tc.want)
 		})
 	}
 }

@@ -214,7 +214,7 @@ func (d *TDXDevice) Reconfigure(cfg TDXDeviceConfig) error {
 	}
 	qeCert := &pb.QEReportCertificationData{
 		QeReport: qeReport, QeReportSignature: qeSig,
-		QeAuthData:              &pb.QeAuthData{ParsedDataSize: uint32(len(authData)), Data: authData},
+		QeAuthData:              &pb.QeAuthData{ParsedDataSize: uint32(len(authData)), Data: authData},                              //nolint:gosec // constant length
 		PckCertificateChainData: &pb.PCKCertificateChainData{CertificateDataType: 5, Size: uint32(len(chain)), PckCertChain: chain}, //nolint:gosec // small
 	}
 	var arts []evidence.Artefact

@@ -177,7 +177,7 @@ func TestSimulatedRevocationAndMissingVCEK(t *testing.T) {
 	require.NoError(t, err)
 	_, err = v.Validate(ctx, ev, rd)
 	requireCheck(t, err, attest.CheckChain)
-	assert.Contains(t, err.Error(), "https://kdsintf.amd.com/vcek/v1/Milan/")
+	require.ErrorContains(t, err, "https://kdsintf.amd.com/vcek/v1/Milan/")
 }
 
 func reframe(t testing.TB, att *spb.Attestation) []byte {

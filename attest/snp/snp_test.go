@@ -3,6 +3,7 @@ package snp_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -74,6 +75,7 @@ func offlineValidator(t testing.TB, rvs []snp.ReferenceValues, now time.Time) *s
 		ReferenceValues: rvs,
 		Cache:           certcache.New(certcache.Config{Offline: true}),
 		Now:             func() time.Time { return now },
+		Logger:          slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)
 	return v
