@@ -6,8 +6,10 @@
 // controller manager runs every default controller, so objects behave as on a
 // real cluster: a Deployment produces a ReplicaSet and Pods, namespaces get a
 // `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap, and admitted
-// pods carry the projected service-account token volume. No node runs the
-// pods; they stay Pending.
+// pods carry the projected service-account token volume. By default no node
+// runs the pods; they stay Pending. With Options.Node a real node runs them
+// (see node.go): kubelet, containerd and runc, no Docker, images from a local
+// registry.
 package cluster
 
 import (
@@ -21,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +59,17 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logger receives progress messages. Nil discards them.
 	Logger *slog.Logger
+
+	// Node adds a real node, so pods really run: containerd with runc, the
+	// kubelet, kube-proxy (iptables) and kube-scheduler, a bridge CNI network
+	// and a local image registry (see Registry). It needs root, the Debian
+	// packages that .ci/run installs, and holds a machine-wide lock: one real
+	// node runs per machine at a time. Without it pods stay Pending.
+	Node bool
+	// Mirrors lists upstream registry hosts ("docker.l5d.io", "docker.io")
+	// whose images the node pulls from the local registry instead (push them
+	// there with images.PushAs); "*" mirrors every host. Real node only.
+	Mirrors []string
 }
 
 // Cluster is a running control plane.
@@ -72,6 +86,7 @@ type Cluster struct {
 	Dir string
 
 	env     *envtest.Environment
+	node    *node
 	kcm     *exec.Cmd
 	kcmDone chan error
 	logs    []*os.File
@@ -169,6 +184,14 @@ func New(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
 	}()
 
 	start := time.Now()
+	if opts.Node {
+		n, err := prepareNode(ctx, c, opts)
+		c.node = n
+		if err != nil {
+			return nil, err
+		}
+		log.Info("node prepared", "bridge", n.bridge, "registry", n.registry, "cgroup", n.cgroup, "elapsed", time.Since(start).Round(time.Millisecond))
+	}
 	log.Info("starting etcd and kube-apiserver", "binDir", binDir)
 	if err := c.startAPIServer(opts.StartTimeout); err != nil {
 		return nil, err
@@ -179,6 +202,12 @@ func New(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
 		return nil, err
 	}
 	log.Info("kube-controller-manager ready", "elapsed", time.Since(start).Round(time.Millisecond))
+	if c.node != nil {
+		if err := c.node.startComponents(ctx, c, opts.StartTimeout); err != nil {
+			return nil, err
+		}
+		log.Info("node ready", "node", NodeName, "elapsed", time.Since(start).Round(time.Millisecond))
+	}
 	return c, nil
 }
 
@@ -215,6 +244,18 @@ func (c *Cluster) startAPIServer(timeout time.Duration) error {
 	// envtest turns the ServiceAccount admission plugin off; a real cluster has
 	// it on, and pods must look as they do there (projected token volume).
 	api.Configure().Disable("disable-admission-plugins")
+	if c.node != nil {
+		ca, flags, port, err := c.node.apiServerSetup(api.CertDir)
+		if err != nil {
+			return err
+		}
+		api.SecureServing.Address = nodeAddress
+		api.SecureServing.Port = strconv.Itoa(port)
+		api.SecureServing.CA = ca
+		for k, v := range flags {
+			api.Configure().Set(k, v)
+		}
+	}
 
 	cfg, err := c.env.Start()
 	if err != nil {
@@ -233,7 +274,13 @@ func (c *Cluster) startAPIServer(timeout time.Duration) error {
 // writeKubeconfig provisions a client-certificate user in group system:masters
 // and writes a kubeconfig for it.
 func (c *Cluster) writeKubeconfig(file, user string) (string, error) {
-	u, err := c.env.ControlPlane.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
+	return c.writeKubeconfigFor(file, user, []string{"system:masters"})
+}
+
+// writeKubeconfigFor provisions a client-certificate user with the given
+// groups and writes a kubeconfig for it.
+func (c *Cluster) writeKubeconfigFor(file, user string, groups []string) (string, error) {
+	u, err := c.env.ControlPlane.AddUser(envtest.User{Name: user, Groups: groups}, nil)
 	if err != nil {
 		return "", fmt.Errorf("provisioning user %s: %w", user, err)
 	}
@@ -311,23 +358,34 @@ func (c *Cluster) startControllerManager(ctx context.Context, timeout time.Durat
 	return nil
 }
 
-// Stop stops the controller manager, the API server and etcd (in that order)
-// and removes the cluster folder if New created it. It is safe to call twice.
+// Stop stops the cluster and removes the cluster folder if New created it.
+// With a real node it first deletes every pod and waits for the kubelet to
+// tear their sandboxes down, then stops kube-proxy (removing its rules), the
+// kubelet and containerd; then the controller manager, the API server and
+// etcd (in that order); then it removes what the node created on the host
+// and fails if the host differs from before. It is safe to call twice.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		var errs []error
-		if c.kcm != nil && c.kcm.Process != nil {
-			_ = syscall.Kill(-c.kcm.Process.Pid, syscall.SIGTERM)
-			select {
-			case <-c.kcmDone:
-			case <-time.After(15 * time.Second):
-				_ = syscall.Kill(-c.kcm.Process.Pid, syscall.SIGKILL)
-				<-c.kcmDone
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if c.node != nil {
+			if err := c.node.drain(ctx, c); err != nil {
+				errs = append(errs, err)
+			}
+			if err := c.node.shutdown(ctx, c); err != nil {
+				errs = append(errs, err)
 			}
 		}
+		c.stopControllerManager()
 		if c.env != nil {
 			if err := c.env.Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("stopping kube-apiserver and etcd: %w", err))
+			}
+		}
+		if c.node != nil {
+			if err := c.node.cleanup(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("cleaning up the node: %w", err))
 			}
 		}
 		for _, f := range c.logs {
@@ -341,6 +399,23 @@ func (c *Cluster) Stop() error {
 		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
+}
+
+// stopControllerManager stops kube-controller-manager; it is idempotent.
+func (c *Cluster) stopControllerManager() {
+	if c.kcm == nil || c.kcm.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-c.kcm.Process.Pid, syscall.SIGTERM)
+	select {
+	case err := <-c.kcmDone:
+		c.kcmDone <- err
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-c.kcm.Process.Pid, syscall.SIGKILL)
+		err := <-c.kcmDone
+		c.kcmDone <- err
+	}
+	c.kcm = nil
 }
 
 // KubectlCmd returns the real kubectl, bound to this cluster's kubeconfig.

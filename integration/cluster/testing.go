@@ -33,7 +33,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, comp := range []string{"kube-apiserver", "kube-controller-manager"} {
+			comps := []string{"kube-apiserver", "kube-controller-manager"}
+			if opts.Node {
+				comps = append(comps, "containerd", "kubelet", "kube-proxy", "kube-scheduler")
+			}
+			for _, comp := range comps {
 				t.Logf("--- %s log tail:\n%s", comp, c.ComponentLog(comp, 25))
 			}
 		}
