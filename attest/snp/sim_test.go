@@ -231,3 +231,37 @@ func BenchmarkP384VerifyFloor(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSNPValidateVsFloor interleaves one validation (warm cache) and
+// one raw P-384 verification per iteration, so both see the same machine
+// load, and reports validations per second and floor/validate.
+func BenchmarkSNPValidateVsFloor(b *testing.B) {
+	e := newSimEnv(b)
+	var rd [64]byte
+	ev := e.issue(b, rd)
+	v := offlineValidator(b, []snp.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
+	_, err := v.Validate(context.Background(), ev, rd)
+	require.NoError(b, err)
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(b, err)
+	msg := make([]byte, 0x2A0)
+	d := sha512.Sum384(msg)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, d[:])
+	require.NoError(b, err)
+	var tv, tf time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := v.Validate(context.Background(), ev, rd); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		d := sha512.Sum384(msg)
+		if !ecdsa.VerifyASN1(&key.PublicKey, d[:], sig) {
+			b.Fatal("verify failed")
+		}
+		tv, tf = tv+t1.Sub(t0), tf+time.Since(t1)
+	}
+	b.ReportMetric(float64(b.N)/tv.Seconds(), "validations/s")
+	b.ReportMetric(float64(b.N)/tf.Seconds(), "floor-verifies/s")
+	b.ReportMetric(tf.Seconds()/tv.Seconds(), "ratio-to-floor")
+}

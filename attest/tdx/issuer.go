@@ -97,8 +97,12 @@ func (i *Issuer) fromTSM(reportData [64]byte) ([]byte, error) {
 
 // attach fetches collateral for the quote's platform, best effort.
 func (i *Issuer) attach(ctx context.Context, quote []byte) []evidence.Artefact {
-	q, chain, err := parseQuote(quote)
-	if err != nil || q == nil {
+	q, err := parseQuote(quote)
+	if err != nil {
+		return nil
+	}
+	chain, err := parseChain(q)
+	if err != nil {
 		return nil
 	}
 	exts, err := pcs.PckCertificateExtensions(chain.pck)

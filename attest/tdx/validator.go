@@ -25,6 +25,7 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/validate"
 	"github.com/google/go-tdx-guest/verify"
+	"google.golang.org/protobuf/proto"
 )
 
 const intelRootCRL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
@@ -63,9 +64,10 @@ type Validator struct {
 }
 
 type platformEntry struct {
-	ak    *ecdsa.PublicKey
-	ppid  []byte
-	until time.Time
+	signed *pb.Ecdsa256BitQuoteV4AuthData
+	ak     *ecdsa.PublicKey
+	ppid   []byte
+	until  time.Time
 }
 
 // NewValidator returns a Validator for cfg, filling defaults.
@@ -191,24 +193,29 @@ func checkQuoteLayout(raw []byte) error {
 	return nil
 }
 
-// parseQuote parses a raw v4 quote and its PCK chain.
-func parseQuote(raw []byte) (q *pb.QuoteV4, chain *pckChain, err error) {
+// parseQuote parses a raw v4 quote.
+func parseQuote(raw []byte) (q *pb.QuoteV4, err error) {
 	if err := checkQuoteLayout(raw); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			q, chain, err = nil, nil, fmt.Errorf("parsing quote: malformed input (%v)", r)
+			q, err = nil, fmt.Errorf("parsing quote: malformed input (%v)", r)
 		}
 	}()
 	anyQ, err := abi.QuoteToProto(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("parsing quote: %w", err)
+		return nil, fmt.Errorf("parsing quote: %w", err)
 	}
 	q, ok := anyQ.(*pb.QuoteV4)
 	if !ok || q == nil {
-		return nil, nil, fmt.Errorf("unsupported quote type %T", anyQ)
+		return nil, fmt.Errorf("unsupported quote type %T", anyQ)
 	}
+	return q, nil
+}
+
+// parseChain parses the PCK certificate chain carried in the quote.
+func parseChain(q *pb.QuoteV4) (*pckChain, error) {
 	pemChain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
 	var certs []*x509.Certificate
 	for len(certs) < 3 {
@@ -219,14 +226,14 @@ func parseQuote(raw []byte) (q *pb.QuoteV4, chain *pckChain, err error) {
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, nil, fmt.Errorf("parsing PCK chain: %w", err)
+			return nil, fmt.Errorf("parsing PCK chain: %w", err)
 		}
 		certs = append(certs, c)
 	}
 	if len(certs) != 3 {
-		return nil, nil, fmt.Errorf("PCK chain has %d certificates, want 3", len(certs))
+		return nil, fmt.Errorf("PCK chain has %d certificates, want 3", len(certs))
 	}
-	return q, &pckChain{pck: certs[0], intermediate: certs[1], root: certs[2]}, nil
+	return &pckChain{pck: certs[0], intermediate: certs[1], root: certs[2]}, nil
 }
 
 func caType(pck *x509.Certificate) string {
@@ -245,15 +252,37 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 	if frame.Kind != evidence.KindTDX {
 		return nil, attest.Errorf(attest.CheckPlatform, "evidence is %s, want tdx", frame.Kind)
 	}
-	q, chain, err := parseQuote(frame.Evidence)
-	if err != nil {
+	raw := frame.Evidence
+	if err := checkQuoteLayout(raw); err != nil {
 		return nil, attest.NewCheckError(attest.CheckFormat, err)
 	}
-	entry, err := v.verifyPlatform(ctx, frame, q, chain)
-	if err != nil {
-		return nil, err
+	key := v.platformKey(raw)
+	var q *pb.QuoteV4
+	v.mu.RLock()
+	entry, ok := v.verified[key]
+	v.mu.RUnlock()
+	if ok && v.cfg.Now().Before(entry.until) {
+		// Warm path: the certification data is byte-identical to what was
+		// verified, so reuse its parse; header and body are fixed-layout.
+		q = &pb.QuoteV4{
+			Header:         parseHeader(raw),
+			TdQuoteBody:    parseBody(raw),
+			SignedDataSize: binary.LittleEndian.Uint32(raw[signedLen:]),
+			SignedData: &pb.Ecdsa256BitQuoteV4AuthData{
+				Signature:           raw[signedLen+4 : signedLen+4+64],
+				EcdsaAttestationKey: entry.signed.GetEcdsaAttestationKey(),
+				CertificationData:   entry.signed.GetCertificationData(),
+			},
+		}
+	} else {
+		if q, err = parseQuote(raw); err != nil {
+			return nil, attest.NewCheckError(attest.CheckFormat, err)
+		}
+		if entry, err = v.verifyPlatform(ctx, frame, q, key); err != nil {
+			return nil, err
+		}
 	}
-	if err := verifyQuoteSignature(q, entry.ak); err != nil {
+	if err := verifyQuoteSignature(raw, q, entry.ak); err != nil {
 		return nil, attest.NewCheckError(attest.CheckSignature, err)
 	}
 	body := q.GetTdQuoteBody()
@@ -292,22 +321,21 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 	return nil, attest.NewCheckError(check, fmt.Errorf("no reference value entry matched: %w", errors.Join(errs...)))
 }
 
-// verifyQuoteSignature checks the quote's ECDSA P-256 signature over header
-// and TD quote body with the attestation key.
-func verifyQuoteSignature(q *pb.QuoteV4, ak *ecdsa.PublicKey) error {
-	header, err := abi.HeaderToAbiBytes(q.GetHeader())
-	if err != nil {
-		return fmt.Errorf("encoding header: %w", err)
-	}
-	body, err := abi.TdQuoteBodyToAbiBytes(q.GetTdQuoteBody())
-	if err != nil {
-		return fmt.Errorf("encoding body: %w", err)
+// signedLen is the length of the quote's signed part: header and TD quote body.
+const signedLen = 48 + 584
+
+// verifyQuoteSignature checks the quote's ECDSA P-256 signature over the
+// raw header and TD quote body (which parseQuote decoded) with the
+// attestation key.
+func verifyQuoteSignature(raw []byte, q *pb.QuoteV4, ak *ecdsa.PublicKey) error {
+	if len(raw) < signedLen {
+		return errors.New("quote too short")
 	}
 	sig, err := abi.SignatureToDER(q.GetSignedData().GetSignature())
 	if err != nil {
 		return fmt.Errorf("decoding signature: %w", err)
 	}
-	h := sha256.Sum256(append(header, body...))
+	h := sha256.Sum256(raw[:signedLen])
 	if !ecdsa.VerifyASN1(ak, h[:], sig) {
 		return errors.New("quote signature does not verify with the attestation key")
 	}
@@ -326,56 +354,67 @@ func attestationKey(b []byte) (*ecdsa.PublicKey, error) {
 }
 
 // platformKey identifies everything verifyPlatform established: the root,
-// the attestation key, the whole certification data (QE report, its
-// signature, QE auth data, PCK chain) and the body fields the TCB info
-// check reads.
-func (v *Validator) platformKey(q *pb.QuoteV4) ([32]byte, error) {
+// the header (QE/PCE SVN, vendor), the body fields the TCB-info check reads
+// (TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAM attributes) and all signed data
+// after the quote signature (attestation key, QE report and its signature,
+// QE auth data, PCK chain) plus any trailing bytes. Requires checkQuoteLayout.
+func (v *Validator) platformKey(raw []byte) [32]byte {
 	h := sha256.New()
 	h.Write(v.rootID)
-	h.Write(q.GetSignedData().GetEcdsaAttestationKey())
-	qe := q.GetSignedData().GetCertificationData().GetQeReportCertificationData()
-	rep, err := abi.EnclaveReportToAbiBytes(qe.GetQeReport())
-	if err != nil {
-		return [32]byte{}, fmt.Errorf("encoding QE report: %w", err)
-	}
-	for _, b := range [][]byte{
-		rep, qe.GetQeReportSignature(), qe.GetQeAuthData().GetData(), qe.GetPckCertificateChainData().GetPckCertChain(),
-		q.GetTdQuoteBody().GetTeeTcbSvn(), q.GetTdQuoteBody().GetMrSignerSeam(), q.GetTdQuoteBody().GetSeamAttributes(),
-		q.GetHeader().GetQeSvn(), q.GetHeader().GetPceSvn(),
-	} {
-		var l [4]byte
-		binary.BigEndian.PutUint32(l[:], uint32(len(b))) //nolint:gosec // bounded by the frame size
-		h.Write(l[:])
-		h.Write(b)
-	}
+	h.Write(raw[:48+16+48+48+8])
+	h.Write(raw[signedLen+4+64:])
 	var out [32]byte
 	copy(out[:], h.Sum(nil))
-	return out, nil
+	return out
+}
+
+// parseHeader and parseBody decode the fixed-layout quote header and TD
+// quote body (TDX DCAP quote v4, field offsets as go-tdx-guest abi reads
+// them). Requires checkQuoteLayout. The
+// first quote of every platform is parsed by go-tdx-guest's abi and
+// cross-checked against these (see verifyPlatform).
+func parseHeader(raw []byte) *pb.Header {
+	return &pb.Header{
+		Version:            uint32(binary.LittleEndian.Uint16(raw[0:])),
+		AttestationKeyType: uint32(binary.LittleEndian.Uint16(raw[2:])),
+		TeeType:            binary.LittleEndian.Uint32(raw[4:]),
+		PceSvn:             raw[8:10], QeSvn: raw[10:12], QeVendorId: raw[12:28], UserData: raw[28:48],
+	}
+}
+
+func parseBody(raw []byte) *pb.TDQuoteBody {
+	b := raw[48:signedLen]
+	f := func(off, n int) []byte { return b[off : off+n] }
+	return &pb.TDQuoteBody{
+		TeeTcbSvn: f(0, 16), MrSeam: f(16, 48), MrSignerSeam: f(64, 48), SeamAttributes: f(112, 8),
+		TdAttributes: f(120, 8), Xfam: f(128, 8), MrTd: f(136, 48), MrConfigId: f(184, 48),
+		MrOwner: f(232, 48), MrOwnerConfig: f(280, 48),
+		Rtmrs:      [][]byte{f(328, 48), f(376, 48), f(424, 48), f(472, 48)},
+		ReportData: f(520, 64),
+	}
 }
 
 // verifyPlatform verifies, with go-tdx-guest verify, the PCK chain to the
 // trusted root, the QE report signature and its binding of the attestation
 // key, and the collateral. The verdict is cached per platform (see
 // platformKey) for ChainCacheTTL; the per-quote signature is always checked.
-func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q *pb.QuoteV4, chain *pckChain) (*platformEntry, error) {
+func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q *pb.QuoteV4, key [32]byte) (*platformEntry, error) {
 	now := v.cfg.Now()
-	key, err := v.platformKey(q)
-	if err != nil {
-		return nil, attest.NewCheckError(attest.CheckFormat, err)
-	}
-	v.mu.RLock()
-	e, ok := v.verified[key]
-	v.mu.RUnlock()
-	if ok && now.Before(e.until) {
-		return e, nil
+	raw := frame.Evidence
+	if !proto.Equal(q.GetHeader(), parseHeader(raw)) || !proto.Equal(q.GetTdQuoteBody(), parseBody(raw)) {
+		return nil, attest.Errorf(attest.CheckFormat, "quote header or body decodes inconsistently")
 	}
 	ak, err := attestationKey(q.GetSignedData().GetEcdsaAttestationKey())
 	if err != nil {
 		return nil, attest.NewCheckError(attest.CheckSignature, err)
 	}
 	// Check the quote signature first so a tampered quote is named as such.
-	if err := verifyQuoteSignature(q, ak); err != nil {
+	if err := verifyQuoteSignature(frame.Evidence, q, ak); err != nil {
 		return nil, attest.NewCheckError(attest.CheckSignature, err)
+	}
+	chain, err := parseChain(q)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
 	// Chain and QE report, without collateral.
 	if err := verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots}); err != nil {
@@ -409,7 +448,7 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	if err != nil {
 		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
-	e = &platformEntry{ak: ak, ppid: ppid, until: until}
+	e := &platformEntry{ak: ak, ppid: ppid, until: until, signed: q.GetSignedData()}
 	v.mu.Lock()
 	if len(v.verified) > 4096 {
 		clear(v.verified)
