@@ -480,6 +480,8 @@ func (n *node) apiServerSetup(certDir string) (servingCA []byte, flags map[strin
 		"kubelet-client-certificate": filepath.Join(certDir, "apiserver-kubelet-client.crt"),
 		"kubelet-client-key":         filepath.Join(certDir, "apiserver-kubelet-client.key"),
 		"endpoint-reconciler-type":   "lease",
+		// The node's host name resolves nowhere; reach the kubelet by address.
+		"kubelet-preferred-address-types": "InternalIP",
 	}
 	return ca.certPEM, flags, port, nil
 }
@@ -815,7 +817,7 @@ func (n *node) drain(ctx context.Context, c *Cluster) error {
 			errs = append(errs, fmt.Errorf("deleting pod %s/%s: %w", p.Namespace, p.Name, err))
 		}
 	}
-	netnsDir := filepath.Join(n.dir, "containerd", "state", "io.containerd.grpc.v1.cri", "netns")
+	state := filepath.Join(n.dir, "containerd", "state")
 	err = n.waitFor(ctx, "kubelet", 60*time.Second, func(ctx context.Context) (bool, error) {
 		l, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 		if err != nil || len(l.Items) > 0 {
@@ -824,8 +826,10 @@ func (n *node) drain(ctx context.Context, c *Cluster) error {
 		// The kubelet stops a deleted pod's sandbox (network namespace and
 		// pause process) before it confirms the deletion; wait for the
 		// network namespaces and the shims to go too.
-		if ents, _ := os.ReadDir(netnsDir); len(ents) > 0 {
-			return false, nil
+		for _, mp := range mountsUnder(state) {
+			if strings.Contains(mp, "/netns/") {
+				return false, nil
+			}
 		}
 		return len(processesMatching(n.containerdSocket())) == 0, nil
 	})
@@ -980,6 +984,15 @@ func (c *Cluster) Cgroup() string {
 		return ""
 	}
 	return c.node.cgroup
+}
+
+// RuntimeSocket returns the path of containerd's socket (for ctr or
+// crictl), or "" without a real node.
+func (c *Cluster) RuntimeSocket() string {
+	if c.node == nil || c.node.sockDir == "" {
+		return ""
+	}
+	return c.node.containerdSocket()
 }
 
 // Bridge returns the name of the node's pod bridge.

@@ -67,4 +67,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-min(1, len(p))]))
 	return len(p), nil
 }
-

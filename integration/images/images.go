@@ -85,6 +85,13 @@ func Build(ctx context.Context, spec Spec) (v1.Image, error) {
 		dests = append(dests, dest)
 	}
 	sort.Strings(dests)
+	entrypoint := spec.Entrypoint
+	if len(entrypoint) == 0 {
+		if len(dests) != 1 {
+			return nil, errors.New("image spec with several binaries needs an Entrypoint")
+		}
+		entrypoint = []string{dests[0]}
+	}
 
 	files := make(map[string]string, len(dests))
 	for i, dest := range dests {
@@ -116,13 +123,6 @@ func Build(ctx context.Context, spec Spec) (v1.Image, error) {
 		return nil, fmt.Errorf("appending layer: %w", err)
 	}
 
-	entrypoint := spec.Entrypoint
-	if len(entrypoint) == 0 {
-		if len(dests) != 1 {
-			return nil, errors.New("image spec with several binaries needs an Entrypoint")
-		}
-		entrypoint = []string{dests[0]}
-	}
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("reading image config: %w", err)
