@@ -86,7 +86,7 @@ func ConfigFromHostsDir(dir string) (map[string][]Mirror, []string, error) {
 			continue
 		}
 		reg := e.Name()
-		doc, err := os.ReadFile(filepath.Join(dir, reg, "hosts.toml"))
+		doc, err := os.ReadFile(filepath.Join(dir, reg, "hosts.toml")) // #nosec G304 -- the operator-configured hosts directory
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

@@ -48,7 +48,7 @@ type RegistryConfig struct {
 }
 
 // Registry is the production Source: it talks to OCI registries with
-// go-containerregistry, caches by digest and honours mirrors.
+// go-containerregistry, caches by digest and honors mirrors.
 type Registry struct {
 	cfg RegistryConfig
 	sem chan struct{}

@@ -1,7 +1,6 @@
 package images_test
 
 import (
-	"errors"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -55,7 +54,7 @@ func TestRegistryErrors(t *testing.T) {
 	var ierr *images.Error
 	require.ErrorAs(t, err, &ierr)
 	assert.Equal(t, "docker.l5d.io/buoyantio/missing:v1", ierr.Image)
-	assert.ErrorIs(t, err, images.ErrNotFound)
+	require.ErrorIs(t, err, images.ErrNotFound)
 	assert.Contains(t, err.Error(), "docker.l5d.io/buoyantio/missing:v1")
 
 	_, err = src.Resolve(t.Context(), "not a reference", nil)
@@ -86,5 +85,5 @@ func TestRegistryAccounts(t *testing.T) {
 
 func TestErrorWrapping(t *testing.T) {
 	err := &images.Error{Image: "x", Err: images.ErrNotFound}
-	assert.True(t, errors.Is(err, images.ErrNotFound))
+	assert.ErrorIs(t, err, images.ErrNotFound)
 }

@@ -2,12 +2,12 @@ package policy_test
 
 import (
 	"context"
-	"strings"
-
-	"github.com/google/go-containerregistry/pkg/authn"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/policy"

@@ -34,7 +34,7 @@ var Catalog = map[string]Spec{
 	},
 	"acme/named-user:3": {
 		Config: v1.Config{Entrypoint: []string{"/app"}, Env: []string{"PATH=/"}, User: "app"},
-		Files: map[string]string{
+		Files: map[string]string{ //nolint:gosec // G101: an /etc/passwd fixture, not credentials
 			"app":        "app",
 			"etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1001:1001::/srv:/bin/sh\n",
 			"etc/group":  "root:x:0:\napp:x:1001:\n",

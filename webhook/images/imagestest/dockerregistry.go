@@ -26,7 +26,7 @@ func StartDockerRegistry(t testing.TB) string {
 	if err != nil {
 		t.Skipf("%s not found in PATH (install it with `apt-get install docker-registry`): %v", DockerRegistryBinary, err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +39,8 @@ func StartDockerRegistry(t testing.TB) string {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "serve", cfgPath) // #nosec G204 -- fixed binary, test-owned config
-	log, err := os.Create(filepath.Join(dir, "registry.log"))
+	cmd := exec.CommandContext(ctx, bin, "serve", cfgPath)    // #nosec G204 -- fixed binary, test-owned config
+	log, err := os.Create(filepath.Join(dir, "registry.log")) // #nosec G304 -- test temp dir
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func StartDockerRegistry(t testing.TB) string {
 			}
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+			b, _ := os.ReadFile(filepath.Join(dir, "registry.log")) // #nosec G304 -- test temp dir
 			t.Fatalf("docker-registry did not start on %s: %v\n%s", addr, err, b)
 		}
 		time.Sleep(100 * time.Millisecond)

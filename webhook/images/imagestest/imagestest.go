@@ -54,7 +54,7 @@ func Build(t testing.TB, spec Spec) v1.Image {
 			x ^= x << 13
 			x ^= x >> 17
 			x ^= x << 5
-			pad[i] = byte(x)
+			pad[i] = byte(x) //nolint:gosec // G115: truncation is intended
 		}
 		files["usr/lib/padding.bin"] = string(pad)
 	}
