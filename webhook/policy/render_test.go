@@ -1,0 +1,127 @@
+package policy_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/contrast-cc/contrast/webhook/policy"
+	"github.com/contrast-cc/contrast/webhook/policy/agentsim"
+)
+
+func simplePod() *policy.Workload {
+	return &policy.Workload{Kind: policy.KindPod, Name: "p", Template: corev1.PodTemplateSpec{
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.example/acme/agent:2"}}},
+	}}
+}
+
+func TestDigests(t *testing.T) {
+	src, _ := testRegistry(t)
+	w := simplePod()
+	w.Template.Name = "p"
+
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+	require.NoError(t, err)
+	sum := sha256.Sum256(res.InitData)
+	assert.Equal(t, sum[:], res.Digest, "initdata digest is SHA-256 over the raw TOML")
+	assert.Equal(t, sum[:], res.HostData)
+	assert.Len(t, res.MRConfigID, 48)
+	assert.Equal(t, sum[:], res.MRConfigID[:32])
+	assert.Equal(t, make([]byte, 16), res.MRConfigID[32:])
+	assert.Equal(t, hex.EncodeToString(sum[:]), res.Annotations[policy.AnnotationPolicyHash])
+
+	z, err := base64.StdEncoding.DecodeString(res.Annotations[policy.AnnotationInitData])
+	require.NoError(t, err)
+	zr, err := gzip.NewReader(bytes.NewReader(z))
+	require.NoError(t, err)
+	assert.Empty(t, zr.Name)
+	assert.True(t, zr.ModTime.IsZero() || zr.ModTime.Unix() == 0)
+	doc, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	assert.Equal(t, res.InitData, doc)
+	assert.True(t, bytes.HasPrefix(doc, []byte("algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"policy.rego\" = '''\n")))
+
+	legacy, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src, Legacy: true})
+	require.NoError(t, err)
+	lsum := sha256.Sum256([]byte(legacy.Rego))
+	assert.Equal(t, lsum[:], legacy.Digest, "legacy digest is SHA-256 over the Rego text")
+	assert.Equal(t, base64.StdEncoding.EncodeToString([]byte(legacy.Rego)), legacy.Annotations[policy.AnnotationLegacyPolicy])
+	assert.NotContains(t, legacy.Annotations, policy.AnnotationInitData)
+	assert.Equal(t, res.Rego, legacy.Rego)
+}
+
+func TestInitDataFallbackQuoting(t *testing.T) {
+	rego := "package agent_policy\n# '''\n"
+	doc, err := policy.InitData(rego)
+	require.NoError(t, err)
+	data, err := policy.ParseInitData(doc)
+	require.NoError(t, err)
+	assert.Equal(t, rego, data["policy.rego"])
+}
+
+func TestDenyLogs(t *testing.T) {
+	src, _ := testRegistry(t)
+	for _, deny := range []bool{false, true} {
+		w := simplePod()
+		w.Template.Name = "p"
+		if deny {
+			w.Template.Annotations = map[string]string{policy.AnnotationDenyLogs: "true"}
+		}
+		res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+		require.NoError(t, err)
+		a, err := agentsim.New(res.Rego)
+		require.NoError(t, err)
+		d, err := a.Allow(t.Context(), "ReadStreamRequest", map[string]any{"container_id": "x"})
+		require.NoError(t, err)
+		assert.Equal(t, !deny, d.Allowed)
+		for _, denied := range []string{"SetPolicyRequest", "WriteStreamRequest", "PullImageRequest", "NoSuchRequest"} {
+			d, err := a.Allow(t.Context(), denied, map[string]any{})
+			assert.False(t, err == nil && d.Allowed, denied)
+		}
+	}
+}
+
+func TestRefusedFeatures(t *testing.T) {
+	src, _ := testRegistry(t)
+	yes := true
+	cases := map[string]func(s *corev1.PodSpec){
+		"hostNetwork": func(s *corev1.PodSpec) { s.HostNetwork = true },
+		"hostPath": func(s *corev1.PodSpec) {
+			s.Volumes = []corev1.Volume{{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
+		},
+		"pvc": func(s *corev1.PodSpec) {
+			s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "x"}}}}
+		},
+		"privileged": func(s *corev1.PodSpec) {
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &yes}
+		},
+		"subPath": func(s *corev1.PodSpec) {
+			s.Volumes = []corev1.Volume{{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			s.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "e", MountPath: "/x", SubPath: "a"}}
+		},
+		"unknown image": func(s *corev1.PodSpec) { s.Containers[0].Image = "registry.example/acme/missing:1" },
+		"secret in args": func(s *corev1.PodSpec) {
+			s.Containers[0].Env = []corev1.EnvVar{{Name: "S", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k"}}}}
+			s.Containers[0].Args = []string{"$(S)"}
+		},
+	}
+	for name, mod := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := simplePod()
+			mod(&w.Template.Spec)
+			_, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+			require.Error(t, err)
+			if name == "unknown image" {
+				assert.Contains(t, err.Error(), "registry.example/acme/missing:1")
+			}
+		})
+	}
+}
