@@ -51,7 +51,11 @@ func TestControlPlaneRunsControllers(t *testing.T) {
 				assert.Equal(t, d.Name, rsOwner.Name, "ReplicaSet belongs to the Deployment")
 				assert.True(t, strings.HasPrefix(p.Name, rs.Name+"-"), "pod name %q is generated from the ReplicaSet %q", p.Name, rs.Name)
 				assert.NotEmpty(t, p.Labels[appsv1.DefaultDeploymentUniqueLabelKey], "pod-template-hash label")
-				assert.Equal(t, d.Spec.Template.Spec.ServiceAccountName, p.Spec.ServiceAccountName)
+				wantSA := d.Spec.Template.Spec.ServiceAccountName
+				if wantSA == "" {
+					wantSA = "default" // set by ServiceAccount admission
+				}
+				assert.Equal(t, wantSA, p.Spec.ServiceAccountName)
 				assert.True(t, hasProjectedTokenVolume(&p), "ServiceAccount admission adds the kube-api-access volume")
 				assert.Equal(t, corev1.PodPending, p.Status.Phase, "no node runs pods in this mode")
 			}
