@@ -11,17 +11,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/atls"
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/sim"
-	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/atls"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/snp"
 )
 
 func TestMain(m *testing.M) {
@@ -229,7 +230,7 @@ func TestGRPCMesh(t *testing.T) {
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(clientCreds))
 	require.NoError(t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
@@ -265,10 +266,10 @@ func BenchmarkTLS13Handshake(b *testing.B) {
 		done := make(chan error, 1)
 		go func() {
 			s := tls.Server(a, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{scert}, ClientAuth: tls.RequireAnyClientCert})
-			done <- s.Handshake()
+			done <- s.HandshakeContext(context.Background())
 		}()
 		cl := tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ccert}, InsecureSkipVerify: true}) //nolint:gosec // benchmark baseline
-		if err := cl.Handshake(); err != nil {
+		if err := cl.HandshakeContext(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 		if err := <-done; err != nil {
@@ -310,10 +311,10 @@ func plainHandshake(b *testing.B, scert, ccert tls.Certificate) {
 	done := make(chan error, 1)
 	go func() {
 		s := tls.Server(a, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{scert}, ClientAuth: tls.RequireAnyClientCert})
-		done <- s.Handshake()
+		done <- s.HandshakeContext(context.Background())
 	}()
 	cl := tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ccert}, InsecureSkipVerify: true}) //nolint:gosec // benchmark baseline
-	if err := cl.Handshake(); err != nil {
+	if err := cl.HandshakeContext(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	if err := <-done; err != nil {

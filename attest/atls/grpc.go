@@ -66,7 +66,7 @@ func authInfo(conn *Conn) AuthInfo {
 
 // Info implements credentials.TransportCredentials.
 func (c *Credentials) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "atls", SecurityVersion: Label}
+	return credentials.ProtocolInfo{SecurityProtocol: "atls"}
 }
 
 // Clone implements credentials.TransportCredentials.

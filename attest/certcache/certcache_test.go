@@ -54,16 +54,16 @@ func TestOfflineMissingNamesURL(t *testing.T) {
 
 func TestOverlayAndNamespaces(t *testing.T) {
 	c := New(Config{})
-	overlay := map[string]Artefact{"u": {URL: "u", Body: []byte("x")}}
+	overlay := map[string]Artifact{"u": {URL: "u", Body: []byte("x")}}
 	a, err := c.Get(context.Background(), "sim", "u", overlay)
 	require.NoError(t, err)
 	assert.Equal(t, []byte("x"), a.Body)
 	// A simulated namespace never reaches the network.
 	_, err = c.Get(context.Background(), "sim", "https://kdsintf.amd.com/x", nil)
 	require.ErrorIs(t, err, ErrOffline)
-	c.Put("sim", Artefact{URL: "v", Body: []byte("s")})
+	c.Put("sim", Artifact{URL: "v", Body: []byte("s")})
 	_, err = c.Get(context.Background(), "", "v", nil)
-	require.Error(t, err, "real namespace must not see simulated artefacts")
+	require.Error(t, err, "real namespace must not see simulated artifacts")
 }
 
 func TestFetchErrorNamesURL(t *testing.T) {
@@ -74,4 +74,27 @@ func TestFetchErrorNamesURL(t *testing.T) {
 	var me *MissingError
 	require.ErrorAs(t, err, &me)
 	require.ErrorContains(t, err, srv.URL+"/x")
+}
+
+func TestDiskPersistence(t *testing.T) {
+	dir := t.TempDir()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("vcek"))
+	}))
+	url := srv.URL + "/vcek/v1/Milan/abc"
+	online := New(Config{Client: srv.Client(), Dir: dir})
+	_, err := online.Get(context.Background(), "", url, nil)
+	require.NoError(t, err)
+	srv.Close()
+
+	offline := New(Config{Offline: true, Dir: dir})
+	a, err := offline.Get(context.Background(), "", url, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []byte("vcek"), a.Body)
+
+	offline.Seed(Artifact{URL: "https://seeded/crl", Body: []byte("crl")})
+	again := New(Config{Offline: true, Dir: dir})
+	a, err = again.Get(context.Background(), "", "https://seeded/crl", nil)
+	require.NoError(t, err)
+	assert.Equal(t, []byte("crl"), a.Body)
 }

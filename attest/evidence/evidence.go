@@ -1,6 +1,6 @@
 // Package evidence defines the framed, versioned wire format in which
 // attestation evidence travels: a fixed header naming the platform, the
-// platform's evidence bytes, and optional artefacts (certificates, CRLs,
+// platform's evidence bytes, and optional artifacts (certificates, CRLs,
 // collateral) keyed by the URL a verifier would otherwise fetch them from.
 //
 // Layout (all integers big-endian):
@@ -8,16 +8,16 @@
 //	magic   [4]byte  "CTEV"
 //	version uint8    1
 //	kind    uint8    1 = SNP, 2 = TDX
-//	count   uint16   number of artefacts (≤ MaxArtefacts)
+//	count   uint16   number of artifacts (≤ MaxArtifacts)
 //	evLen   uint32   length of the evidence bytes (≤ MaxSize)
 //	evidence [evLen]byte
-//	count × artefact:
+//	count × artifact:
 //	  urlLen  uint16, url [urlLen]byte
 //	  hdrCount uint8, hdrCount × (keyLen uint16, key, valLen uint16, val)
 //	  bodyLen uint32, body [bodyLen]byte
 //
 // The whole frame must not exceed MaxSize; trailing bytes are rejected.
-// Artefacts are untrusted hints: a validator verifies every one of them
+// Artifacts are untrusted hints: a validator verifies every one of them
 // against its trusted root before use.
 package evidence
 
@@ -53,11 +53,11 @@ const (
 	Version = 1
 	// MaxSize bounds a whole frame.
 	MaxSize = 256 << 10
-	// MaxArtefacts bounds the number of artefacts in a frame.
-	MaxArtefacts = 16
-	// MaxURLLen bounds an artefact URL.
+	// MaxArtifacts bounds the number of artifacts in a frame.
+	MaxArtifacts = 16
+	// MaxURLLen bounds an artifact URL.
 	MaxURLLen = 2048
-	// MaxHeaders bounds the headers of one artefact.
+	// MaxHeaders bounds the headers of one artifact.
 	MaxHeaders = 8
 
 	headerLen = 12
@@ -71,8 +71,8 @@ var ErrTooLarge = errors.New("evidence too large")
 // ErrMalformed is returned for frames that do not parse.
 var ErrMalformed = errors.New("malformed evidence frame")
 
-// Artefact is a document a verifier may need, as served at URL.
-type Artefact struct {
+// Artifact is a document a verifier may need, as served at URL.
+type Artifact struct {
 	URL    string
 	Header map[string]string
 	Body   []byte
@@ -82,7 +82,7 @@ type Artefact struct {
 type Frame struct {
 	Kind      Kind
 	Evidence  []byte
-	Artefacts []Artefact
+	Artifacts []Artifact
 }
 
 // Marshal encodes f, enforcing every limit Unmarshal enforces.
@@ -90,8 +90,8 @@ func Marshal(f *Frame) ([]byte, error) {
 	if f.Kind != KindSNP && f.Kind != KindTDX {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, f.Kind)
 	}
-	if len(f.Artefacts) > MaxArtefacts {
-		return nil, fmt.Errorf("%w: %d artefacts, limit %d", ErrTooLarge, len(f.Artefacts), MaxArtefacts)
+	if len(f.Artifacts) > MaxArtifacts {
+		return nil, fmt.Errorf("%w: %d artifacts, limit %d", ErrTooLarge, len(f.Artifacts), MaxArtifacts)
 	}
 	if len(f.Evidence) > MaxSize {
 		return nil, fmt.Errorf("%w: evidence of %d bytes", ErrTooLarge, len(f.Evidence))
@@ -100,19 +100,19 @@ func Marshal(f *Frame) ([]byte, error) {
 	copy(out, magic[:])
 	out[4] = Version
 	out[5] = byte(f.Kind)
-	binary.BigEndian.PutUint16(out[6:], uint16(len(f.Artefacts))) //nolint:gosec // bounded above
+	binary.BigEndian.PutUint16(out[6:], uint16(len(f.Artifacts))) //nolint:gosec // bounded above
 	binary.BigEndian.PutUint32(out[8:], uint32(len(f.Evidence)))  //nolint:gosec // bounded above
 	out = append(out, f.Evidence...)
-	for _, a := range f.Artefacts {
+	for _, a := range f.Artifacts {
 		if len(a.URL) > MaxURLLen || len(a.Header) > MaxHeaders {
-			return nil, fmt.Errorf("%w: artefact %q", ErrTooLarge, a.URL)
+			return nil, fmt.Errorf("%w: artifact %q", ErrTooLarge, a.URL)
 		}
 		out = binary.BigEndian.AppendUint16(out, uint16(len(a.URL))) //nolint:gosec // bounded above
 		out = append(out, a.URL...)
-		out = append(out, byte(len(a.Header)))
+		out = append(out, byte(len(a.Header))) //nolint:gosec // bounded by MaxHeaders above
 		for k, v := range a.Header {
 			if len(k) > MaxURLLen || len(v) > 1<<15 {
-				return nil, fmt.Errorf("%w: artefact header %q", ErrTooLarge, k)
+				return nil, fmt.Errorf("%w: artifact header %q", ErrTooLarge, k)
 			}
 			out = binary.BigEndian.AppendUint16(out, uint16(len(k))) //nolint:gosec // bounded above
 			out = append(out, k...)
@@ -120,7 +120,7 @@ func Marshal(f *Frame) ([]byte, error) {
 			out = append(out, v...)
 		}
 		if len(a.Body) > MaxSize {
-			return nil, fmt.Errorf("%w: artefact %q body", ErrTooLarge, a.URL)
+			return nil, fmt.Errorf("%w: artifact %q body", ErrTooLarge, a.URL)
 		}
 		out = binary.BigEndian.AppendUint32(out, uint32(len(a.Body))) //nolint:gosec // bounded above
 		out = append(out, a.Body...)
@@ -200,21 +200,21 @@ func Unmarshal(data []byte) (*Frame, error) {
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, data[5])
 	}
 	count := int(binary.BigEndian.Uint16(data[6:]))
-	if count > MaxArtefacts {
-		return nil, fmt.Errorf("%w: %d artefacts, limit %d", ErrTooLarge, count, MaxArtefacts)
+	if count > MaxArtifacts {
+		return nil, fmt.Errorf("%w: %d artifacts, limit %d", ErrTooLarge, count, MaxArtifacts)
 	}
 	r := &reader{b: data[8:]}
 	f.Evidence = r.take(r.u32())
 	for range count {
-		var a Artefact
+		var a Artifact
 		urlLen := r.u16()
 		if urlLen > MaxURLLen {
-			return nil, fmt.Errorf("%w: artefact URL of %d bytes", ErrTooLarge, urlLen)
+			return nil, fmt.Errorf("%w: artifact URL of %d bytes", ErrTooLarge, urlLen)
 		}
 		a.URL = string(r.take(urlLen))
 		n := r.u8()
 		if n > MaxHeaders {
-			return nil, fmt.Errorf("%w: %d artefact headers", ErrTooLarge, n)
+			return nil, fmt.Errorf("%w: %d artifact headers", ErrTooLarge, n)
 		}
 		if n > 0 {
 			a.Header = make(map[string]string, n)
@@ -227,7 +227,7 @@ func Unmarshal(data []byte) (*Frame, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		f.Artefacts = append(f.Artefacts, a)
+		f.Artifacts = append(f.Artifacts, a)
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -12,7 +12,7 @@ func sample() *Frame {
 	return &Frame{
 		Kind:     KindTDX,
 		Evidence: []byte("quote"),
-		Artefacts: []Artefact{
+		Artifacts: []Artifact{
 			{URL: "https://example/tcb", Header: map[string]string{"Tcb-Info-Issuer-Chain": "pem"}, Body: []byte("{}")},
 			{URL: "https://example/crl", Body: []byte{1, 2, 3}},
 		},
@@ -41,7 +41,7 @@ func TestRejects(t *testing.T) {
 		"bad version":    {append(append([]byte{}, good[:4]...), append([]byte{9}, good[5:]...)...), ErrMalformed},
 		"oversized":      {make([]byte, MaxSize+1), ErrTooLarge},
 		"huge length":    {[]byte{'C', 'T', 'E', 'V', 1, 1, 0, 0, 0xff, 0xff, 0xff, 0xff}, ErrTooLarge},
-		"many artefacts": {[]byte{'C', 'T', 'E', 'V', 1, 1, 0xff, 0xff, 0, 0, 0, 1, 0}, ErrTooLarge},
+		"many artifacts": {[]byte{'C', 'T', 'E', 'V', 1, 1, 0xff, 0xff, 0, 0, 0, 1, 0}, ErrTooLarge},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

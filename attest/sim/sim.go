@@ -15,11 +15,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"fmt"
 	"math/big"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
@@ -91,20 +89,6 @@ func tsmClient(provider string, gen func(inblob [64]byte) (out, aux []byte, err 
 		}
 	}
 	return &faketsm.Client{Subsystems: map[string]configfsi.Client{"report": rs}}
-}
-
-// hexOrZero decodes s into a fixed-size array, or returns zeros for "".
-func hexOrZero(s string, n int) ([]byte, error) {
-	out := make([]byte, n)
-	if s == "" {
-		return out, nil
-	}
-	b, err := hex.DecodeString(strings.TrimSpace(s))
-	if err != nil || len(b) > n {
-		return nil, fmt.Errorf("want up to %d hex bytes, got %q", n, s)
-	}
-	copy(out, b)
-	return out, nil
 }
 
 // writeFile0600 writes test-only key material.

@@ -4,9 +4,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/contrast-cc/contrast/attest/sim"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/contrast-cc/contrast/attest/sim"
 )
 
 func TestLoadOrCreateSNPAuthorityIsStable(t *testing.T) {

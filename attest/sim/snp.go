@@ -18,12 +18,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/snp"
 )
 
 // SNPProductLine is the product line the simulated AMD root claims.

@@ -18,17 +18,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/evidence"
-	"github.com/contrast-cc/contrast/attest/tdx"
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-tdx-guest/abi"
 	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/evidence"
+	"github.com/contrast-cc/contrast/attest/tdx"
 )
 
 // IntelRootCRLURL is where the simulated root claims its CRL lives (the
-// real Intel URL; the validator's cache keeps simulated artefacts apart).
+// real Intel URL; the validator's cache keeps simulated artifacts apart).
 const IntelRootCRLURL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
 
 var (
@@ -133,7 +134,7 @@ type TDXDevice struct {
 	PCK     *x509.Certificate
 	chain   []byte
 	qeCert  *pb.QEReportCertificationData
-	attData []evidence.Artefact
+	attData []evidence.Artifact
 }
 
 // NewDevice creates a simulated TD whose PCK the authority certifies.
@@ -217,7 +218,7 @@ func (d *TDXDevice) Reconfigure(cfg TDXDeviceConfig) error {
 		QeAuthData:              &pb.QeAuthData{ParsedDataSize: uint32(len(authData)), Data: authData},                              //nolint:gosec // constant length
 		PckCertificateChainData: &pb.PCKCertificateChainData{CertificateDataType: 5, Size: uint32(len(chain)), PckCertChain: chain}, //nolint:gosec // small
 	}
-	var arts []evidence.Artefact
+	var arts []evidence.Artifact
 	if cfg.WithCollateral {
 		if arts, err = d.auth.collateral(cfg); err != nil {
 			return err
@@ -230,10 +231,11 @@ func (d *TDXDevice) Reconfigure(cfg TDXDeviceConfig) error {
 }
 
 func attestationKeyBytes(k *ecdsa.PublicKey) []byte {
-	out := make([]byte, 64)
-	k.X.FillBytes(out[:32])
-	k.Y.FillBytes(out[32:])
-	return out
+	b, err := k.Bytes() // 0x04 ‖ X ‖ Y
+	if err != nil || len(b) != 65 {
+		panic("P-256 public key encoding") // cannot happen for a generated P-256 key
+	}
+	return b[1:]
 }
 
 // signP256 returns the raw r‖s ECDSA-SHA256 signature of msg.
@@ -304,8 +306,8 @@ func (d *TDXDevice) Quote(reportData [64]byte) ([]byte, error) {
 	return abi.QuoteToAbiBytes(q)
 }
 
-// Artefacts returns the collateral attached to this device's evidence.
-func (d *TDXDevice) Artefacts() []evidence.Artefact {
+// Artifacts returns the collateral attached to this device's evidence.
+func (d *TDXDevice) Artifacts() []evidence.Artifact {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.attData
@@ -339,7 +341,7 @@ func (d *TDXDevice) ReferenceValues() tdx.ReferenceValues {
 
 // collateral produces TCB info, QE identity and CRLs signed under the
 // simulated root, with the response headers Intel PCS sends.
-func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artefact, error) {
+func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, error) {
 	now := time.Now().UTC().Truncate(time.Second)
 	comps := func(vals []byte) []map[string]any {
 		out := make([]map[string]any, len(vals))
@@ -414,7 +416,7 @@ func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artefact, err
 	if err != nil {
 		return nil, err
 	}
-	return []evidence.Artefact{
+	return []evidence.Artifact{
 		{URL: pcs.TcbInfoURL(hex.EncodeToString(simFMSPC)), Header: map[string]string{"Tcb-Info-Issuer-Chain": issuerChain(a.TCB)}, Body: tcbBody},
 		{URL: pcs.QeIdentityURL(), Header: map[string]string{"Sgx-Enclave-Identity-Issuer-Chain": issuerChain(a.TCB)}, Body: qeBody},
 		{URL: pcs.PckCrlURL("platform"), Header: map[string]string{"Sgx-Pck-Crl-Issuer-Chain": issuerChain(a.PlatformCA)}, Body: pckCRL},

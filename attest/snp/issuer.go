@@ -16,8 +16,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/evidence"
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/configfs/linuxtsm"
 	"github.com/google/go-configfs-tsm/report"
@@ -26,6 +24,9 @@ import (
 	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
 )
 
 // IssuerConfig configures an Issuer.
@@ -73,7 +74,7 @@ func (i *Issuer) Issue(ctx context.Context, reportData [64]byte) ([]byte, error)
 	}
 	frame := &evidence.Frame{Kind: evidence.KindSNP}
 	if i.cfg.Cache != nil {
-		frame.Artefacts = i.attach(ctx, att)
+		frame.Artifacts = i.attach(ctx, att)
 	}
 	frame.Evidence, err = proto.Marshal(att)
 	if err != nil {
@@ -129,8 +130,8 @@ func fromDevice(reportData [64]byte) (*spb.Attestation, error) {
 }
 
 // attach fetches what the host did not provide (VCEK, ASK/ARK) into the
-// chain and the CRL as an artefact, best effort.
-func (i *Issuer) attach(ctx context.Context, att *spb.Attestation) []evidence.Artefact {
+// chain and the CRL as an artifact, best effort.
+func (i *Issuer) attach(ctx context.Context, att *spb.Attestation) []evidence.Artifact {
 	info, err := abi.ParseSignerInfo(att.GetReport().GetSignerInfo())
 	if err != nil {
 		return nil
@@ -161,5 +162,5 @@ func (i *Issuer) attach(ctx context.Context, att *spb.Attestation) []evidence.Ar
 		i.cfg.Logger.Info("CRL not attached", "error", err)
 		return nil
 	}
-	return []evidence.Artefact{{URL: url, Body: a.Body}}
+	return []evidence.Artifact{{URL: url, Body: a.Body}}
 }

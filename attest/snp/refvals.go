@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/contrast-cc/contrast/attest"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
 	"github.com/google/go-sev-guest/verify/trust"
+
+	"github.com/contrast-cc/contrast/attest"
 )
 
 // ReferenceValues are the manifest's expectations of SNP evidence. Field

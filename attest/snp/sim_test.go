@@ -9,17 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/evidence"
-	"github.com/contrast-cc/contrast/attest/sim"
-	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/snp"
 )
 
 type simEnv struct {
@@ -157,11 +158,11 @@ func TestSimulatedRevocationAndMissingVCEK(t *testing.T) {
 	ctx := context.Background()
 	e := newSimEnv(t)
 	var rd [64]byte
-	// CRL carried as an artefact revoking the ASK.
+	// CRL carried as an artifact revoking the ASK.
 	require.NoError(t, e.auth.RevokeASK())
 	fr, err := evidence.Unmarshal(e.issue(t, rd))
 	require.NoError(t, err)
-	fr.Artefacts = []evidence.Artefact{{URL: kds.CrlLinkByRole(sim.SNPProductLine, "ASK"), Body: e.auth.CRL()}}
+	fr.Artifacts = []evidence.Artifact{{URL: kds.CrlLinkByRole(sim.SNPProductLine, "ASK"), Body: e.auth.CRL()}}
 	ev, err := evidence.Marshal(fr)
 	require.NoError(t, err)
 	v := offlineValidator(t, []snp.ReferenceValues{e.dev.ReferenceValues()}, time.Now())

@@ -12,9 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/evidence"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
@@ -22,6 +19,10 @@ import (
 	"github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
 )
 
 // Config configures a Validator.
@@ -267,9 +268,9 @@ func (v *Validator) verifySignature(ctx context.Context, frame *evidence.Frame, 
 			return nil
 		}
 	}
-	overlay := map[string]certcache.Artefact{}
-	for _, a := range frame.Artefacts {
-		overlay[a.URL] = certcache.Artefact{URL: a.URL, Header: a.Header, Body: a.Body}
+	overlay := map[string]certcache.Artifact{}
+	for _, a := range frame.Artifacts {
+		overlay[a.URL] = certcache.Artifact{URL: a.URL, Header: a.Header, Body: a.Body}
 	}
 	getter := &certcache.SEVGetter{Cache: v.cfg.Cache, NS: v.ns, Overlay: overlay, Ctx: ctx}
 	// The ASK and ARK the evidence carries are never trusted: the trusted

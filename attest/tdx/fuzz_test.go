@@ -4,8 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/contrast-cc/contrast/attest/tdx"
 	"github.com/google/go-tdx-guest/testing/testdata"
+
+	"github.com/contrast-cc/contrast/attest/tdx"
 )
 
 // FuzzValidate fuzzes TDX evidence parsing and validation (frame, quote

@@ -16,13 +16,14 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/evidence"
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/configfs/linuxtsm"
 	"github.com/google/go-configfs-tsm/report"
 	"github.com/google/go-tdx-guest/client"
 	"github.com/google/go-tdx-guest/pcs"
+
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
 )
 
 // IssuerConfig configures an Issuer.
@@ -34,8 +35,8 @@ type IssuerConfig struct {
 	DisableDeviceFallback bool
 	// Cache, if set, is used to attach collateral (TCB info, QE identity, CRLs).
 	Cache *certcache.Cache
-	// Artefacts are attached to every evidence frame (e.g. pre-fetched collateral).
-	Artefacts []evidence.Artefact
+	// Artifacts are attached to every evidence frame (e.g. pre-fetched collateral).
+	Artifacts []evidence.Artifact
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -65,14 +66,14 @@ func (i *Issuer) Issue(ctx context.Context, reportData [64]byte) ([]byte, error)
 		if derr != nil {
 			return nil, fmt.Errorf("%w: configfs-tsm: %w; /dev/tdx_guest: %w", ErrNoDevice, err, derr)
 		}
-		defer dev.Close()
+		defer func() { _ = dev.Close() }()
 		if quote, derr = client.GetRawQuote(dev, reportData); derr != nil {
 			return nil, fmt.Errorf("%w: configfs-tsm: %w; /dev/tdx_guest: %w", ErrNoDevice, err, derr)
 		}
 	}
-	frame := &evidence.Frame{Kind: evidence.KindTDX, Evidence: quote, Artefacts: append([]evidence.Artefact(nil), i.cfg.Artefacts...)}
-	if i.cfg.Cache != nil && len(frame.Artefacts) == 0 {
-		frame.Artefacts = i.attach(ctx, quote)
+	frame := &evidence.Frame{Kind: evidence.KindTDX, Evidence: quote, Artifacts: append([]evidence.Artifact(nil), i.cfg.Artifacts...)}
+	if i.cfg.Cache != nil && len(frame.Artifacts) == 0 {
+		frame.Artifacts = i.attach(ctx, quote)
 	}
 	return evidence.Marshal(frame)
 }
@@ -96,7 +97,7 @@ func (i *Issuer) fromTSM(reportData [64]byte) ([]byte, error) {
 }
 
 // attach fetches collateral for the quote's platform, best effort.
-func (i *Issuer) attach(ctx context.Context, quote []byte) []evidence.Artefact {
+func (i *Issuer) attach(ctx context.Context, quote []byte) []evidence.Artifact {
 	q, err := parseQuote(quote)
 	if err != nil {
 		return nil
@@ -109,7 +110,7 @@ func (i *Issuer) attach(ctx context.Context, quote []byte) []evidence.Artefact {
 	if err != nil {
 		return nil
 	}
-	var out []evidence.Artefact
+	var out []evidence.Artifact
 	for _, url := range []string{pcs.TcbInfoURL(exts.FMSPC), pcs.QeIdentityURL(), pcs.PckCrlURL(caType(chain.pck)), intelRootCRL} {
 		a, err := i.cfg.Cache.Get(ctx, "", url, nil)
 		if err != nil {
@@ -122,7 +123,7 @@ func (i *Issuer) attach(ctx context.Context, quote []byte) []evidence.Artefact {
 				hdr[k] = v
 			}
 		}
-		out = append(out, evidence.Artefact{URL: url, Header: hdr, Body: a.Body})
+		out = append(out, evidence.Artifact{URL: url, Header: hdr, Body: a.Body})
 	}
 	return out
 }

@@ -11,17 +11,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/evidence"
-	"github.com/contrast-cc/contrast/attest/sim"
-	"github.com/contrast-cc/contrast/attest/tdx"
 	"github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/tdx"
 )
 
 // sampleTime is inside the validity of the sample's collateral.
@@ -35,7 +36,7 @@ func realQuote(t testing.TB) *pb.QuoteV4 {
 }
 
 // realSample frames the Sapphire Rapids quote shipped in go-tdx-guest with
-// its collateral (TCB info, QE identity, CRLs) as artefacts.
+// its collateral (TCB info, QE identity, CRLs) as artifacts.
 func realSample(t testing.TB, raw []byte, withCollateral bool) []byte {
 	t.Helper()
 	fr := &evidence.Frame{Kind: evidence.KindTDX, Evidence: raw}
@@ -45,7 +46,7 @@ func realSample(t testing.TB, raw []byte, withCollateral bool) []byte {
 			for k, v := range r.Header {
 				hdr[k] = v[0]
 			}
-			fr.Artefacts = append(fr.Artefacts, evidence.Artefact{URL: url, Header: hdr, Body: r.Body})
+			fr.Artifacts = append(fr.Artifacts, evidence.Artifact{URL: url, Header: hdr, Body: r.Body})
 		}
 	}
 	ev, err := evidence.Marshal(fr)
@@ -191,7 +192,7 @@ func newSimEnv(t testing.TB, mutate func(*sim.TDXDeviceConfig)) *simEnv {
 
 func (e *simEnv) issue(t testing.TB, dev *sim.TDXDevice, rd [64]byte) []byte {
 	t.Helper()
-	ev, err := tdx.NewIssuer(tdx.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Artefacts: dev.Artefacts()}).Issue(context.Background(), rd)
+	ev, err := tdx.NewIssuer(tdx.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Artifacts: dev.Artifacts()}).Issue(context.Background(), rd)
 	require.NoError(t, err)
 	return ev
 }
@@ -260,9 +261,9 @@ func TestSimulatedNegative(t *testing.T) {
 		requireCheck(t, err, attest.CheckReportData)
 	})
 	t.Run("simulated against real", func(t *testing.T) {
-		real := rv
-		real.Platform, real.SimulatedRoot = attest.PlatformTDX, ""
-		_, err := validator(t, []tdx.ReferenceValues{real}, time.Now(), true).Validate(ctx, good, rd)
+		realRV := rv
+		realRV.Platform, realRV.SimulatedRoot = attest.PlatformTDX, ""
+		_, err := validator(t, []tdx.ReferenceValues{realRV}, time.Now(), true).Validate(ctx, good, rd)
 		requireCheck(t, err, attest.CheckChain)
 		_, err = tdx.NewValidator(tdx.Config{ReferenceValues: []tdx.ReferenceValues{realRefVals(t), rv}})
 		require.Error(t, err)
@@ -393,7 +394,7 @@ func TestWarmCacheStillChecksEveryQuote(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			raw := append([]byte(nil), fr.Evidence...)
 			raw[off] ^= 1
-			ev, err := evidence.Marshal(&evidence.Frame{Kind: evidence.KindTDX, Evidence: raw, Artefacts: fr.Artefacts})
+			ev, err := evidence.Marshal(&evidence.Frame{Kind: evidence.KindTDX, Evidence: raw, Artifacts: fr.Artifacts})
 			require.NoError(t, err)
 			_, err = v.Validate(ctx, ev, rd)
 			require.Error(t, err)

@@ -13,19 +13,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"sync"
 	"time"
 
-	"github.com/contrast-cc/contrast/attest"
-	"github.com/contrast-cc/contrast/attest/certcache"
-	"github.com/contrast-cc/contrast/attest/evidence"
 	"github.com/google/go-tdx-guest/abi"
 	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/validate"
 	"github.com/google/go-tdx-guest/verify"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/evidence"
 )
 
 const intelRootCRL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
@@ -346,8 +346,8 @@ func attestationKey(b []byte) (*ecdsa.PublicKey, error) {
 	if len(b) != 64 {
 		return nil, fmt.Errorf("attestation key is %d bytes, want 64", len(b))
 	}
-	k := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(b[:32]), Y: new(big.Int).SetBytes(b[32:])}
-	if _, err := k.ECDH(); err != nil {
+	k, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append([]byte{4}, b...))
+	if err != nil {
 		return nil, fmt.Errorf("attestation key is not on P-256: %w", err)
 	}
 	return k, nil
@@ -420,9 +420,9 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	if err := verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots}); err != nil {
 		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
-	overlay := map[string]certcache.Artefact{}
-	for _, a := range frame.Artefacts {
-		overlay[a.URL] = certcache.Artefact{URL: a.URL, Header: a.Header, Body: a.Body}
+	overlay := map[string]certcache.Artifact{}
+	for _, a := range frame.Artifacts {
+		overlay[a.URL] = certcache.Artifact{URL: a.URL, Header: a.Header, Body: a.Body}
 	}
 	getter := &certcache.TDXGetter{Cache: v.cfg.Cache, NS: v.ns, Overlay: overlay, Ctx: ctx}
 	until := now.Add(v.cfg.ChainCacheTTL)
