@@ -191,6 +191,7 @@ func TestGoldenAndDeterminism(t *testing.T) {
 			assert.Equal(t, string(goldenText(t, fromYAML)), string(goldenText(t, fromPod)))
 			require.Equal(t, fromYAML.Rego, fromPod.Rego, "YAML-side and admitted-pod policies differ")
 			require.Equal(t, fromYAML.Annotations, fromPod.Annotations)
+			require.Equal(t, fromYAML.Kind, fromPod.Kind)
 
 			// initdata round trip and digest
 			doc, err := policy.ParseInitData(fromYAML.InitData)

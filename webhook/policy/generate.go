@@ -66,7 +66,8 @@ type Result struct {
 	HostData []byte
 	// MRConfigID is the TDX MRCONFIGID value (48 bytes, zero-padded).
 	MRConfigID []byte
-	// Kind is the workload kind the identity was derived from.
+	// Kind is the workload kind the pod name pattern was derived from (for
+	// an admitted pod: of its controller, e.g. CronJob for a scheduled Job's pod).
 	Kind string
 }
 
@@ -93,7 +94,7 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 		tmpl = *in.Workload.Template.DeepCopy()
 		meta := &podMeta{name: tmpl.Name, generateName: tmpl.GenerateName}
 		ident = identityForWorkload(in.Workload.Kind, in.Workload.Name, meta)
-		kind = in.Workload.Kind
+		kind = effectiveKind(in.Workload.Kind, in.Workload.Name)
 	case in.Pod != nil && in.Workload == nil:
 		pod := in.Pod.DeepCopy()
 		tmpl = corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}

@@ -38,6 +38,24 @@ func generatedName(prefix string) string {
 // (<cronjob>-<scheduled time in minutes>).
 var cronJobScheduledRe = regexp.MustCompile(`^(.+)-([0-9]{8,})$`)
 
+// cronJobBase returns the CronJob name of a Job that the CronJob controller
+// created. A Job named like that is treated as such on both sides, so the
+// identities still agree.
+func cronJobBase(job string) (string, bool) {
+	if m := cronJobScheduledRe.FindStringSubmatch(job); m != nil {
+		return m[1], true
+	}
+	return "", false
+}
+
+// effectiveKind is the kind whose pattern identityForWorkload uses.
+func effectiveKind(kind, name string) string {
+	if _, ok := cronJobBase(name); ok && kind == KindJob {
+		return KindCronJob
+	}
+	return kind
+}
+
 // identityForWorkload derives the pod name pattern from a workload object.
 func identityForWorkload(kind, name string, meta *podMeta) podIdentity {
 	switch kind {
@@ -53,8 +71,8 @@ func identityForWorkload(kind, name string, meta *podMeta) podIdentity {
 	case KindStatefulSet:
 		return podIdentity{nameRegex: "^" + regexp.QuoteMeta(name) + "-(0|[1-9][0-9]*)$"}
 	case KindJob:
-		if m := cronJobScheduledRe.FindStringSubmatch(name); m != nil {
-			return identityForWorkload(KindCronJob, m[1], meta)
+		if base, ok := cronJobBase(name); ok {
+			return identityForWorkload(KindCronJob, base, meta)
 		}
 		return podIdentity{nameRegex: "^" + jobPodName(regexp.QuoteMeta(name)) + "$"}
 	case KindCronJob:
@@ -107,7 +125,7 @@ func identityForPod(pod *corev1.Pod) (podIdentity, string) {
 		}
 		return identityForWorkload(KindReplicaSet, owner.name, meta), KindReplicaSet
 	case KindStatefulSet, KindDaemonSet, KindJob, KindReplicationController:
-		return identityForWorkload(owner.kind, owner.name, meta), owner.kind
+		return identityForWorkload(owner.kind, owner.name, meta), effectiveKind(owner.kind, owner.name)
 	default:
 		meta.name = ""
 		return identityForWorkload(KindPod, "", meta), KindPod
