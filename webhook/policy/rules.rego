@@ -193,7 +193,9 @@ sandbox_of(anno, oci) := sb if {
 
 pod_hostname(name) := policy_data.pod.hostname if policy_data.pod.hostname != ""
 
-pod_hostname(name) := name if policy_data.pod.hostname == ""
+# Without spec.hostname the kubelet uses the pod name, cut to 63 characters
+# without trailing dashes or dots.
+pod_hostname(name) := trim_right(substring(name, 0, 63), "-.") if policy_data.pod.hostname == ""
 
 network_namespace(nss) := p if {
 	some n in nss
