@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha512"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,10 +30,24 @@ type simEnv struct {
 	iss  *snp.Issuer
 }
 
-func newSimEnv(t testing.TB) *simEnv {
+var (
+	authOnce   sync.Once
+	sharedAuth *sim.SNPAuthority
+	authErr    error
+)
+
+// newSimEnv returns a device under a simulated root shared by the tests
+// (RSA key generation is slow); fresh gives the test its own root.
+func newSimEnv(t testing.TB, fresh ...bool) *simEnv {
 	t.Helper()
-	auth, err := sim.NewSNPAuthority()
-	require.NoError(t, err)
+	authOnce.Do(func() { sharedAuth, authErr = sim.NewSNPAuthority() })
+	require.NoError(t, authErr)
+	auth := sharedAuth
+	if len(fresh) > 0 && fresh[0] {
+		var err error
+		auth, err = sim.NewSNPAuthority()
+		require.NoError(t, err)
+	}
 	cfg := sim.DefaultSNPDeviceConfig()
 	cfg.HostData[0] = 0xaa
 	dev, err := auth.NewDevice(cfg)
@@ -156,7 +171,7 @@ func TestSimulatedNegative(t *testing.T) {
 
 func TestSimulatedRevocationAndMissingVCEK(t *testing.T) {
 	ctx := context.Background()
-	e := newSimEnv(t)
+	e := newSimEnv(t, true)
 	var rd [64]byte
 	// CRL carried as an artifact revoking the ASK.
 	require.NoError(t, e.auth.RevokeASK())

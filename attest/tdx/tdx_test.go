@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -400,4 +401,22 @@ func TestWarmCacheStillChecksEveryQuote(t *testing.T) {
 			require.Error(t, err)
 		})
 	}
+}
+
+func TestConcurrentValidation(t *testing.T) {
+	e := newSimEnv(t, nil)
+	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			var rd [64]byte
+			rd[0] = byte(i)
+			ev := e.issue(t, e.dev, rd)
+			for range 5 {
+				_, err := v.Validate(context.Background(), ev, rd)
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
 }
