@@ -155,7 +155,9 @@ spec:
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
 		out, err := c.RunKubectl(ctx, nil, "-n", ns, "exec", "client", "--", "/testserver", "get", "http://${ECHO_SERVICE_HOST}:${ECHO_SERVICE_PORT}/")
 		if err != nil {
-			lastErr = err
+			if ctx.Err() == nil {
+				lastErr = err
+			}
 			return false, nil
 		}
 		host := strings.TrimPrefix(strings.TrimSpace(out), "hello from ")
@@ -164,6 +166,15 @@ spec:
 		return len(seen) == len(want), nil
 	})
 	require.NoError(t, err, "both replicas answer on the ClusterIP Service from the client pod (last error: %v)", lastErr)
+
+	t.Run("APIServerThroughKubernetesService", func(t *testing.T) {
+		// The API server's certificate names the `kubernetes` Service
+		// address, and pods trust it through the service-account CA.
+		out := c.Kubectl(t, "-n", ns, "exec", "client", "--", "/testserver", "get",
+			"-cacert", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+			"https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}/version")
+		assert.Contains(t, out, `"gitVersion"`)
+	})
 
 	t.Run("KubectlLogsAndExec", func(t *testing.T) {
 		out := c.Kubectl(t, "-n", ns, "logs", pods[0].Name)

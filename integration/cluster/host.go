@@ -117,8 +117,14 @@ func iptablesRules(ctx context.Context, cmd string) ([]string, error) {
 		case strings.HasPrefix(l, "*"):
 			table = l[1:]
 		case strings.HasPrefix(l, ":"):
-			// ":CHAIN POLICY [packets:bytes]"
+			// ":CHAIN POLICY [packets:bytes]". A built-in chain with policy
+			// ACCEPT and no rules is what a table that was never used
+			// amounts to: iptables-nft creates such tables on first use and
+			// iptables cannot delete them, so they are not recorded.
 			f := strings.Fields(l)
+			if len(f) >= 2 && f[1] == "ACCEPT" {
+				continue
+			}
 			rules = append(rules, table+" "+strings.Join(f[:min(2, len(f))], " "))
 		case strings.HasPrefix(l, "-A"):
 			rules = append(rules, table+" "+l)

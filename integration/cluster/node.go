@@ -198,6 +198,11 @@ func prepareNode(ctx context.Context, c *Cluster, opts Options) (*node, error) {
 	if err := checkAddressPlan(); err != nil {
 		return n, err
 	}
+	// Pods reach Services and each other through the host: forward IPv4
+	// (restored when the node stops).
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil { //nolint:gosec // a sysctl.
+		return n, fmt.Errorf("enabling IPv4 forwarding: %w", err)
+	}
 	if err := n.createBridge(ctx); err != nil {
 		return n, err
 	}
@@ -568,6 +573,7 @@ func (n *node) startContainerd(ctx context.Context, c *Cluster, timeout time.Dur
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": %q, "gateway": %q}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
         "dataDir": %q
       }
     },
@@ -714,7 +720,7 @@ cgroupsPerQOS: true
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://%[5]s
-podLogsDirectory: %[6]s
+podLogsDir: %[6]s
 volumePluginDir: %[7]s
 resolvConf: ""
 oomScoreAdj: 0
@@ -880,8 +886,10 @@ func (n *node) cleanup(ctx context.Context) error {
 			killAndWait(pids)
 		}
 	}
+	// The kubelet bind-mounts its root folder onto itself (for mount
+	// propagation) and leaves that mount; anything else here is a leftover.
 	if mps := unmountAll(n.dir, n.sockDir); len(mps) > 0 {
-		n.events = append(n.events, fmt.Sprintf("unmounted %d leftover mounts", len(mps)))
+		n.events = append(n.events, "unmounted leftover "+strings.Join(mps, ", "))
 	}
 	if left := mountsUnder(n.dir, n.sockDir); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("mounts left under the node folder: %s", strings.Join(left, ", ")))
@@ -896,23 +904,20 @@ func (n *node) cleanup(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	// The kubelet links container logs into /var/log/containers (a fixed
-	// path); remove the links to this node's logs and the folder if the
-	// kubelet created it.
-	if ents, err := os.ReadDir("/var/log/containers"); err == nil {
-		for _, e := range ents {
-			p := filepath.Join("/var/log/containers", e.Name())
-			if t, err := os.Readlink(p); err == nil && strings.HasPrefix(t, n.dir) {
-				_ = os.Remove(p)
-			}
-		}
-	}
+	// A few paths are fixed in the components: the kubelet's device-plugin
+	// socket (/var/lib/kubelet/device-plugins) and its container-log links
+	// (/var/log/containers), libcni's result cache (/var/lib/cni). Remove them
+	// when they did not exist before and hold nothing but folders, sockets and
+	// links into this node's folder.
 	if n.before != nil {
 		for _, p := range wellKnownPaths {
-			if !n.before.Paths[p] {
-				if err := os.Remove(p); err == nil {
-					n.events = append(n.events, "removed "+p)
-				}
+			if n.before.Paths[p] {
+				continue
+			}
+			if removed, err := n.removeIfOwn(p); err != nil {
+				errs = append(errs, err)
+			} else if removed {
+				n.events = append(n.events, "removed "+p)
 			}
 		}
 		now, err := SnapshotHost(ctx)
@@ -940,6 +945,38 @@ func (n *node) cleanup(ctx context.Context) error {
 		_ = n.lock.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// removeIfOwn removes path if it holds only folders, sockets, empty files
+// and links (the kubelet's links into its pod-log folder); it reports whether
+// it removed anything and refuses, with an error, when path holds anything
+// else.
+func (n *node) removeIfOwn(path string) (bool, error) {
+	if _, err := os.Lstat(path); os.IsNotExist(err) {
+		return false, nil
+	}
+	var foreign []string
+	_ = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil //nolint:nilerr // vanished while walking.
+		}
+		switch t := d.Type(); {
+		case t.IsDir(), t&os.ModeSocket != 0:
+		case t&os.ModeSymlink != 0:
+			if target, err := os.Readlink(p); err != nil || !strings.HasPrefix(target, n.dir) {
+				foreign = append(foreign, p)
+			}
+		default:
+			if info, err := d.Info(); err != nil || info.Size() > 0 {
+				foreign = append(foreign, p)
+			}
+		}
+		return nil
+	})
+	if len(foreign) > 0 {
+		return false, fmt.Errorf("%s did not exist before the node started and now holds files the node did not create: %s", path, strings.Join(foreign, ", "))
+	}
+	return true, os.RemoveAll(path)
 }
 
 // Registry returns the address (127.0.0.1:port) of the node's local image

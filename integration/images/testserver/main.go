@@ -2,7 +2,7 @@
 // so it is also the client and the tool run through `kubectl exec`:
 //
 //	testserver serve [-port 8080] [-append FILE=LINE]  answer HTTP with the host name
-//	testserver get URL                                 print the body of GET URL ($VARS expanded)
+//	testserver get [-cacert FILE] URL                  print the body of GET URL ($VARS expanded)
 //	testserver append FILE LINE                         append a line to a file and exit
 //	testserver cat FILE                                 print a file
 //	testserver echo WORDS...                            print the words
@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,10 +41,15 @@ func run(args []string) error {
 	case "serve":
 		return serve(rest)
 	case "get":
-		if len(rest) != 1 {
-			return errors.New("usage: testserver get URL")
+		fs := flag.NewFlagSet("get", flag.ContinueOnError)
+		caFile := fs.String("cacert", "", "PEM file of the CA that signed the server certificate")
+		if err := fs.Parse(rest); err != nil {
+			return err
 		}
-		return get(os.ExpandEnv(rest[0]))
+		if fs.NArg() != 1 {
+			return errors.New("usage: testserver get [-cacert FILE] URL")
+		}
+		return get(os.ExpandEnv(fs.Arg(0)), *caFile)
 	case "append":
 		if len(rest) != 2 {
 			return errors.New("usage: testserver append FILE LINE")
@@ -111,14 +118,26 @@ func serve(args []string) error {
 	return nil
 }
 
-func get(url string) error {
+func get(url, caFile string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	client := http.DefaultClient
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile) //nolint:gosec // a test tool reading what it is told.
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("no certificate in %s", caFile)
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
