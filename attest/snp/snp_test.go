@@ -213,3 +213,12 @@ func TestReferenceValuesJSONAndValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestNewValidatorNamesFieldPath(t *testing.T) {
+	good, bad := realRefVals(t), realRefVals(t)
+	bad.PlatformInfo = nil
+	_, err := snp.NewValidator(snp.Config{ReferenceValues: []snp.ReferenceValues{good, bad}})
+	var fe *attest.FieldError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "[1].PlatformInfo", fe.Path)
+}

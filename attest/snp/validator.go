@@ -73,7 +73,11 @@ func NewValidator(cfg Config) (*Validator, error) {
 	for i := range cfg.ReferenceValues {
 		rv := &cfg.ReferenceValues[i]
 		if err := rv.Validate(); err != nil {
-			return nil, fmt.Errorf("snp reference values [%d]: %w", i, err)
+			var fe *attest.FieldError
+			if errors.As(err, &fe) {
+				return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].%s", i, fe.Path), Err: fe.Err}
+			}
+			return nil, fmt.Errorf("reference values [%d]: %w", i, err)
 		}
 		p := attest.PlatformSNP
 		if rv.Simulated() {
