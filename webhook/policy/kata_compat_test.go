@@ -38,7 +38,7 @@ var knownDifferences = map[string]string{
 	"createcontainer/volumes/emptydir#2":                     "request has no Env (PATH, HOSTNAME required) and no image_guest_pull storage",
 	"state/execprocess#0":                                    "request lacks the pod's CONTAINER_NAME variable and pulls the image by tag",
 	"state/execprocess#1":                                    "request lacks the pod's CONTAINER_NAME variable and pulls the image by tag",
-	"state/execprocess#2":                                    "follows from #0: the container was not created, so no exec is allowed in it",
+	"state/execprocess#2":                                    "follows from #0 (no container, no exec); also its HOSTNAME=busybox-cc is not the pod's hostname",
 	"state/execprocessdeployment#0":                          "image_guest_pull source is a tag (quay.io/prometheus/busybox:latest), not a digest",
 	"state/execprocessdeployment#1":                          "follows from #0: the container was not created",
 }
