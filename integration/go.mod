@@ -75,12 +75,3 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-require (
-	github.com/contrast-cc/contrast/attest v0.0.0
-	github.com/contrast-cc/contrast/coordinator v0.0.0
-)
-
-replace (
-	github.com/contrast-cc/contrast/attest => ../attest
-	github.com/contrast-cc/contrast/coordinator => ../coordinator
-)
