@@ -188,6 +188,7 @@ func prepareNode(ctx context.Context, c *Cluster, opts Options) (*node, error) {
 	if err := n.takeLock(ctx); err != nil {
 		return n, err
 	}
+	n.sweepStale(ctx, c.BinDir)
 	var err error
 	if n.before, err = SnapshotHost(ctx); err != nil {
 		return n, err
@@ -246,6 +247,77 @@ func (n *node) takeLock(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// staleName matches the host-global names of a node: the bridge
+// ("ctrst" + 6 hex digits) and the cgroup root ("contrast-" + 6 hex digits).
+func staleName(name, prefix string) bool {
+	id, ok := strings.CutPrefix(name, prefix)
+	if !ok || len(id) != 6 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
+// sweepStale removes what a node of an earlier test process left behind when
+// that process was killed before it could stop its node (its direct children
+// die with it; shims, pods, mounts, cgroups, the bridge and kube-proxy's
+// rules do not). It runs under the machine-wide lock, so no other node is
+// running, and it only touches names only a node uses.
+func (n *node) sweepStale(ctx context.Context, binDir string) {
+	var found []string
+	if pids := processesMatching("-address /tmp/ctrst-"); len(pids) > 0 {
+		killAndWait(pids)
+		found = append(found, fmt.Sprintf("%d shim processes", len(pids)))
+	}
+	for _, h := range cgroupHierarchies() {
+		ents, _ := os.ReadDir(h)
+		for _, e := range ents {
+			if !e.IsDir() || !staleName(e.Name(), "contrast-") {
+				continue
+			}
+			d := filepath.Join(h, e.Name())
+			killAndWait(cgroupProcs(d))
+			if err := removeCgroupTree(d); err != nil {
+				n.log.Warn("removing a stale cgroup", "err", err)
+			}
+			found = append(found, "cgroup "+d)
+		}
+	}
+	stale, _ := filepath.Glob("/tmp/ctrst-*")
+	var mounts []string
+	for _, mp := range mountsUnder("/tmp") {
+		if strings.Contains(mp, "/cluster/node/containerd/") || strings.HasSuffix(mp, "/cluster/node/kubelet") || strings.Contains(mp, "/cluster/node/kubelet/") {
+			mounts = append(mounts, mp)
+		}
+	}
+	for _, mp := range append(mounts, mountsUnder(stale...)...) {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err == nil {
+			found = append(found, "mount "+mp)
+		}
+	}
+	for _, d := range stale {
+		if err := os.RemoveAll(d); err == nil {
+			found = append(found, d)
+		}
+	}
+	ifaces, _ := net.Interfaces()
+	for _, i := range ifaces {
+		if staleName(i.Name, "ctrst") {
+			if err := n.run(ctx, "ip", "link", "del", i.Name); err == nil {
+				found = append(found, "bridge "+i.Name)
+			}
+		}
+	}
+	if len(found) == 0 {
+		return
+	}
+	// kube-proxy's rules go with its own cleanup mode.
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kube-proxy"), "--cleanup") //nolint:gosec // the harness's own binary.
+	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
+	_ = cmd.Run()
+	n.log.Warn("removed the leftovers of a node whose test process was killed", "removed", strings.Join(found, "; "))
 }
 
 // checkAddressPlan refuses to start when the host already has addresses or
