@@ -3,7 +3,7 @@ module github.com/contrast-cc/contrast/attest
 go 1.26.0
 
 require (
-	github.com/google/go-configfs-tsm v0.2.2
+	github.com/google/go-configfs-tsm v0.3.3
 	github.com/google/go-sev-guest v0.15.0
 	github.com/google/go-tdx-guest v0.3.1
 	github.com/google/logger v1.1.1
