@@ -150,6 +150,7 @@ CreateContainerRequest := {"allowed": true, "ops": ops} if {
 	linux_ok(c, object.get(oci, "Linux", {}))
 	hooks_ok(object.get(oci, "Hooks", null))
 	count(object.get(input, "devices", [])) == 0
+	count(object.get(input, "shared_mounts", [])) == 0
 	object.get(input, "sandbox_pidns", false) == policy_data.pod.share_pid_namespace
 	object.get(input, "string_user", null) == null
 	ops := array.concat(sandbox_ops(sb), container_ops(cid, i))
