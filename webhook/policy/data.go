@@ -21,6 +21,9 @@ type PodData struct {
 	Sysctls           map[string]string `json:"sysctls"`
 	AllowLogs         bool              `json:"allow_logs"`
 	ServiceAccountTok bool              `json:"service_account_token"`
+	// ServiceEnv selects the service-link patterns in CommonData.ServiceEnv:
+	// "all" (enableServiceLinks) or "kubernetes".
+	ServiceEnv string `json:"service_env"`
 }
 
 // ContainerData is the expected shape of one container's CreateContainerRequest.
@@ -88,6 +91,7 @@ type CommonData struct {
 	MaskedPaths          []string               `json:"masked_paths"`
 	ReadonlyPaths        []string               `json:"readonly_paths"`
 	Mounts               map[string][]MountSpec `json:"mounts"`
+	ServiceEnv           map[string][]string    `json:"service_env"`
 	CopyFileRegex        string                 `json:"copy_file_regex"`
 	CopyFileSymlinkRegex string                 `json:"copy_file_symlink_regex"`
 	Network              NetworkData            `json:"network"`
@@ -169,6 +173,7 @@ func commonData() CommonData {
 		},
 		ReadonlyPaths:        []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		Mounts:               map[string][]MountSpec{"sandbox": sandbox, "container": container},
+		ServiceEnv:           map[string][]string{"all": serviceLinkPatterns, "kubernetes": kubernetesServicePatterns},
 		CopyFileRegex:        "^" + sharedDir + "/(watchable/)?[A-Za-z0-9_-]+-[a-z0-9]{16}-[^/]+(/[^/]+)*$",
 		CopyFileSymlinkRegex: "^" + sharedDir + "/(watchable/)?[A-Za-z0-9_-]+-[a-z0-9]{16}-[^/]+/[^/]+(/[^/]+)*$",
 		Network: NetworkData{

@@ -243,6 +243,7 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 			ShareProcessNS:    shareProcessNS,
 			Sysctls:           sysctls,
 			AllowLogs:         t.Annotations[AnnotationDenyLogs] != "true",
+			ServiceEnv:        serviceEnv(spec),
 			ServiceAccountTok: automount(spec),
 		},
 		Common: commonData(),
@@ -256,6 +257,13 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 		data.Containers = append(data.Containers, cd)
 	}
 	return data, nil
+}
+
+func serviceEnv(spec *corev1.PodSpec) string {
+	if spec.EnableServiceLinks == nil || *spec.EnableServiceLinks {
+		return "all"
+	}
+	return "kubernetes"
 }
 
 func automount(spec *corev1.PodSpec) bool {
@@ -635,7 +643,6 @@ var envNameRe = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
 // plus HOSTNAME), patterns for variables whose names are not known, and the
 // map of variables usable in $(VAR) expansion (nil value: not fixed).
 func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image) ([]EnvSpec, []string, map[string]*string, error) {
-	spec := &t.Spec
 	byName := map[string]EnvSpec{}
 	var order []string
 	set := func(s EnvSpec) {
@@ -682,10 +689,8 @@ func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image)
 			fixed[e.Name] = nil
 		}
 	}
-	if spec.EnableServiceLinks == nil || *spec.EnableServiceLinks {
-		patterns = append(patterns, serviceLinkPatterns...)
-	} else {
-		patterns = append(patterns, kubernetesServicePatterns...)
+	if patterns == nil {
+		patterns = []string{}
 	}
 	out := make([]EnvSpec, 0, len(order))
 	for _, n := range order {

@@ -337,6 +337,13 @@ env_allowed(c, e, _) if {
 	regex.match(r, e)
 }
 
+# Service links: all services with enableServiceLinks, else the master service.
+env_allowed(c, e, _) if {
+	c.kind != "sandbox"
+	some r in policy_data.common.service_env[policy_data.pod.service_env]
+	regex.match(r, e)
+}
+
 env_present(s, _, _) if not s.required
 
 env_present(s, env, sb) if {

@@ -1,0 +1,314 @@
+// Package inject turns a pod (an admitted pod or the pod template of a
+// workload) into a Contrast pod: the Contrast runtime class, the Initializer
+// as the first init container, the service-mesh proxy as a native sidecar, a
+// memory-backed volume at /contrast, images pinned by digest and the Kata
+// policy annotations.
+//
+// Inject and InjectTemplate are pure: the webhook applies them to admitted
+// pods and contrast generate to the pod templates of the YAML, so both sides
+// compute the policy over the same final pod.
+package inject
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/contrast-cc/contrast/initializer/meshconfig"
+	"github.com/contrast-cc/contrast/webhook/policy"
+)
+
+// Names (DESIGN.md §4).
+const (
+	// LabelInject is the namespace opt-in ("enabled") and pod opt-out
+	// ("disabled") label.
+	LabelInject = "contrast.cc/inject"
+	// AnnotationInjected records what was injected, so a re-invocation
+	// strips it before injecting again.
+	AnnotationInjected = "contrast.cc/injected"
+	// AnnotationPodRole set to RoleCoordinator marks a Coordinator pod.
+	AnnotationPodRole = "contrast.cc/pod-role"
+	// AnnotationSkipInitializer set to "true" leaves out the Initializer.
+	AnnotationSkipInitializer = "contrast.cc/skip-initializer"
+	// AnnotationAllowPrivileged set to "true" lets privileged containers
+	// pass injection (the policy generator still refuses them).
+	AnnotationAllowPrivileged = "contrast.cc/allow-privileged"
+
+	RoleCoordinator = "coordinator"
+
+	DefaultRuntimeClassName = "contrast-cc"
+
+	InitializerName = "contrast-initializer"
+	ProxyName       = "contrast-service-mesh"
+	VolumeName      = "contrast-secrets"
+	MountPath       = "/contrast"
+
+	// EnvCoordinatorHost is the Coordinator's mesh API address given to
+	// the Initializer.
+	EnvCoordinatorHost = "COORDINATOR_HOST"
+)
+
+// Config configures the injection.
+type Config struct {
+	// RuntimeClassName is the Contrast runtime class (default contrast-cc).
+	RuntimeClassName string
+	// InitializerImage is the Initializer image, pinned by digest.
+	InitializerImage string
+	// ProxyImage is the service-mesh proxy image, pinned by digest.
+	ProxyImage string
+	// CoordinatorAddress is host:port of the Coordinator's mesh API.
+	CoordinatorAddress string
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if c.RuntimeClassName == "" {
+		c.RuntimeClassName = DefaultRuntimeClassName
+	}
+	for _, f := range []struct{ name, v string }{{"initializer image", c.InitializerImage}, {"proxy image", c.ProxyImage}} {
+		if f.v == "" {
+			return fmt.Errorf("%s is required", f.name)
+		}
+		if !strings.Contains(f.v, "@sha256:") {
+			return fmt.Errorf("%s %q must be pinned by digest (name@sha256:...)", f.name, f.v)
+		}
+	}
+	if c.CoordinatorAddress == "" {
+		return errors.New("coordinator address is required")
+	}
+	return nil
+}
+
+// ErrDenied is wrapped by every DenyError.
+var ErrDenied = errors.New("pod denied")
+
+// DenyError is a reason to deny a pod. It names the field; it never contains
+// a secret value.
+type DenyError struct {
+	// Field is the path of the offending field in the pod, e.g.
+	// spec.containers[1].securityContext.privileged.
+	Field  string
+	Reason string
+	Err    error
+}
+
+func (e *DenyError) Error() string {
+	msg := e.Field + ": " + e.Reason
+	if e.Err != nil {
+		if e.Reason == "" {
+			return e.Field + ": " + e.Err.Error()
+		}
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrDenied) true.
+func (e *DenyError) Is(target error) bool { return target == ErrDenied }
+
+func (e *DenyError) Unwrap() error { return e.Err }
+
+func deny(field, format string, args ...any) *DenyError {
+	return &DenyError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Record is the value of AnnotationInjected.
+type Record struct {
+	InitContainers []string `json:"initContainers,omitempty"`
+	Volumes        []string `json:"volumes,omitempty"`
+}
+
+// Inject returns a copy of pod with the Contrast additions. A previous
+// injection recorded in AnnotationInjected is stripped first.
+func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
+	out := pod.DeepCopy()
+	if err := InjectTemplate(&out.ObjectMeta, &out.Spec, cfg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// InjectTemplate applies the injection in place to the metadata and spec of a
+// pod or pod template. cfg must have been validated.
+func InjectTemplate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
+	if err := strip(meta, spec); err != nil {
+		return err
+	}
+	if err := check(meta, spec, cfg); err != nil {
+		return err
+	}
+	ann := meta.Annotations
+	coordinator := ann[AnnotationPodRole] == RoleCoordinator
+	mesh, err := meshconfig.Parse(ann)
+	if err != nil {
+		var me *meshconfig.Error
+		if errors.As(err, &me) {
+			return &DenyError{Field: fmt.Sprintf("metadata.annotations[%s]", me.Annotation), Err: err}
+		}
+		return &DenyError{Field: "metadata.annotations", Err: err}
+	}
+
+	spec.RuntimeClassName = ptr.To(cfg.RuntimeClassName)
+	if coordinator {
+		return nil
+	}
+	withInitializer := ann[AnnotationSkipInitializer] != "true"
+	withProxy := !mesh.Disabled
+	if !withInitializer && withProxy {
+		return deny("metadata.annotations["+AnnotationSkipInitializer+"]",
+			"the service-mesh proxy needs the Initializer's certificate: also set %s: %s", meshconfig.AnnotationServiceMesh, meshconfig.ServiceMeshDisabled)
+	}
+	if !withInitializer {
+		return nil
+	}
+
+	rec := Record{Volumes: []string{VolumeName}}
+	mount := corev1.VolumeMount{Name: VolumeName, MountPath: MountPath}
+	var injected []corev1.Container
+	injected = append(injected, corev1.Container{
+		Name:                     InitializerName,
+		Image:                    cfg.InitializerImage,
+		Env:                      []corev1.EnvVar{{Name: EnvCoordinatorHost, Value: cfg.CoordinatorAddress}},
+		VolumeMounts:             []corev1.VolumeMount{mount},
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+		ImagePullPolicy:          corev1.PullIfNotPresent,
+	})
+	rec.InitContainers = append(rec.InitContainers, InitializerName)
+	if withProxy {
+		var env []corev1.EnvVar
+		for _, e := range []corev1.EnvVar{
+			{Name: meshconfig.EnvIngress, Value: mesh.IngressString()},
+			{Name: meshconfig.EnvEgress, Value: mesh.EgressString()},
+			{Name: meshconfig.EnvAdminPort, Value: mesh.AdminPortString()},
+		} {
+			if e.Value != "" {
+				env = append(env, e)
+			}
+		}
+		injected = append(injected, corev1.Container{
+			Name:          ProxyName,
+			Image:         cfg.ProxyImage,
+			Env:           env,
+			RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+			VolumeMounts:  []corev1.VolumeMount{{Name: VolumeName, MountPath: MountPath, ReadOnly: true}},
+			SecurityContext: &corev1.SecurityContext{
+				// the proxy redirects inbound traffic with iptables
+				Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}},
+			},
+			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+			TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+			ImagePullPolicy:          corev1.PullIfNotPresent,
+		})
+		rec.InitContainers = append(rec.InitContainers, ProxyName)
+	}
+	for i := range spec.InitContainers {
+		spec.InitContainers[i].VolumeMounts = append(spec.InitContainers[i].VolumeMounts, mount)
+	}
+	for i := range spec.Containers {
+		spec.Containers[i].VolumeMounts = append(spec.Containers[i].VolumeMounts, mount)
+	}
+	spec.InitContainers = append(injected, spec.InitContainers...)
+	spec.Volumes = append(spec.Volumes, corev1.Volume{
+		Name:         VolumeName,
+		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}},
+	})
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", AnnotationInjected, err)
+	}
+	if meta.Annotations == nil {
+		meta.Annotations = map[string]string{}
+	}
+	meta.Annotations[AnnotationInjected] = string(b)
+	return nil
+}
+
+// strip removes a previous injection and the policy annotations.
+func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) error {
+	for _, a := range []string{policy.AnnotationInitData, policy.AnnotationLegacyPolicy, policy.AnnotationPolicyHash} {
+		delete(meta.Annotations, a)
+	}
+	v, ok := meta.Annotations[AnnotationInjected]
+	if !ok {
+		return nil
+	}
+	var rec Record
+	if err := json.Unmarshal([]byte(v), &rec); err != nil {
+		return deny("metadata.annotations["+AnnotationInjected+"]", "not a record of a previous injection")
+	}
+	delete(meta.Annotations, AnnotationInjected)
+	spec.InitContainers = slices.DeleteFunc(spec.InitContainers, func(c corev1.Container) bool {
+		return slices.Contains(rec.InitContainers, c.Name)
+	})
+	spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool {
+		return slices.Contains(rec.Volumes, v.Name)
+	})
+	unmount := func(cs []corev1.Container) {
+		for i := range cs {
+			cs[i].VolumeMounts = slices.DeleteFunc(cs[i].VolumeMounts, func(m corev1.VolumeMount) bool {
+				return slices.Contains(rec.Volumes, m.Name)
+			})
+			if len(cs[i].VolumeMounts) == 0 {
+				cs[i].VolumeMounts = nil
+			}
+		}
+	}
+	unmount(spec.InitContainers)
+	unmount(spec.Containers)
+	if len(spec.InitContainers) == 0 {
+		spec.InitContainers = nil
+	}
+	if len(spec.Volumes) == 0 {
+		spec.Volumes = nil
+	}
+	return nil
+}
+
+// check denies pods Contrast cannot run confidentially or whose fields
+// collide with the injection.
+func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
+	if rc := spec.RuntimeClassName; rc != nil && *rc != "" && *rc != cfg.RuntimeClassName {
+		return deny("spec.runtimeClassName", "pod names runtime class %q, not the Contrast runtime class %q", *rc, cfg.RuntimeClassName)
+	}
+	switch {
+	case spec.HostNetwork:
+		return deny("spec.hostNetwork", "host namespaces cannot be confidential")
+	case spec.HostPID:
+		return deny("spec.hostPID", "host namespaces cannot be confidential")
+	case spec.HostIPC:
+		return deny("spec.hostIPC", "host namespaces cannot be confidential")
+	}
+	allowPrivileged := meta.Annotations[AnnotationAllowPrivileged] == "true"
+	for _, group := range []struct {
+		field string
+		cs    []corev1.Container
+	}{{"spec.initContainers", spec.InitContainers}, {"spec.containers", spec.Containers}} {
+		for i, c := range group.cs {
+			field := fmt.Sprintf("%s[%d]", group.field, i)
+			if c.Name == InitializerName || c.Name == ProxyName {
+				return deny(field+".name", "%q is reserved for the container Contrast injects", c.Name)
+			}
+			if sc := c.SecurityContext; !allowPrivileged && sc != nil && sc.Privileged != nil && *sc.Privileged {
+				return deny(field+".securityContext.privileged", "privileged containers are denied unless the pod has the annotation %s: \"true\"", AnnotationAllowPrivileged)
+			}
+			for j, m := range c.VolumeMounts {
+				if m.MountPath == MountPath || strings.HasPrefix(m.MountPath, MountPath+"/") {
+					return deny(fmt.Sprintf("%s.volumeMounts[%d].mountPath", field, j), "%s is reserved for the files of the Initializer", MountPath)
+				}
+			}
+		}
+	}
+	for i, v := range spec.Volumes {
+		if v.Name == VolumeName {
+			return deny(fmt.Sprintf("spec.volumes[%d].name", i), "%q is reserved for the volume Contrast injects", v.Name)
+		}
+	}
+	return nil
+}
