@@ -1,6 +1,6 @@
-// Package testkit builds simulated TEEs, manifests and policies for the
+// Package coordinatortest builds simulated TEEs, manifests and policies for the
 // Coordinator's tests: fakes, not mocks, shared by every test package.
-package testkit
+package coordinatortest
 
 import (
 	"crypto/ecdsa"

@@ -13,7 +13,7 @@ import (
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/contrast-cc/contrast/attest/tdx"
-	"github.com/contrast-cc/contrast/coordinator/internal/testkit"
+	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -21,11 +21,11 @@ import (
 
 func validManifest(t testing.TB) *manifest.Manifest {
 	t.Helper()
-	p, err := testkit.SharedPlatform()
+	p, err := coordinatortest.SharedPlatform()
 	require.NoError(t, err)
-	return p.Manifest(testkit.NewPolicy("coordinator"), []testkit.Workload{
-		{Policy: testkit.NewPolicy("web"), Entry: manifest.PolicyEntry{SANs: []string{"web", "*", "*.web.svc", "10.0.0.1", "::1", "spiffe://cluster/web"}, WorkloadSecretID: "web"}},
-	}, &testkit.OwnerKey().PublicKey)
+	return p.Manifest(coordinatortest.NewPolicy("coordinator"), []coordinatortest.Workload{
+		{Policy: coordinatortest.NewPolicy("web"), Entry: manifest.PolicyEntry{SANs: []string{"web", "*", "*.web.svc", "10.0.0.1", "::1", "spiffe://cluster/web"}, WorkloadSecretID: "web"}},
+	}, &coordinatortest.OwnerKey().PublicKey)
 }
 
 // roundTrip re-parses m through JSON into a generic map so a test can break
@@ -33,7 +33,7 @@ func validManifest(t testing.TB) *manifest.Manifest {
 func mutate(t *testing.T, m *manifest.Manifest, f func(map[string]any)) []byte {
 	t.Helper()
 	var raw map[string]any
-	require.NoError(t, json.Unmarshal(testkit.JSON(m), &raw))
+	require.NoError(t, json.Unmarshal(coordinatortest.JSON(m), &raw))
 	f(raw)
 	b, err := json.Marshal(raw)
 	require.NoError(t, err)
@@ -46,7 +46,7 @@ func snp0(raw map[string]any) map[string]any {
 
 func TestParseValidation(t *testing.T) {
 	u := func(v uint8) *uint8 { return &v }
-	coordHash := string(testkit.NewPolicy("coordinator").HexHash())
+	coordHash := string(coordinatortest.NewPolicy("coordinator").HexHash())
 	testCases := map[string]struct {
 		mutate  func(map[string]any)
 		raw     string
@@ -101,7 +101,7 @@ func TestParseValidation(t *testing.T) {
 				real := snp.ReferenceValues{
 					ProductName: "Milan", TrustedMeasurement: make([]byte, 48),
 					MinimumTCB:   snp.TCB{BootloaderVersion: u(1), TEEVersion: u(1), SNPVersion: u(1), MicrocodeVersion: u(1)},
-					PlatformInfo: &testkit.SNPPlatformInfo,
+					PlatformInfo: &coordinatortest.SNPPlatformInfo,
 				}
 				rv := r["ReferenceValues"].(map[string]any)
 				rv["snp"] = append(rv["snp"].([]any), toMap(real))
@@ -129,7 +129,7 @@ func TestParseValidation(t *testing.T) {
 		},
 		"seed share key not RSA": {
 			mutate: func(r map[string]any) {
-				r["SeedshareOwnerPubKeys"] = []any{string(testkit.PubHex(&testkit.OwnerKey().PublicKey))}
+				r["SeedshareOwnerPubKeys"] = []any{string(coordinatortest.PubHex(&coordinatortest.OwnerKey().PublicKey))}
 			},
 			wantErr: []string{"SeedshareOwnerPubKeys[0]: seed-share owner key must be RSA"},
 		},
@@ -222,11 +222,11 @@ func TestPolicyHashFromDigest(t *testing.T) {
 }
 
 func TestOwnerAuthorization(t *testing.T) {
-	owner := testkit.OwnerKey()
-	digestOwner := testkit.OwnerKey()
-	stranger := testkit.OwnerKey()
+	owner := coordinatortest.OwnerKey()
+	digestOwner := coordinatortest.OwnerKey()
+	stranger := coordinatortest.OwnerKey()
 	m := validManifest(t)
-	m.WorkloadOwnerPubKeys = []manifest.HexString{testkit.PubHex(&owner.PublicKey)}
+	m.WorkloadOwnerPubKeys = []manifest.HexString{coordinatortest.PubHex(&owner.PublicKey)}
 	d, err := manifest.KeyDigest(&digestOwner.PublicKey)
 	require.NoError(t, err)
 	m.WorkloadOwnerKeyDigests = []manifest.HexString{manifest.NewHexString(d)}
@@ -252,9 +252,9 @@ func TestOwnerAuthorization(t *testing.T) {
 
 func TestPEMKeys(t *testing.T) {
 	m := validManifest(t)
-	m.WorkloadOwnerPubKeys = []manifest.HexString{manifest.HexString(testkit.PubPEM(&testkit.OwnerKey().PublicKey))}
-	m.SeedshareOwnerPubKeys = []manifest.HexString{manifest.HexString(testkit.PubPEM(&testkit.SeedShareKey().PublicKey))}
-	_, err := manifest.Parse(testkit.JSON(m))
+	m.WorkloadOwnerPubKeys = []manifest.HexString{manifest.HexString(coordinatortest.PubPEM(&coordinatortest.OwnerKey().PublicKey))}
+	m.SeedshareOwnerPubKeys = []manifest.HexString{manifest.HexString(coordinatortest.PubPEM(&coordinatortest.SeedShareKey().PublicKey))}
+	_, err := manifest.Parse(coordinatortest.JSON(m))
 	require.NoError(t, err)
 }
 
@@ -270,7 +270,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	f.Add(testkit.JSON(validManifest(f)))
+	f.Add(coordinatortest.JSON(validManifest(f)))
 	f.Add([]byte(`{"Policies":{"00":{"SANs":["*"]}},"ReferenceValues":{"tdx":[{}]}}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

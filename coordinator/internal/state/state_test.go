@@ -9,19 +9,19 @@ import (
 	"testing"
 
 	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/internal/history"
 	"github.com/contrast-cc/contrast/coordinator/internal/seed"
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
-	"github.com/contrast-cc/contrast/coordinator/internal/testkit"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 type fixture struct {
-	platform    *testkit.Platform
-	coordinator testkit.Policy
-	web         testkit.Policy
+	platform    *coordinatortest.Platform
+	coordinator coordinatortest.Policy
+	web         coordinatortest.Policy
 	owner       any
 	ownerPub    any
 	store       *history.MemStore
@@ -29,20 +29,20 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	p, err := testkit.SharedPlatform()
+	p, err := coordinatortest.SharedPlatform()
 	require.NoError(t, err)
-	o := testkit.OwnerKey()
+	o := coordinatortest.OwnerKey()
 	return &fixture{
-		platform: p, coordinator: testkit.NewPolicy("coordinator"), web: testkit.NewPolicy("web"),
+		platform: p, coordinator: coordinatortest.NewPolicy("coordinator"), web: coordinatortest.NewPolicy("web"),
 		owner: o, ownerPub: &o.PublicKey, store: history.NewMemStore(),
 	}
 }
 
 func (f *fixture) manifest(sans ...string) ([]byte, [][]byte) {
-	m := f.platform.Manifest(f.coordinator, []testkit.Workload{
+	m := f.platform.Manifest(f.coordinator, []coordinatortest.Workload{
 		{Policy: f.web, Entry: manifest.PolicyEntry{SANs: sans, WorkloadSecretID: "web"}},
 	}, f.ownerPub)
-	return testkit.JSON(m), [][]byte{f.coordinator.Doc, f.web.Doc}
+	return coordinatortest.JSON(m), [][]byte{f.coordinator.Doc, f.web.Doc}
 }
 
 func (f *fixture) authority(t *testing.T) *state.Authority {
@@ -55,13 +55,13 @@ func (f *fixture) authority(t *testing.T) *state.Authority {
 	return a
 }
 
-func (f *fixture) attest(t *testing.T, snap *state.Snapshot, p testkit.Policy) *attest.Result {
+func (f *fixture) attest(t *testing.T, snap *state.Snapshot, p coordinatortest.Policy) *attest.Result {
 	t.Helper()
 	dev, err := f.platform.Device(p.Hash, nil)
 	require.NoError(t, err)
 	var rd [64]byte
 	rd[0] = 7
-	ev, err := testkit.Issuer(dev).Issue(t.Context(), rd)
+	ev, err := coordinatortest.Issuer(dev).Issue(t.Context(), rd)
 	require.NoError(t, err)
 	res, err := snap.Validate(t.Context(), ev, rd)
 	require.NoError(t, err)
@@ -85,7 +85,7 @@ func TestLifecycle(t *testing.T) {
 	gen1 := res.Snapshot
 	assert.EqualValues(t, 1, gen1.Generation)
 
-	leafKey := testkit.OwnerKey()
+	leafKey := coordinatortest.OwnerKey()
 	mc, err := a.IssueMeshCert(gen1, f.attest(t, gen1, f.web), &leafKey.PublicKey)
 	require.NoError(t, err)
 	leaf1 := parsePEM(t, mc.Leaf)
@@ -95,12 +95,12 @@ func TestLifecycle(t *testing.T) {
 	require.Len(t, secret1, 32)
 
 	// Unknown policy.
-	_, err = a.IssueMeshCert(gen1, f.attest(t, gen1, testkit.NewPolicy("intruder")), &leafKey.PublicKey)
+	_, err = a.IssueMeshCert(gen1, f.attest(t, gen1, coordinatortest.NewPolicy("intruder")), &leafKey.PublicKey)
 	require.ErrorIs(t, err, state.ErrUnknownPolicy)
 
 	// Unauthorized update.
 	m2, pols2 := f.manifest("web", "10.0.0.7")
-	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: &testkit.OwnerKey().PublicKey})
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: &coordinatortest.OwnerKey().PublicKey})
 	require.ErrorIs(t, err, state.ErrNotOwner)
 	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2})
 	require.ErrorIs(t, err, state.ErrNotOwner)
@@ -143,7 +143,7 @@ func TestLifecycle(t *testing.T) {
 	_, err = b.Recover(ctx, []byte("short"), res.Salt)
 	require.ErrorIs(t, err, state.ErrWrongSeed)
 
-	seedBytes, err := seed.DecryptShare(testkit.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
+	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
 	require.NoError(t, err)
 	snap, err := b.Recover(ctx, seedBytes, res.Salt)
 	require.NoError(t, err)
@@ -252,7 +252,7 @@ func TestRecoverDetectsTamperedHistory(t *testing.T) {
 	m1, pols := f.manifest("web")
 	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
 	require.NoError(t, err)
-	seedBytes, err := seed.DecryptShare(testkit.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
+	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
 	require.NoError(t, err)
 	f.store.Corrupt(history.KindManifest, res.Snapshot.ManifestHash.String(), []byte(`{}`))
 	b := f.authority(t)

@@ -1,0 +1,248 @@
+package coordinatortest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/contrast-cc/contrast/attest/sim"
+	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
+	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
+	"github.com/contrast-cc/contrast/coordinator/manifest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+)
+
+// Deployment is the manifest of the scenarios: the coordinator, a web
+// workload and an emoji workload.
+type Deployment struct {
+	Web, Emoji Policy
+	Owners     []*ecdsa.PrivateKey
+}
+
+// NewDeployment returns a deployment with n workload owners.
+func NewDeployment(n int) *Deployment {
+	d := &Deployment{Web: NewPolicy("web"), Emoji: NewPolicy("emoji")}
+	for range n {
+		d.Owners = append(d.Owners, OwnerKey())
+	}
+	return d
+}
+
+// Request returns the SetManifest request; extraSANs are added to web.
+func (h *Harness) Request(d *Deployment, expected []byte, extraSANs ...string) *userpb.SetManifestRequest {
+	var owners []any
+	for _, o := range d.Owners {
+		owners = append(owners, &o.PublicKey)
+	}
+	m := h.Platform.Manifest(h.CoordinatorPolicy, []Workload{
+		{Policy: d.Web, Entry: manifest.PolicyEntry{SANs: append([]string{"web", "web.emojivoto.svc.cluster.local", "*"}, extraSANs...), WorkloadSecretID: "emojivoto/web"}},
+		{Policy: d.Emoji, Entry: manifest.PolicyEntry{SANs: []string{"emoji"}, WorkloadSecretID: "emojivoto/emoji"}},
+	}, owners...)
+	return &userpb.SetManifestRequest{
+		Manifest:                 JSON(m),
+		Policies:                 [][]byte{h.CoordinatorPolicy.Doc, d.Web.Doc, d.Emoji.Doc},
+		ExpectedLatestTransition: expected,
+	}
+}
+
+// RunLifecycle runs the Coordinator's user story against the harness's
+// store: first manifest, attested mesh certificates and rejections,
+// unauthorized and authorized updates with mesh CA rotation, a kill and
+// restart into recovery mode, and recovery with the seed share.
+func RunLifecycle(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	d := NewDeployment(1)
+	owner := d.Owners[0]
+
+	c1 := h.Start(t)
+	anon := h.User(t, c1, nil)
+	_, err := anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "no manifest")
+	web := h.Pod(t, d.Web, nil)
+	_, err = NewMeshCert(ctx, c1.MeshAddr(), Issuer(web.Device), web.Key)
+	RequireCode(t, err, codes.FailedPrecondition, "no manifest")
+
+	// An invalid manifest lists every error with its JSON path.
+	bad := h.Request(d, nil)
+	bad.Manifest = []byte(strings.Replace(string(bad.Manifest), `"SNPVersion":8,`, "", 1))
+	bad.Manifest = []byte(strings.Replace(string(bad.Manifest), `"Role":"coordinator"`, `"Role":"admin"`, 1))
+	_, err = anon.SetManifest(ctx, bad)
+	RequireCode(t, err, codes.InvalidArgument, "ReferenceValues.snp[0].MinimumTCB.SNPVersion: missing", `unknown role "admin"`)
+
+	// The first manifest is open to anyone and returns the seed share once.
+	set1, err := anon.SetManifest(ctx, h.Request(d, nil))
+	require.NoError(t, err)
+	require.Len(t, set1.GetSeedShares(), 1)
+	require.NotEmpty(t, set1.GetSalt())
+	root := ParseCerts(t, set1.GetRootCa())
+	mesh1 := ParseCerts(t, set1.GetMeshCa())
+	code, _ := Probe(t, c1, "/readyz")
+	require.Equal(t, 200, code)
+
+	// Accepted policy → certificate with the policy's SANs for the pod's key.
+	meshConn, conn, err := DialMesh(c1.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err)
+	defer conn.Close()
+	resp, err := meshConn.NewMeshCert(ctx, &meshpb.NewMeshCertRequest{})
+	require.NoError(t, err)
+	chain := ParseCerts(t, resp.GetCertChain())
+	require.Len(t, chain, 2)
+	leaf1 := chain[0]
+	assert.ElementsMatch(t, []string{"web", "web.emojivoto.svc.cluster.local", "*"}, leaf1.DNSNames)
+	assert.True(t, web.Key.PublicKey.Equal(leaf1.PublicKey), "leaf key is the pod's aTLS key")
+	require.NoError(t, verifyLeaf(leaf1, mesh1, root))
+	assert.Equal(t, set1.GetMeshCa(), resp.GetMeshCa())
+	assert.Equal(t, set1.GetRootCa(), resp.GetRootCa())
+	webSecret := resp.GetWorkloadSecret()
+	require.Len(t, webSecret, 32)
+	emoji := h.Pod(t, d.Emoji, nil)
+	emojiResp, err := NewMeshCert(ctx, c1.MeshAddr(), Issuer(emoji.Device), emoji.Key)
+	require.NoError(t, err)
+	assert.NotEqual(t, webSecret, emojiResp.GetWorkloadSecret())
+
+	// Rejections name the failed check.
+	intruder := NewPolicy("intruder")
+	rejections := map[string]struct {
+		policy Policy
+		mutate func(*sim.SNPDeviceConfig)
+		want   []string
+	}{
+		"unknown policy":    {policy: intruder, want: []string{"unknown policy hash", hexOf(intruder.Hash[:])}},
+		"wrong measurement": {policy: d.Web, mutate: func(c *sim.SNPDeviceConfig) { c.Measurement[0] ^= 1 }, want: []string{`"measurement"`}},
+		"debug guest":       {policy: d.Web, mutate: func(c *sim.SNPDeviceConfig) { c.Policy.Debug = true }, want: []string{`"debug"`}},
+	}
+	for name, rc := range rejections {
+		t.Run(name, func(t *testing.T) {
+			p := h.Pod(t, rc.policy, rc.mutate)
+			_, err := NewMeshCert(ctx, c1.MeshAddr(), Issuer(p.Device), p.Key)
+			RequireCode(t, err, codes.PermissionDenied, rc.want...)
+		})
+	}
+
+	// Updates: a stranger's key is refused; an owner's rotates the mesh CA.
+	gm, err := anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	require.NoError(t, err)
+	_, err = h.User(t, c1, OwnerKey()).SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), "10.0.0.7"))
+	RequireCode(t, err, codes.PermissionDenied, "not a workload-owner key")
+	_, err = anon.SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), "10.0.0.7"))
+	RequireCode(t, err, codes.PermissionDenied)
+	set2, err := h.User(t, c1, owner).SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), "10.0.0.7"))
+	require.NoError(t, err)
+	assert.Empty(t, set2.GetSeedShares())
+	assert.EqualValues(t, 2, set2.GetGeneration())
+	assert.Equal(t, set1.GetRootCa(), set2.GetRootCa())
+	assert.NotEqual(t, set1.GetMeshCa(), set2.GetMeshCa())
+	mesh2 := ParseCerts(t, set2.GetMeshCa())
+	require.Error(t, verifyLeaf(leaf1, mesh2, nil), "a certificate of generation 1 must not chain to the new mesh CA alone")
+	require.NoError(t, verifyLeaf(leaf1, mesh1, root), "it still chains to the root")
+	// The connection that attested under generation 1 must reconnect.
+	_, err = meshConn.NewMeshCert(ctx, &meshpb.NewMeshCertRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "reconnect")
+	resp2, err := NewMeshCert(ctx, c1.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err)
+	leaf2 := ParseCerts(t, resp2.GetCertChain())[0]
+	require.NoError(t, verifyLeaf(leaf2, mesh2, root))
+	assert.Len(t, leaf2.IPAddresses, 1)
+	assert.Equal(t, webSecret, resp2.GetWorkloadSecret())
+
+	// Kill and restart: recovery mode until Recover with the seed share.
+	c1.Stop()
+	c2 := h.Start(t)
+	code, body := Probe(t, c2, "/readyz")
+	require.Equal(t, 503, code, body)
+	assert.Contains(t, body, "secrets failed")
+	_, err = NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)
+	RequireCode(t, err, codes.FailedPrecondition, "recovery mode")
+	anon2 := h.User(t, c2, nil)
+	_, err = anon2.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "recovery mode")
+	_, err = h.User(t, c2, owner).SetManifest(ctx, h.Request(d, nil, "10.0.0.9"))
+	RequireCode(t, err, codes.FailedPrecondition, "recovery mode")
+	wrongSeed := sha256.Sum256([]byte("wrong"))
+	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:], Salt: set1.GetSalt()})
+	RequireCode(t, err, codes.PermissionDenied, "seed does not match")
+
+	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
+	rec, err := anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
+	require.NoError(t, err)
+	assert.Equal(t, set1.GetRootCa(), rec.GetRootCa(), "same root CA")
+	assert.Equal(t, set2.GetMeshCa(), rec.GetMeshCa(), "same mesh CA")
+	code, _ = Probe(t, c2, "/readyz")
+	require.Equal(t, 200, code)
+	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
+	RequireCode(t, err, codes.FailedPrecondition, "not in recovery mode")
+	resp3, err := NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err)
+	assert.Equal(t, webSecret, resp3.GetWorkloadSecret(), "same workload secret")
+	require.NoError(t, verifyLeaf(ParseCerts(t, resp3.GetCertChain())[0], mesh2, root))
+	gm2, err := anon2.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	require.NoError(t, err)
+	require.Len(t, gm2.GetManifests(), 2, "history intact")
+	assert.Equal(t, h.Request(d, nil).GetManifest(), gm2.GetManifests()[0])
+	assert.Len(t, gm2.GetPolicies(), 3)
+	assert.EqualValues(t, 2, gm2.GetGeneration())
+
+	_, metrics := Probe(t, c2, "/metrics")
+	for _, m := range []string{
+		"contrast_coordinator_manifest_generation 2",
+		"contrast_coordinator_certificates_issued_total 1",
+		`contrast_build_info{component="coordinator"`,
+		`contrast_coordinator_grpc_server_handled_total{grpc_code="OK",grpc_method="Recover",grpc_service="contrast.userapi.v1.UserAPIService"} 1`,
+	} {
+		assert.Contains(t, metrics, m)
+	}
+}
+
+// RunConcurrentOwners races two owners that both read the latest
+// transition and then set different manifests with compare-and-swap:
+// exactly one wins, the other gets Aborted.
+func RunConcurrentOwners(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	d := NewDeployment(2)
+	c := h.Start(t)
+	_, err := h.User(t, c, d.Owners[0]).SetManifest(ctx, h.Request(d, nil))
+	require.NoError(t, err)
+	gm, err := h.User(t, c, nil).GetManifests(ctx, &userpb.GetManifestsRequest{})
+	require.NoError(t, err)
+
+	clients := []userpb.UserAPIServiceClient{h.User(t, c, d.Owners[0]), h.User(t, c, d.Owners[1])}
+	errs := make([]error, len(clients))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, cl := range clients {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = cl.SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), "owner-"+string(rune('a'+i))))
+		})
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		if err == nil {
+			wins++
+			continue
+		}
+		RequireCode(t, err, codes.Aborted, "latest transition differs")
+	}
+	require.Equal(t, 1, wins)
+	gm2, err := h.User(t, c, nil).GetManifests(ctx, &userpb.GetManifestsRequest{})
+	require.NoError(t, err)
+	assert.Len(t, gm2.GetManifests(), 2)
+}
+
+// DecryptSeedShare decrypts a seed share with the seed-share owner's key.
+func DecryptSeedShare(t testing.TB, key *rsa.PrivateKey, share *userpb.SeedShare) []byte {
+	t.Helper()
+	seed, err := rsa.DecryptOAEP(sha256.New(), nil, key, share.GetEncryptedSeed(), nil)
+	require.NoError(t, err)
+	return seed
+}
+
+func hexOf(b []byte) string { return manifest.NewHexString(b).String() }

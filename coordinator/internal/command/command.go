@@ -1,0 +1,267 @@
+// Package command is the coordinator command line: flags (with environment
+// fallbacks) are parsed and validated here, so the command is testable with
+// arguments.
+package command
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/certcache"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/snp"
+	"github.com/contrast-cc/contrast/attest/tdx"
+	"github.com/contrast-cc/contrast/coordinator/manifest"
+	"github.com/contrast-cc/contrast/coordinator/server"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Options are the command's settings.
+type Options struct {
+	Namespace     string
+	Kubeconfig    string
+	UserAddr      string
+	MeshAddr      string
+	ProbeAddr     string
+	Platform      string
+	Offline       bool
+	LogLevel      string
+	SimAuthority  string
+	SimHostData   string
+	SimInitdata   string
+	SimMeasure    string
+	InMemoryStore bool
+}
+
+// envPrefix: every flag can be set as CONTRAST_COORDINATOR_<FLAG> (dashes
+// become underscores); the namespace also falls back to POD_NAMESPACE.
+const envPrefix = "CONTRAST_COORDINATOR_"
+
+// New returns the coordinator command. level is the level of logger's
+// handler; --log-level sets it.
+func New(logger *slog.Logger, level *slog.LevelVar) *cobra.Command {
+	o := &Options{}
+	cmd := &cobra.Command{
+		Use:           "coordinator",
+		Short:         "Run the Contrast Coordinator: user API (1313), mesh API (7777), probes and metrics (9102)",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Namespace == "" {
+				o.Namespace = os.Getenv("POD_NAMESPACE")
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if level != nil {
+				_ = level.UnmarshalText([]byte(o.LogLevel))
+			}
+			log := logger
+			err := run(cmd, o, log)
+			if err != nil {
+				log.Error("coordinator failed", "error", err)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Namespace, "namespace", "", "namespace of the history ConfigMaps (default $POD_NAMESPACE)")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster configuration")
+	f.StringVar(&o.UserAddr, "user-api-addr", server.DefaultUserAddr, "listen address of the user API (aTLS)")
+	f.StringVar(&o.MeshAddr, "mesh-api-addr", server.DefaultMeshAddr, "listen address of the mesh API (mutual aTLS)")
+	f.StringVar(&o.ProbeAddr, "probe-addr", server.DefaultProbeAddr, "listen address of /livez, /readyz and /metrics")
+	f.StringVar(&o.Platform, "platform", "", "evidence issuer: snp, tdx, snp-simulated or tdx-simulated (required)")
+	f.BoolVar(&o.Offline, "offline", false, "never fetch KDS/PCS artefacts; rely on those attached to the evidence")
+	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.SimAuthority, "sim-authority", "", "simulated: file of the simulated AMD/Intel root and keys (created if missing)")
+	f.StringVar(&o.SimHostData, "sim-host-data", "", "simulated: hex policy digest the simulated TEE reports")
+	f.StringVar(&o.SimInitdata, "sim-initdata-file", "", "simulated: file whose SHA-256 is the reported policy digest (as Kata derives it)")
+	f.StringVar(&o.SimMeasure, "sim-measurement", "", "simulated: hex launch measurement (48 bytes) the simulated TEE reports")
+	f.BoolVar(&o.InMemoryStore, "in-memory-store", false, "keep the history in memory (development only; lost on restart)")
+	return cmd
+}
+
+func applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("environment %s: %w", envPrefix+f.Name, serr)
+			}
+		}
+	})
+	return err
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	var errs []error
+	p := attest.Platform(o.Platform)
+	switch p {
+	case attest.PlatformSNP, attest.PlatformTDX, attest.PlatformSimulatedSNP, attest.PlatformSimulatedTDX:
+	default:
+		errs = append(errs, fmt.Errorf("--platform must be snp, tdx, snp-simulated or tdx-simulated, got %q", o.Platform))
+	}
+	if !p.Simulated() && (o.SimAuthority != "" || o.SimHostData != "" || o.SimInitdata != "" || o.SimMeasure != "") {
+		errs = append(errs, errors.New("--sim-* flags need a simulated --platform"))
+	}
+	if o.SimHostData != "" && o.SimInitdata != "" {
+		errs = append(errs, errors.New("--sim-host-data and --sim-initdata-file are exclusive"))
+	}
+	if o.SimHostData != "" {
+		if b, err := hex.DecodeString(o.SimHostData); err != nil || len(b) != 32 {
+			errs = append(errs, errors.New("--sim-host-data must be 32 hex-encoded bytes"))
+		}
+	}
+	if o.SimMeasure != "" {
+		if b, err := hex.DecodeString(o.SimMeasure); err != nil || len(b) != 48 {
+			errs = append(errs, errors.New("--sim-measurement must be 48 hex-encoded bytes"))
+		}
+	}
+	if !o.InMemoryStore && o.Namespace == "" {
+		errs = append(errs, errors.New("--namespace (or $POD_NAMESPACE) is required"))
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level must be debug, info, warn or error, got %q", o.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+func run(cmd *cobra.Command, o *Options, log *slog.Logger) error {
+	ctx := cmd.Context()
+	cache := certcache.New(certcache.Config{Offline: o.Offline, Logger: log.With("component", "certcache")})
+	issuer, err := o.issuer(cache, log)
+	if err != nil {
+		return err
+	}
+	cfg := server.Config{
+		Issuer: issuer, Namespace: o.Namespace,
+		UserAddr: o.UserAddr, MeshAddr: o.MeshAddr, ProbeAddr: o.ProbeAddr,
+		ValidatorOptions: manifest.ValidatorOptions{Cache: cache, Logger: log.With("component", "validator")},
+		Logger:           log,
+	}
+	if !o.InMemoryStore {
+		rc, err := restConfig(o.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		if cfg.Kubernetes, err = kubernetes.NewForConfig(rc); err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+	}
+	c, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.Serve(ctx)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration (use --kubeconfig outside a cluster): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	return c, nil
+}
+
+func (o *Options) simHostData() ([32]byte, error) {
+	var hd [32]byte
+	switch {
+	case o.SimHostData != "":
+		b, _ := hex.DecodeString(o.SimHostData)
+		copy(hd[:], b)
+	case o.SimInitdata != "":
+		data, err := os.ReadFile(o.SimInitdata) //nolint:gosec // path chosen by the operator
+		if err != nil {
+			return hd, fmt.Errorf("reading --sim-initdata-file: %w", err)
+		}
+		hd = sha256.Sum256(data)
+	}
+	return hd, nil
+}
+
+func (o *Options) issuer(cache *certcache.Cache, log *slog.Logger) (attest.Issuer, error) {
+	switch attest.Platform(o.Platform) {
+	case attest.PlatformSNP:
+		return snp.NewIssuer(snp.IssuerConfig{Cache: cache, Logger: log.With("component", "issuer")}), nil
+	case attest.PlatformTDX:
+		return tdx.NewIssuer(tdx.IssuerConfig{Cache: cache, Logger: log.With("component", "issuer")}), nil
+	}
+	hd, err := o.simHostData()
+	if err != nil {
+		return nil, err
+	}
+	var meas [48]byte
+	if o.SimMeasure != "" {
+		b, _ := hex.DecodeString(o.SimMeasure)
+		copy(meas[:], b)
+	}
+	if attest.Platform(o.Platform) == attest.PlatformSimulatedTDX {
+		var auth *sim.TDXAuthority
+		if o.SimAuthority != "" {
+			auth, err = sim.LoadOrCreateTDXAuthority(o.SimAuthority)
+		} else {
+			auth, err = sim.NewTDXAuthority()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("simulated TDX authority: %w", err)
+		}
+		dc := sim.DefaultTDXDeviceConfig()
+		copy(dc.MrConfigID[:], hd[:])
+		if o.SimMeasure != "" {
+			dc.MrTd = meas
+		}
+		dev, err := auth.NewDevice(dc)
+		if err != nil {
+			return nil, fmt.Errorf("simulated TD: %w", err)
+		}
+		log.Warn("using a SIMULATED TDX device: evidence proves nothing about this host")
+		return tdx.NewIssuer(tdx.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Artifacts: dev.Artifacts(), Logger: log.With("component", "issuer")}), nil
+	}
+	var auth *sim.SNPAuthority
+	if o.SimAuthority != "" {
+		auth, err = sim.LoadOrCreateSNPAuthority(o.SimAuthority)
+	} else {
+		auth, err = sim.NewSNPAuthority()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("simulated SNP authority: %w", err)
+	}
+	dc := sim.DefaultSNPDeviceConfig()
+	dc.HostData = hd
+	if o.SimMeasure != "" {
+		dc.Measurement = meas
+	}
+	dev, err := auth.NewDevice(dc)
+	if err != nil {
+		return nil, fmt.Errorf("simulated SNP device: %w", err)
+	}
+	log.Warn("using a SIMULATED SNP device: evidence proves nothing about this host")
+	return snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Logger: log.With("component", "issuer")}), nil
+}

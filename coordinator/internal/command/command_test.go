@@ -1,0 +1,87 @@
+package command
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestFlagValidation(t *testing.T) {
+	testCases := map[string]struct {
+		args    []string
+		env     map[string]string
+		wantErr []string
+	}{
+		"no platform": {
+			args:    []string{"--namespace", "x"},
+			wantErr: []string{"--platform must be"},
+		},
+		"unknown platform and no namespace": {
+			args:    []string{"--platform", "sgx"},
+			wantErr: []string{"--platform must be", "--namespace"},
+		},
+		"sim flags on real platform": {
+			args:    []string{"--platform", "snp", "--namespace", "x", "--sim-measurement", "00"},
+			wantErr: []string{"--sim-* flags need a simulated --platform"},
+		},
+		"bad sim host data": {
+			args:    []string{"--platform", "snp-simulated", "--in-memory-store", "--sim-host-data", "abcd"},
+			wantErr: []string{"--sim-host-data must be 32"},
+		},
+		"exclusive sim flags": {
+			args:    []string{"--platform", "snp-simulated", "--in-memory-store", "--sim-host-data", strings.Repeat("00", 32), "--sim-initdata-file", "x"},
+			wantErr: []string{"exclusive"},
+		},
+		"bad log level": {
+			args:    []string{"--platform", "tdx", "--namespace", "x", "--log-level", "loud"},
+			wantErr: []string{"--log-level"},
+		},
+		"platform from environment": {
+			env:     map[string]string{"CONTRAST_COORDINATOR_PLATFORM": "sgx", "POD_NAMESPACE": "x"},
+			wantErr: []string{`got "sgx"`},
+		},
+		"unknown flag": {
+			args:    []string{"--nope"},
+			wantErr: []string{"unknown flag"},
+		},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			cmd := New(slog.New(slog.DiscardHandler), nil)
+			cmd.SetArgs(tc.args)
+			cmd.SetOut(io.Discard)
+			cmd.SetErr(io.Discard)
+			err := cmd.ExecuteContext(t.Context())
+			require.Error(t, err)
+			for _, w := range tc.wantErr {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+// TestRunsSimulated starts the binary's command with a simulated platform
+// and an in-memory store, and stops it.
+func TestRunsSimulated(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	cmd := New(slog.New(slog.DiscardHandler), &slog.LevelVar{})
+	cmd.SetArgs([]string{
+		"--platform", "snp-simulated", "--in-memory-store", "--log-level", "debug",
+		"--user-api-addr", "127.0.0.1:0", "--mesh-api-addr", "127.0.0.1:0", "--probe-addr", "127.0.0.1:0",
+		"--sim-authority", t.TempDir() + "/amd.pem", "--sim-host-data", strings.Repeat("ab", 32),
+	})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+}

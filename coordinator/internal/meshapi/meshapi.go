@@ -1,0 +1,218 @@
+// Package meshapi serves the mesh API (port 7777, mutual aTLS): an attested
+// Initializer receives a mesh certificate for its aTLS key, the CA
+// certificates and its workload secret.
+//
+// The handshake validator never fails a handshake on a policy decision: it
+// validates the evidence against the manifest generation active at that
+// moment and records the verdict for the connection. An interceptor turns a
+// negative verdict into PermissionDenied naming the failed check (or
+// FailedPrecondition in recovery mode), so Initializers get a precise,
+// non-retryable status instead of a transport error that gRPC reports as
+// Unavailable. No RPC is served without a positive verdict for the current
+// generation.
+package meshapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"weak"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/atls"
+	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
+	"github.com/contrast-cc/contrast/coordinator/internal/metrics"
+	"github.com/contrast-cc/contrast/coordinator/internal/state"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Server implements the mesh API.
+type Server struct {
+	meshpb.UnimplementedMeshAPIServiceServer
+
+	auth     *state.Authority
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	verdicts sync.Map // weak.Pointer[attest.Result] → *verdict
+}
+
+type verdict struct {
+	snap *state.Snapshot // generation the evidence was validated against
+	err  error
+}
+
+// New returns a mesh API server over auth. metrics may be nil.
+func New(auth *state.Authority, m *metrics.Metrics, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{auth: auth, metrics: m, log: log}
+}
+
+// Validator returns the attest.Validator for the server's aTLS credentials.
+func (s *Server) Validator() attest.Validator { return handshakeValidator{s} }
+
+type handshakeValidator struct{ s *Server }
+
+// Validate implements attest.Validator; see the package comment.
+func (v handshakeValidator) Validate(ctx context.Context, evidence []byte, reportData [64]byte) (*attest.Result, error) {
+	vd := &verdict{}
+	res := &attest.Result{}
+	snap := v.s.auth.Current()
+	switch {
+	case snap != nil:
+		r, err := snap.Validate(ctx, evidence, reportData)
+		if err != nil {
+			vd.err = err
+		} else {
+			cp := *r
+			res, vd.snap = &cp, snap
+		}
+	case v.s.auth.Mode() == state.ModeRecovery:
+		vd.err = state.ErrRecoveryMode
+	default:
+		vd.err = state.ErrNoManifest
+	}
+	v.s.record(res, vd)
+	return res, nil
+}
+
+// record remembers the verdict for res until res is garbage collected (when
+// its connection is gone).
+func (s *Server) record(res *attest.Result, vd *verdict) {
+	key := weak.Make(res)
+	s.verdicts.Store(key, vd)
+	runtime.AddCleanup(res, func(k weak.Pointer[attest.Result]) { s.verdicts.Delete(k) }, key)
+}
+
+func (s *Server) lookup(res *attest.Result) *verdict {
+	if res == nil {
+		return nil
+	}
+	v, ok := s.verdicts.Load(weak.Make(res))
+	if !ok {
+		return nil
+	}
+	return v.(*verdict)
+}
+
+// knownChecks bounds the "reason" label of the attestation metric.
+var knownChecks = map[attest.Check]bool{
+	attest.CheckFormat: true, attest.CheckPlatform: true, attest.CheckSignature: true, attest.CheckChain: true,
+	attest.CheckCollateral: true, attest.CheckRevocation: true, attest.CheckProduct: true, attest.CheckMeasurement: true,
+	attest.CheckTCB: true, attest.CheckGuestPolicy: true, attest.CheckDebug: true, attest.CheckPlatformInfo: true,
+	attest.CheckVMPL: true, attest.CheckChipID: true, attest.CheckReportData: true, attest.CheckPolicyDigest: true,
+	attest.CheckMRSEAM: true, attest.CheckRTMR: true, attest.CheckXFAM: true, attest.CheckTDAttributes: true,
+	attest.CheckQESVN: true, attest.CheckReportFields: true, attest.CheckReference: true, attest.CheckSession: true,
+}
+
+// Reasons for the attestation metric besides the check names.
+const (
+	reasonOK            = "ok"
+	reasonUnknownPolicy = "unknown-policy"
+	reasonNoManifest    = "no-manifest"
+	reasonRecovery      = "recovery-mode"
+	reasonStale         = "stale-generation"
+	reasonOther         = "other"
+)
+
+// authorize returns the snapshot and peer of an attested call, or a gRPC
+// status error.
+func (s *Server) authorize(ctx context.Context) (*state.Snapshot, *atls.Peer, error) {
+	p, err := atls.PeerFromContext(ctx)
+	if err != nil || p.Result == nil {
+		return nil, nil, status.Error(codes.Unauthenticated, "not an attested aTLS connection")
+	}
+	vd := s.lookup(p.Result)
+	switch {
+	case vd == nil:
+		s.metrics.Attestation(metrics.ResultRejected, reasonOther)
+		return nil, nil, status.Error(codes.PermissionDenied, "connection has no attestation verdict")
+	case errors.Is(vd.err, state.ErrRecoveryMode):
+		s.metrics.Attestation(metrics.ResultRejected, reasonRecovery)
+		return nil, nil, status.Error(codes.FailedPrecondition, state.ErrRecoveryMode.Error())
+	case errors.Is(vd.err, state.ErrNoManifest):
+		s.metrics.Attestation(metrics.ResultRejected, reasonNoManifest)
+		return nil, nil, status.Error(codes.FailedPrecondition, state.ErrNoManifest.Error())
+	case vd.err != nil:
+		check, ok := attest.FailedCheck(vd.err)
+		reason := string(check)
+		if !ok || !knownChecks[check] {
+			reason = reasonOther
+		}
+		s.metrics.Attestation(metrics.ResultRejected, reason)
+		s.log.Info("attestation rejected", "check", string(check), "error", vd.err)
+		if !ok {
+			return nil, nil, status.Error(codes.PermissionDenied, "attestation rejected")
+		}
+		return nil, nil, status.Errorf(codes.PermissionDenied, "attestation check %q failed", check)
+	}
+	if cur := s.auth.Current(); cur != vd.snap {
+		s.metrics.Attestation(metrics.ResultRejected, reasonStale)
+		if cur == nil {
+			return nil, nil, status.Error(codes.FailedPrecondition, state.ErrRecoveryMode.Error())
+		}
+		return nil, nil, status.Errorf(codes.FailedPrecondition,
+			"manifest generation %d replaced generation %d since this connection attested; reconnect", cur.Generation, vd.snap.Generation)
+	}
+	return vd.snap, p, nil
+}
+
+// UnaryInterceptor enforces the attestation verdict on every mesh API call.
+func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		snap, p, err := s.authorize(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return handler(context.WithValue(ctx, callKey{}, &call{snap: snap, peer: p}), req)
+	}
+}
+
+// StreamInterceptor refuses streams: the mesh API has none.
+func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+		return status.Error(codes.Unimplemented, "the mesh API has no streaming methods")
+	}
+}
+
+type callKey struct{}
+
+type call struct {
+	snap *state.Snapshot
+	peer *atls.Peer
+}
+
+// NewMeshCert implements meshapi.MeshAPIServiceServer.
+func (s *Server) NewMeshCert(ctx context.Context, _ *meshpb.NewMeshCertRequest) (*meshpb.NewMeshCertResponse, error) {
+	c, ok := ctx.Value(callKey{}).(*call)
+	if !ok {
+		return nil, status.Error(codes.Internal, "call not authorized by the interceptor")
+	}
+	mc, err := s.auth.IssueMeshCert(c.snap, c.peer.Result, c.peer.PublicKey)
+	if errors.Is(err, state.ErrUnknownPolicy) {
+		s.metrics.Attestation(metrics.ResultRejected, reasonUnknownPolicy)
+		s.log.Info("attestation rejected", "check", "policy-hash", "policyDigest", fmt.Sprintf("%x", c.peer.Result.PolicyDigest))
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	}
+	if err != nil {
+		s.log.Error("issuing mesh certificate", "error", err)
+		return nil, status.Error(codes.Internal, "issuing mesh certificate failed")
+	}
+	s.metrics.Attestation(metrics.ResultAccepted, reasonOK)
+	if s.metrics != nil {
+		s.metrics.CertificatesIssued.Inc()
+	}
+	s.log.Debug("mesh certificate issued", "policyHash", string(mc.PolicyHash), "generation", c.snap.Generation)
+	return &meshpb.NewMeshCertResponse{
+		MeshCa:         mc.MeshCA,
+		CertChain:      append(append([]byte(nil), mc.Leaf...), mc.MeshCA...),
+		RootCa:         mc.RootCA,
+		WorkloadSecret: mc.WorkloadSecret,
+	}, nil
+}

@@ -1,0 +1,167 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"math"
+	"math/big"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/contrast-cc/contrast/attest/snp"
+	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
+	"github.com/contrast-cc/contrast/coordinator/internal/ca"
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkMeshCertIssuance measures attested certificate issuances over
+// real mutual aTLS gRPC connections (one new connection per issuance:
+// handshake, both sides' evidence, NewMeshCert), with simulated SNP evidence.
+// Compare with BenchmarkIssuanceFloor of the same run.
+func BenchmarkMeshCertIssuance(b *testing.B) {
+	h := memoryHarness(b)
+	c := h.Start(b)
+	d := coordinatortest.NewDeployment(1)
+	_, err := h.User(b, c, nil).SetManifest(b.Context(), h.Request(d, nil))
+	require.NoError(b, err)
+	pods := make([]*coordinatortest.Pod, 4)
+	for i := range pods {
+		pods[i] = h.Pod(b, d.Web, nil)
+	}
+	var next sync.Mutex
+	i := 0
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		next.Lock()
+		p := pods[i%len(pods)]
+		i++
+		next.Unlock()
+		iss := coordinatortest.Issuer(p.Device)
+		for pb.Next() {
+			if _, err := coordinatortest.NewMeshCert(context.Background(), c.MeshAddr(), iss, p.Key); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "issuances/s")
+}
+
+// BenchmarkIssuanceFloor is the floor of one issuance: one evidence
+// validation, one leaf signature and one TLS 1.3 handshake (mutual, ECDSA
+// P-256, loopback TCP), with nothing else.
+func BenchmarkIssuanceFloor(b *testing.B) {
+	p, err := coordinatortest.SharedPlatform()
+	require.NoError(b, err)
+	pol := coordinatortest.NewPolicy("web")
+	dev, err := p.Device(pol.Hash, nil)
+	require.NoError(b, err)
+	var rd [64]byte
+	ev, err := coordinatortest.Issuer(dev).Issue(b.Context(), rd)
+	require.NoError(b, err)
+	v, err := snp.NewValidator(snp.Config{ReferenceValues: []snp.ReferenceValues{p.ReferenceValues()}, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(b, err)
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	root, err := ca.NewRoot(rootKey, time.Now())
+	require.NoError(b, err)
+	meshKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	mesh, err := ca.NewMesh(root, meshKey, 1, time.Now())
+	require.NoError(b, err)
+
+	serverCert := selfSigned(b)
+	clientCert := selfSigned(b)
+	lis, err := (&net.ListenConfig{}).Listen(b.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	defer lis.Close()
+	srvCfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAnyClientCert}
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				tc := tls.Server(conn, srvCfg)
+				_ = tc.HandshakeContext(context.Background())
+				_, _ = tc.Read(make([]byte, 1))
+				_ = tc.Close()
+			}()
+		}
+	}()
+	cliCfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{clientCert}, InsecureSkipVerify: true} //nolint:gosec // benchmark floor
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			var dl net.Dialer
+			conn, err := dl.DialContext(context.Background(), "tcp", lis.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			tc := tls.Client(conn, cliCfg)
+			if err := tc.HandshakeContext(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			res, err := v.Validate(context.Background(), ev, rd)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := mesh.IssueLeaf(ca.LeafRequest{PublicKey: clientCert.Leaf.PublicKey, SANs: []string{"web"}, Claims: ca.Claims{PolicyHash: string(res.Platform)}}, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+			_ = tc.Close()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "issuances/s")
+}
+
+func selfSigned(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(tb, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	require.NoError(tb, err)
+	leaf, err := x509.ParseCertificate(der)
+	require.NoError(tb, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// BenchmarkInitializerStorm serves 5,000 initializers that connect at once,
+// each on its own mutual aTLS connection, and reports errors (must be 0)
+// and latency percentiles.
+func BenchmarkInitializerStorm(b *testing.B) {
+	const n = 5000
+	h := memoryHarness(b)
+	c := h.Start(b)
+	d := coordinatortest.NewDeployment(1)
+	_, err := h.User(b, c, nil).SetManifest(b.Context(), h.Request(d, nil))
+	require.NoError(b, err)
+	for b.Loop() {
+		lat := make([]float64, n)
+		t0 := time.Now()
+		errs := storm(context.Background(), b, h, c, d, n, func(i int, s float64) { lat[i] = s })
+		wall := time.Since(t0)
+		slices.Sort(lat)
+		b.ReportMetric(float64(len(errs)), "errors")
+		b.ReportMetric(percentile(lat, 0.50), "p50-s")
+		b.ReportMetric(percentile(lat, 0.99), "p99-s")
+		b.ReportMetric(float64(n)/wall.Seconds(), "issuances/s")
+		if len(errs) > 0 {
+			b.Fatalf("%d of %d initializers failed; first: %v", len(errs), n, errs[0])
+		}
+	}
+}
+
+func percentile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	return sorted[int(math.Ceil(q*float64(len(sorted))))-1]
+}
