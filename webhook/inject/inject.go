@@ -4,7 +4,7 @@
 // memory-backed volume at /contrast, images pinned by digest and the Kata
 // policy annotations.
 //
-// Inject and InjectTemplate are pure: the webhook applies them to admitted
+// Inject and Template are pure: the webhook applies them to admitted
 // pods and contrast generate to the pod templates of the YAML, so both sides
 // compute the policy over the same final pod.
 package inject
@@ -128,15 +128,15 @@ type Record struct {
 // injection recorded in AnnotationInjected is stripped first.
 func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 	out := pod.DeepCopy()
-	if err := InjectTemplate(&out.ObjectMeta, &out.Spec, cfg); err != nil {
+	if err := Template(&out.ObjectMeta, &out.Spec, cfg); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// InjectTemplate applies the injection in place to the metadata and spec of a
+// Template applies the injection in place to the metadata and spec of a
 // pod or pod template. cfg must have been validated.
-func InjectTemplate(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
+func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	if err := strip(meta, spec); err != nil {
 		return err
 	}

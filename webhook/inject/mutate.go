@@ -56,7 +56,7 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 // workload decoded from YAML (contrast generate), in place.
 func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc authn.Keychain) (*policy.Result, error) {
 	t := &w.Template
-	if err := InjectTemplate(&t.ObjectMeta, &t.Spec, m.Config); err != nil {
+	if err := Template(&t.ObjectMeta, &t.Spec, m.Config); err != nil {
 		return nil, err
 	}
 	if err := PinImages(ctx, &t.Spec, m.Images, kc); err != nil {
