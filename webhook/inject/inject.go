@@ -85,12 +85,30 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// DenyCode classifies a denial.
+type DenyCode string
+
+// Denial codes.
+const (
+	DenyRuntimeClass   DenyCode = "runtime_class"
+	DenyHostNamespace  DenyCode = "host_namespace"
+	DenyPrivileged     DenyCode = "privileged"
+	DenyMeshAnnotation DenyCode = "mesh_annotation"
+	DenyReserved       DenyCode = "reserved_name"
+	DenyInjection      DenyCode = "injection_record"
+	DenyImage          DenyCode = "image"
+	DenyPolicy         DenyCode = "policy"
+	DenyPolicySize     DenyCode = "policy_size"
+)
+
 // ErrDenied is wrapped by every DenyError.
 var ErrDenied = errors.New("pod denied")
 
 // DenyError is a reason to deny a pod. It names the field; it never contains
 // a secret value.
 type DenyError struct {
+	// Code classifies the denial (a bounded metric label).
+	Code DenyCode
 	// Field is the path of the offending field in the pod, e.g.
 	// spec.containers[1].securityContext.privileged.
 	Field  string
@@ -114,8 +132,8 @@ func (e *DenyError) Is(target error) bool { return target == ErrDenied }
 
 func (e *DenyError) Unwrap() error { return e.Err }
 
-func deny(field, format string, args ...any) *DenyError {
-	return &DenyError{Field: field, Reason: fmt.Sprintf(format, args...)}
+func deny(code DenyCode, field, format string, args ...any) *DenyError {
+	return &DenyError{Code: code, Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Record is the value of AnnotationInjected.
@@ -149,9 +167,9 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	if err != nil {
 		var me *meshconfig.Error
 		if errors.As(err, &me) {
-			return &DenyError{Field: fmt.Sprintf("metadata.annotations[%s]", me.Annotation), Err: err}
+			return &DenyError{Code: DenyMeshAnnotation, Field: fmt.Sprintf("metadata.annotations[%s]", me.Annotation), Err: err}
 		}
-		return &DenyError{Field: "metadata.annotations", Err: err}
+		return &DenyError{Code: DenyMeshAnnotation, Field: "metadata.annotations", Err: err}
 	}
 
 	spec.RuntimeClassName = ptr.To(cfg.RuntimeClassName)
@@ -161,7 +179,7 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	withInitializer := ann[AnnotationSkipInitializer] != "true"
 	withProxy := !mesh.Disabled
 	if !withInitializer && withProxy {
-		return deny("metadata.annotations["+AnnotationSkipInitializer+"]",
+		return deny(DenyMeshAnnotation, "metadata.annotations["+AnnotationSkipInitializer+"]",
 			"the service-mesh proxy needs the Initializer's certificate: also set %s: %s", meshconfig.AnnotationServiceMesh, meshconfig.ServiceMeshDisabled)
 	}
 	if !withInitializer {
@@ -241,7 +259,7 @@ func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) error {
 	}
 	var rec Record
 	if err := json.Unmarshal([]byte(v), &rec); err != nil {
-		return deny("metadata.annotations["+AnnotationInjected+"]", "not a record of a previous injection")
+		return deny(DenyInjection, "metadata.annotations["+AnnotationInjected+"]", "not a record of a previous injection")
 	}
 	delete(meta.Annotations, AnnotationInjected)
 	spec.InitContainers = slices.DeleteFunc(spec.InitContainers, func(c corev1.Container) bool {
@@ -275,15 +293,15 @@ func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) error {
 // collide with the injection.
 func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	if rc := spec.RuntimeClassName; rc != nil && *rc != "" && *rc != cfg.RuntimeClassName {
-		return deny("spec.runtimeClassName", "pod names runtime class %q, not the Contrast runtime class %q", *rc, cfg.RuntimeClassName)
+		return deny(DenyRuntimeClass, "spec.runtimeClassName", "pod names runtime class %q, not the Contrast runtime class %q", *rc, cfg.RuntimeClassName)
 	}
 	switch {
 	case spec.HostNetwork:
-		return deny("spec.hostNetwork", "host namespaces cannot be confidential")
+		return deny(DenyHostNamespace, "spec.hostNetwork", "host namespaces cannot be confidential")
 	case spec.HostPID:
-		return deny("spec.hostPID", "host namespaces cannot be confidential")
+		return deny(DenyHostNamespace, "spec.hostPID", "host namespaces cannot be confidential")
 	case spec.HostIPC:
-		return deny("spec.hostIPC", "host namespaces cannot be confidential")
+		return deny(DenyHostNamespace, "spec.hostIPC", "host namespaces cannot be confidential")
 	}
 	allowPrivileged := meta.Annotations[AnnotationAllowPrivileged] == "true"
 	for _, group := range []struct {
@@ -293,21 +311,21 @@ func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 		for i, c := range group.cs {
 			field := fmt.Sprintf("%s[%d]", group.field, i)
 			if c.Name == InitializerName || c.Name == ProxyName {
-				return deny(field+".name", "%q is reserved for the container Contrast injects", c.Name)
+				return deny(DenyReserved, field+".name", "%q is reserved for the container Contrast injects", c.Name)
 			}
 			if sc := c.SecurityContext; !allowPrivileged && sc != nil && sc.Privileged != nil && *sc.Privileged {
-				return deny(field+".securityContext.privileged", "privileged containers are denied unless the pod has the annotation %s: \"true\"", AnnotationAllowPrivileged)
+				return deny(DenyPrivileged, field+".securityContext.privileged", "privileged containers are denied unless the pod has the annotation %s: \"true\"", AnnotationAllowPrivileged)
 			}
 			for j, m := range c.VolumeMounts {
 				if m.MountPath == MountPath || strings.HasPrefix(m.MountPath, MountPath+"/") {
-					return deny(fmt.Sprintf("%s.volumeMounts[%d].mountPath", field, j), "%s is reserved for the files of the Initializer", MountPath)
+					return deny(DenyReserved, fmt.Sprintf("%s.volumeMounts[%d].mountPath", field, j), "%s is reserved for the files of the Initializer", MountPath)
 				}
 			}
 		}
 	}
 	for i, v := range spec.Volumes {
 		if v.Name == VolumeName {
-			return deny(fmt.Sprintf("spec.volumes[%d].name", i), "%q is reserved for the volume Contrast injects", v.Name)
+			return deny(DenyReserved, fmt.Sprintf("spec.volumes[%d].name", i), "%q is reserved for the volume Contrast injects", v.Name)
 		}
 	}
 	return nil

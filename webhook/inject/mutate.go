@@ -44,7 +44,7 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 	}
 	res, err := policy.Generate(ctx, policy.GenerateInput{Pod: out, Images: m.Images, Keychain: kc, Legacy: m.Legacy})
 	if err != nil {
-		return nil, nil, policyError(err)
+		return nil, nil, policyError(ctx, err)
 	}
 	if err := m.setPolicy(&out.ObjectMeta, res); err != nil {
 		return nil, nil, err
@@ -64,7 +64,7 @@ func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc aut
 	}
 	res, err := policy.Generate(ctx, policy.GenerateInput{Workload: w, Images: m.Images, Keychain: kc, Legacy: m.Legacy})
 	if err != nil {
-		return nil, policyError(err)
+		return nil, policyError(ctx, err)
 	}
 	if err := m.setPolicy(&t.ObjectMeta, res); err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
 	}
 	for _, k := range []string{policy.AnnotationInitData, policy.AnnotationLegacyPolicy} {
 		if v, ok := res.Annotations[k]; ok && len(v) > budget {
-			return deny("metadata.annotations["+k+"]", "policy annotation of %d bytes exceeds the budget of %d bytes", len(v), budget)
+			return deny(DenyPolicySize, "metadata.annotations["+k+"]", "policy annotation of %d bytes exceeds the budget of %d bytes", len(v), budget)
 		}
 	}
 	if meta.Annotations == nil {
@@ -93,13 +93,15 @@ func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
 
 // policyError turns a generator error into a denial where the pod is at
 // fault (unsupported feature, malformed pod, unresolvable image).
-func policyError(err error) error {
+func policyError(ctx context.Context, err error) error {
 	var ie *images.Error
 	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("generating policy: %w", ctx.Err())
 	case errors.As(err, &ie):
-		return &DenyError{Field: "image", Reason: "cannot be resolved", Err: err}
+		return &DenyError{Code: DenyImage, Field: "spec", Reason: "image cannot be resolved", Err: err}
 	case errors.Is(err, policy.ErrUnsupported), errors.Is(err, policy.ErrInvalidInput):
-		return &DenyError{Field: "spec", Reason: "policy generation", Err: err}
+		return &DenyError{Code: DenyPolicy, Field: "spec", Reason: "no policy can be generated", Err: err}
 	}
 	return fmt.Errorf("generating policy: %w", err)
 }
@@ -122,18 +124,19 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 	for i, t := range targets {
 		g.Go(func() error {
 			if *t.image == "" {
-				return deny(t.field, "no image")
+				return deny(DenyImage, t.field, "no image")
 			}
 			img, err := src.Resolve(gctx, *t.image, kc)
 			if err != nil {
-				var ie *images.Error
-				if errors.As(err, &ie) || errors.Is(err, images.ErrNotFound) {
-					return &DenyError{Field: t.field, Reason: "cannot be resolved", Err: err}
-				}
 				if ctx.Err() != nil {
-					return ctx.Err()
+					// the request was cancelled or timed out: not the pod's fault
+					return fmt.Errorf("resolving %s: %w", t.field, ctx.Err())
 				}
-				return &DenyError{Field: t.field, Reason: fmt.Sprintf("image %q cannot be resolved", *t.image), Err: err}
+				var ie *images.Error
+				if errors.As(err, &ie) {
+					return &DenyError{Code: DenyImage, Field: t.field, Reason: "cannot be resolved", Err: err}
+				}
+				return &DenyError{Code: DenyImage, Field: t.field, Reason: fmt.Sprintf("image %q cannot be resolved", *t.image), Err: err}
 			}
 			resolved[i] = img.Reference()
 			return nil
