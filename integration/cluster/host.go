@@ -154,6 +154,20 @@ func (s *HostState) Diff(after *HostState) []string {
 	return d
 }
 
+// Added lists what after has and s (before) had not: iptables chains and
+// rules, network interfaces and namespaces, well-known folders. Unlike Diff
+// it ignores what was removed meanwhile and kernel settings, which a node
+// may put back to the values of before a killed node changed them.
+func (s *HostState) Added(after *HostState) []string {
+	var d []string
+	for _, l := range s.Diff(after) {
+		if !strings.Contains(l, " removed: ") && !strings.HasSuffix(l, "exists=true before, false after") && !strings.HasPrefix(l, "sysctl ") {
+			d = append(d, l)
+		}
+	}
+	return d
+}
+
 func diffLists(what string, before, after []string) []string {
 	var d []string
 	for _, a := range after {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -188,10 +189,15 @@ func prepareNode(ctx context.Context, c *Cluster, opts Options) (*node, error) {
 	if err := n.takeLock(ctx); err != nil {
 		return n, err
 	}
-	n.sweepStale(ctx, c.BinDir)
+	n.sweepStale(ctx)
 	var err error
 	if n.before, err = SnapshotHost(ctx); err != nil {
 		return n, err
+	}
+	// Keep the snapshot on disk until the node has cleaned up, so that the
+	// next node can restore the host if this process is killed.
+	if b, err := json.Marshal(n.before); err == nil {
+		_ = os.WriteFile(stateFile(), b, 0o600)
 	}
 	if n.sockDir, err = os.MkdirTemp("/tmp", "ctrst-"); err != nil {
 		return n, fmt.Errorf("creating socket folder: %w", err)
@@ -265,8 +271,23 @@ func staleName(name, prefix string) bool {
 // die with it; shims, pods, mounts, cgroups, the bridge and kube-proxy's
 // rules do not). It runs under the machine-wide lock, so no other node is
 // running, and it only touches names only a node uses.
-func (n *node) sweepStale(ctx context.Context, binDir string) {
+func (n *node) sweepStale(ctx context.Context) {
 	var found []string
+	// The folders of killed clusters with a node, found by the kubelet's
+	// mount of its root folder: their etcd and API server (envtest starts
+	// them without a parent-death signal) still run.
+	var clusterDirs []string
+	for _, mp := range mountsUnder("/tmp") {
+		if d, _, ok := strings.Cut(mp, "/node/kubelet"); ok && strings.HasSuffix(d, "/cluster") && !containsStr(clusterDirs, d) {
+			clusterDirs = append(clusterDirs, d)
+		}
+	}
+	for _, d := range clusterDirs {
+		if pids := processesMatching(d + "/"); len(pids) > 0 {
+			killAndWait(pids)
+			found = append(found, fmt.Sprintf("%d processes of %s", len(pids), d))
+		}
+	}
 	if pids := processesMatching("-address /tmp/ctrst-"); len(pids) > 0 {
 		killAndWait(pids)
 		found = append(found, fmt.Sprintf("%d shim processes", len(pids)))
@@ -310,15 +331,63 @@ func (n *node) sweepStale(ctx context.Context, binDir string) {
 			}
 		}
 	}
+	// The killed node's snapshot of the host from before it started: put
+	// back its kernel settings and remove the iptables rules added since.
+	if b, err := os.ReadFile(stateFile()); err == nil {
+		var before HostState
+		if err := json.Unmarshal(b, &before); err == nil {
+			if now, err := SnapshotHost(ctx); err == nil {
+				for _, e := range before.restore(ctx, now) {
+					n.log.Warn("restoring the host after a killed node", "err", e)
+				}
+				if d := before.Diff(now); len(d) > 0 {
+					found = append(found, fmt.Sprintf("%d iptables rules, kernel settings and paths", len(d)))
+				}
+				sweepCNICache()
+				for _, p := range wellKnownPaths {
+					if before.Paths[p] {
+						continue
+					}
+					if removed, err := removeIfOwn(p, clusterDirs...); err != nil {
+						n.log.Warn("removing a killed node's folder", "err", err)
+					} else if removed {
+						found = append(found, p)
+					}
+				}
+			}
+		}
+		_ = os.Remove(stateFile())
+	}
 	if len(found) == 0 {
 		return
 	}
-	// kube-proxy's rules go with its own cleanup mode.
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kube-proxy"), "--cleanup") //nolint:gosec // the harness's own binary.
-	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
-	_ = cmd.Run()
 	n.log.Warn("removed the leftovers of a node whose test process was killed", "removed", strings.Join(found, "; "))
 }
+
+// sweepCNICache removes libcni's cached results of a killed node's pods
+// (/var/lib/cni/results, a fixed path): the network's entries are named after
+// the node ("contrast-<id>-<sandbox>-eth0"), the loopback entries after the
+// same sandboxes.
+func sweepCNICache() {
+	const dir = "/var/lib/cni/results"
+	ents, _ := os.ReadDir(dir)
+	sandboxes := map[string]bool{}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), "contrast-")
+		if !ok || len(rest) < 8 || !staleName("contrast-"+rest[:6], "contrast-") {
+			continue
+		}
+		sandbox := strings.TrimSuffix(rest[7:], "-eth0")
+		sandboxes[sandbox] = true
+		_ = os.Remove(filepath.Join(dir, e.Name()))
+	}
+	for sb := range sandboxes {
+		_ = os.Remove(filepath.Join(dir, "cni-loopback-"+sb+"-lo"))
+	}
+}
+
+// stateFile holds the host snapshot of the running node.
+func stateFile() string { return filepath.Join(os.TempDir(), "contrast-real-node.state.json") }
 
 // checkAddressPlan refuses to start when the host already has addresses or
 // routes in the node's ranges.
@@ -986,7 +1055,7 @@ func (n *node) cleanup(ctx context.Context) error {
 			if n.before.Paths[p] {
 				continue
 			}
-			if removed, err := n.removeIfOwn(p); err != nil {
+			if removed, err := removeIfOwn(p, n.dir); err != nil {
 				errs = append(errs, err)
 			} else if removed {
 				n.events = append(n.events, "removed "+p)
@@ -1009,6 +1078,9 @@ func (n *node) cleanup(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if n.before != nil {
+		_ = os.Remove(stateFile())
+	}
 	if len(n.events) > 0 {
 		n.log.Info("node cleanup", "events", strings.Join(n.events, "; "))
 	}
@@ -1023,7 +1095,7 @@ func (n *node) cleanup(ctx context.Context) error {
 // and links (the kubelet's links into its pod-log folder); it reports whether
 // it removed anything and refuses, with an error, when path holds anything
 // else.
-func (n *node) removeIfOwn(path string) (bool, error) {
+func removeIfOwn(path string, ownDirs ...string) (bool, error) {
 	if _, err := os.Lstat(path); os.IsNotExist(err) {
 		return false, nil
 	}
@@ -1035,7 +1107,12 @@ func (n *node) removeIfOwn(path string) (bool, error) {
 		switch t := d.Type(); {
 		case t.IsDir(), t&os.ModeSocket != 0:
 		case t&os.ModeSymlink != 0:
-			if target, err := os.Readlink(p); err != nil || !strings.HasPrefix(target, n.dir) {
+			target, err := os.Readlink(p)
+			own := false
+			for _, d := range ownDirs {
+				own = own || (err == nil && strings.HasPrefix(target, d+"/"))
+			}
+			if !own {
 				foreign = append(foreign, p)
 			}
 		default:
@@ -1093,6 +1170,15 @@ func (c *Cluster) Cgroup() string {
 		return ""
 	}
 	return c.node.cgroup
+}
+
+// HostBefore returns the snapshot of the host the node took before it
+// started (after removing the leftovers of killed nodes), or nil.
+func (c *Cluster) HostBefore() *HostState {
+	if c.node == nil {
+		return nil
+	}
+	return c.node.before
 }
 
 // RuntimeSocket returns the path of containerd's socket (for ctr or
