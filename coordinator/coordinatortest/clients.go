@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/atls"
 	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 )
 
 // DialUser returns a user API client that validates the Coordinator's

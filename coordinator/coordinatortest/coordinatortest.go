@@ -14,10 +14,11 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/google/go-sev-guest/abi"
+
 	"github.com/contrast-cc/contrast/attest/sim"
 	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"github.com/google/go-sev-guest/abi"
 )
 
 // Platform is a simulated SNP platform (one authority) from which devices

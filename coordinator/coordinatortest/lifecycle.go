@@ -5,17 +5,19 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/sha256"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/contrast-cc/contrast/attest/sim"
 	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
 )
 
 // Deployment is the manifest of the scenarios: the coordinator, a web
@@ -40,10 +42,12 @@ func (h *Harness) Request(d *Deployment, expected []byte, extraSANs ...string) *
 	for _, o := range d.Owners {
 		owners = append(owners, &o.PublicKey)
 	}
-	m := h.Platform.Manifest(h.CoordinatorPolicy, []Workload{
-		{Policy: d.Web, Entry: manifest.PolicyEntry{SANs: append([]string{"web", "web.emojivoto.svc.cluster.local", "*"}, extraSANs...), WorkloadSecretID: "emojivoto/web"}},
-		{Policy: d.Emoji, Entry: manifest.PolicyEntry{SANs: []string{"emoji"}, WorkloadSecretID: "emojivoto/emoji"}},
-	}, owners...)
+	// Workload secret IDs are names, not secrets.
+	webEntry := manifest.PolicyEntry{SANs: append([]string{"web", "web.emojivoto.svc.cluster.local", "*"}, extraSANs...)}
+	webEntry.WorkloadSecretID = "emojivoto/web"
+	emojiEntry := manifest.PolicyEntry{SANs: []string{"emoji"}}
+	emojiEntry.WorkloadSecretID = "emojivoto/emoji"
+	m := h.Platform.Manifest(h.CoordinatorPolicy, []Workload{{Policy: d.Web, Entry: webEntry}, {Policy: d.Emoji, Entry: emojiEntry}}, owners...)
 	return &userpb.SetManifestRequest{
 		Manifest:                 JSON(m),
 		Policies:                 [][]byte{h.CoordinatorPolicy.Doc, d.Web.Doc, d.Emoji.Doc},
@@ -218,7 +222,7 @@ func RunConcurrentOwners(t *testing.T, h *Harness) {
 	for i, cl := range clients {
 		wg.Go(func() {
 			<-start
-			_, errs[i] = cl.SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), "owner-"+string(rune('a'+i))))
+			_, errs[i] = cl.SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), fmt.Sprintf("owner-%d", i)))
 		})
 	}
 	close(start)

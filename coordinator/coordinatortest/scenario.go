@@ -14,15 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/sim"
 	"github.com/contrast-cc/contrast/attest/snp"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/contrast-cc/contrast/coordinator/server"
-	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Harness starts Coordinators on loopback ports that share one history

@@ -72,7 +72,7 @@ func keyDER(k HexString) ([]byte, error) {
 }
 
 // KeyDigest returns the SHA-256 of the DER PKIX encoding of pub, the form
-// WorkloadOwnerKeyDigests lists and seed shares are labelled with.
+// WorkloadOwnerKeyDigests lists and seed shares are labeled with.
 func KeyDigest(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {

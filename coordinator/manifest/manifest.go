@@ -78,7 +78,7 @@ func (h HexString) Bytes() ([]byte, error) { return hex.DecodeString(string(h)) 
 func (h HexString) String() string { return string(h) }
 
 // Parse decodes and validates a manifest. Unknown fields are rejected, so a
-// misspelt field never silently weakens a check. A validation failure is a
+// misspelled field never silently weakens a check. A validation failure is a
 // *ValidationError listing every problem with its JSON path.
 func Parse(data []byte) (*Manifest, error) {
 	if len(data) > MaxSize {

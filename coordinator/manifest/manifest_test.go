@@ -10,13 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/contrast-cc/contrast/attest/tdx"
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func validManifest(t testing.TB) *manifest.Manifest {

@@ -12,7 +12,7 @@ import (
 
 // ValidatorOptions configure the validators built from a manifest.
 type ValidatorOptions struct {
-	// Cache fetches and caches KDS/PCS artefacts; nil uses each
+	// Cache fetches and caches KDS/PCS artifacts; nil uses each
 	// validator's default (online) cache.
 	Cache *certcache.Cache
 	// Logger defaults to the validators' default.

@@ -16,10 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/internal/ca"
-	"github.com/stretchr/testify/require"
 )
 
 // BenchmarkMeshCertIssuance measures attested certificate issuances over

@@ -14,6 +14,11 @@ import (
 	"runtime"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/atls"
 	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
@@ -25,10 +30,6 @@ import (
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
 	"github.com/contrast-cc/contrast/coordinator/internal/userapi"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
-	"k8s.io/client-go/kubernetes"
 )
 
 // Version is set at build time (-ldflags -X).
@@ -174,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	return c, nil
 }
 
-// UserAddr, MeshAddr and ProbeAddr return the bound addresses.
+// UserAddr returns the bound user API address.
 func (c *Coordinator) UserAddr() string { return c.userLis.Addr().String() }
 
 // MeshAddr returns the bound mesh API address.

@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/server"
-	"github.com/stretchr/testify/require"
 )
 
 func memoryHarness(t testing.TB) *coordinatortest.Harness {

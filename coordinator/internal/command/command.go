@@ -12,6 +12,12 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/certcache"
 	"github.com/contrast-cc/contrast/attest/sim"
@@ -19,11 +25,6 @@ import (
 	"github.com/contrast-cc/contrast/attest/tdx"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/contrast-cc/contrast/coordinator/server"
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Options are the command's settings.
@@ -85,7 +86,7 @@ func New(logger *slog.Logger, level *slog.LevelVar) *cobra.Command {
 	f.StringVar(&o.MeshAddr, "mesh-api-addr", server.DefaultMeshAddr, "listen address of the mesh API (mutual aTLS)")
 	f.StringVar(&o.ProbeAddr, "probe-addr", server.DefaultProbeAddr, "listen address of /livez, /readyz and /metrics")
 	f.StringVar(&o.Platform, "platform", "", "evidence issuer: snp, tdx, snp-simulated or tdx-simulated (required)")
-	f.BoolVar(&o.Offline, "offline", false, "never fetch KDS/PCS artefacts; rely on those attached to the evidence")
+	f.BoolVar(&o.Offline, "offline", false, "never fetch KDS/PCS artifacts; rely on those attached to the evidence")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.SimAuthority, "sim-authority", "", "simulated: file of the simulated AMD/Intel root and keys (created if missing)")
 	f.StringVar(&o.SimHostData, "sim-host-data", "", "simulated: hex policy digest the simulated TEE reports")

@@ -21,14 +21,15 @@ import (
 	"sync"
 	"weak"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/atls"
 	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
 	"github.com/contrast-cc/contrast/coordinator/internal/metrics"
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Server implements the mesh API.

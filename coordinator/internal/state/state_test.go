@@ -8,14 +8,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/internal/history"
 	"github.com/contrast-cc/contrast/coordinator/internal/seed"
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 type fixture struct {

@@ -12,13 +12,14 @@ import (
 	"errors"
 	"log/slog"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/contrast-cc/contrast/attest/atls"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
 	"github.com/contrast-cc/contrast/coordinator/internal/history"
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Server implements the user API.
