@@ -23,7 +23,7 @@ import (
 // testdata/golden/. UPDATE_GOLDEN=1 rewrites them; a stale or orphaned
 // golden file fails the test.
 func TestGolden(t *testing.T) {
-	m, _ := testMutator(t)
+	m := testMutator(t)
 	inputs := emojivotoFiles(t)
 	inputs = append(inputs, "../policy/testdata/workloads.yaml")
 	own, err := filepath.Glob("testdata/*.yaml")

@@ -1,52 +1,29 @@
 package inject
 
 import (
-	"context"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/require"
 
-	"github.com/contrast-cc/contrast/webhook/images"
-	"github.com/contrast-cc/contrast/webhook/images/imagestest"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
-// Stand-ins for the Initializer and mesh-proxy images.
-var contrastImages = map[string]imagestest.Spec{
-	"contrast/initializer:test": {
-		Config: v1.Config{Entrypoint: []string{"/initializer"}, Env: []string{"PATH=/"}},
-		Files:  map[string]string{"initializer": "initializer"},
-	},
-	"contrast/mesh-proxy:test": {
-		Config: v1.Config{Entrypoint: []string{"/mesh-proxy"}, Env: []string{"PATH=/"}},
-		Files:  map[string]string{"mesh-proxy": "mesh-proxy"},
-	},
-}
-
 // testMutator serves the test image catalog and the Contrast images from an
 // in-process registry (reached through mirrors) and returns a Mutator.
-func testMutator(t testing.TB) (*Mutator, *images.Registry) {
+func testMutator(t testing.TB) *Mutator {
 	t.Helper()
-	catalog := maps.Clone(imagestest.Catalog)
-	maps.Copy(catalog, contrastImages)
-	src, _ := imagestest.ServeCatalog(t, catalog)
-	pin := func(image string) string {
-		img, err := src.Resolve(context.Background(), image, nil)
-		require.NoError(t, err)
-		return img.Reference()
-	}
+	imgs := injecttest.Serve(t)
 	cfg := Config{
-		InitializerImage:   pin("registry.example/contrast/initializer:test"),
-		ProxyImage:         pin("registry.example/contrast/mesh-proxy:test"),
+		InitializerImage:   imgs.InitializerImage,
+		ProxyImage:         imgs.ProxyImage,
 		CoordinatorAddress: "coordinator.contrast-system:7777",
 	}
 	require.NoError(t, cfg.Validate())
-	return &Mutator{Config: cfg, Images: src}, src
+	return &Mutator{Config: cfg, Images: imgs.Source}
 }
 
 func readWorkloads(t testing.TB, path string) []policy.Workload {

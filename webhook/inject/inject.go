@@ -90,15 +90,15 @@ type DenyCode string
 
 // Denial codes.
 const (
-	DenyRuntimeClass   DenyCode = "runtime_class"
-	DenyHostNamespace  DenyCode = "host_namespace"
+	DenyRuntimeClass   DenyCode = "runtime-class"
+	DenyHostNamespace  DenyCode = "host-namespace"
 	DenyPrivileged     DenyCode = "privileged"
-	DenyMeshAnnotation DenyCode = "mesh_annotation"
-	DenyReserved       DenyCode = "reserved_name"
-	DenyInjection      DenyCode = "injection_record"
+	DenyMeshAnnotation DenyCode = "mesh-annotation"
+	DenyReserved       DenyCode = "reserved-name"
+	DenyInjection      DenyCode = "injection-record"
 	DenyImage          DenyCode = "image"
 	DenyPolicy         DenyCode = "policy"
-	DenyPolicySize     DenyCode = "policy_size"
+	DenyPolicySize     DenyCode = "policy-size"
 )
 
 // ErrDenied is wrapped by every DenyError.

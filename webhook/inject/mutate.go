@@ -129,7 +129,7 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 			img, err := src.Resolve(gctx, *t.image, kc)
 			if err != nil {
 				if ctx.Err() != nil {
-					// the request was cancelled or timed out: not the pod's fault
+					// the request was canceled or timed out: not the pod's fault
 					return fmt.Errorf("resolving %s: %w", t.field, ctx.Err())
 				}
 				var ie *images.Error

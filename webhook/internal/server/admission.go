@@ -1,0 +1,177 @@
+// Package server is the webhook's HTTP side: the admission handler (built on
+// slok/kubewebhook), metrics, probes and the HTTPS and probe servers.
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	kwhhttp "github.com/slok/kubewebhook/v2/pkg/http"
+	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
+	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
+	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/contrast-cc/contrast/webhook/inject"
+)
+
+// KeychainFunc returns the registry credentials of a pod (its pull secrets
+// and its service account's). It may return nil for anonymous access.
+type KeychainFunc func(ctx context.Context, namespace string, pod *corev1.Pod) (authn.Keychain, error)
+
+// AdmissionConfig configures the admission handler.
+type AdmissionConfig struct {
+	// Mutator mutates pods. Required.
+	Mutator *inject.Mutator
+	// Metrics records admissions. Required.
+	Metrics *Metrics
+	// Logger logs admissions (default slog.Default()).
+	Logger *slog.Logger
+	// ExcludedNamespaces are never mutated, whatever the webhook
+	// configuration's selectors say (the webhook's own namespace,
+	// kube-system).
+	ExcludedNamespaces []string
+	// Keychain returns a pod's registry credentials (optional).
+	Keychain KeychainFunc
+}
+
+// NewAdmissionHandler returns the HTTP handler of the mutating webhook.
+func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
+	if cfg.Mutator == nil || cfg.Metrics == nil {
+		return nil, errors.New("mutator and metrics are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &admitter{cfg: cfg}
+	wh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
+		ID:      "contrast-pods",
+		Obj:     &corev1.Pod{},
+		Mutator: kwhmutating.MutatorFunc(a.mutate),
+		Logger:  kubewebhookLogger{cfg.Logger},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating webhook: %w", err)
+	}
+	h, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
+		Webhook: denyingWebhook{wh},
+		Logger:  kubewebhookLogger{cfg.Logger},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating handler: %w", err)
+	}
+	return requireRequest(h), nil
+}
+
+// maxReviewBytes bounds an admission review (kubewebhook's limit).
+const maxReviewBytes = 6 << 20
+
+// requireRequest rejects reviews without a request before they reach
+// kubewebhook v2.7.0, which dereferences the missing request and panics
+// (found by FuzzAdmissionReview).
+func requireRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxReviewBytes+1))
+		if err != nil {
+			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if len(body) > maxReviewBytes {
+			http.Error(w, "admission review too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		var probe struct {
+			Request json.RawMessage `json:"request"`
+		}
+		if err := json.Unmarshal(body, &probe); err != nil || len(probe.Request) == 0 || string(probe.Request) == "null" {
+			http.Error(w, "not an admission review with a request", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+type admitter struct {
+	cfg AdmissionConfig
+}
+
+// mutate mutates the pod in place; kubewebhook derives the JSON patch from
+// the difference to the admitted object.
+func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhmutating.MutatorResult, error) {
+	start := time.Now()
+	pod, ok := obj.(*corev1.Pod)
+	log := a.cfg.Logger.With("namespace", ar.Namespace, "operation", string(ar.Operation), "dryRun", ar.DryRun)
+	skip := func(reason string) (*kwhmutating.MutatorResult, error) {
+		a.cfg.Metrics.observeAdmission(ResultSkipped, reason, time.Since(start))
+		log.Debug("admission skipped", "reason", reason)
+		return &kwhmutating.MutatorResult{}, nil
+	}
+	switch {
+	case !ok:
+		return skip("not-a-pod")
+	case ar.Operation != kwhmodel.OperationCreate:
+		return skip("operation")
+	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace):
+		return skip("excluded-namespace")
+	case pod.Labels[inject.LabelInject] == "disabled":
+		return skip("opted-out")
+	}
+	log = log.With("generateName", pod.GenerateName, "name", pod.Name)
+
+	var kc authn.Keychain
+	if a.cfg.Keychain != nil {
+		var err error
+		if kc, err = a.cfg.Keychain(ctx, ar.Namespace, pod); err != nil {
+			a.cfg.Metrics.observeAdmission(ResultError, "pull-secrets", time.Since(start))
+			log.Error("reading pull secrets", "error", err)
+			return nil, fmt.Errorf("reading pull secrets: %w", err)
+		}
+	}
+	out, res, err := a.cfg.Mutator.MutatePod(ctx, pod, kc)
+	if err != nil {
+		var de *inject.DenyError
+		if errors.As(err, &de) {
+			a.cfg.Metrics.observeAdmission(ResultDenied, string(de.Code), time.Since(start))
+			log.Info("pod denied", "reason", string(de.Code), "field", de.Field)
+			return nil, err
+		}
+		a.cfg.Metrics.observeAdmission(ResultError, "internal", time.Since(start))
+		log.Error("mutating pod", "error", err)
+		return nil, err
+	}
+	*pod = *out
+	a.cfg.Metrics.observeAdmission(ResultMutated, "ok", time.Since(start))
+	log.Info("pod mutated", "policyHash", res.Annotations["contrast.cc/policy-hash"], "kind", res.Kind)
+	return &kwhmutating.MutatorResult{}, nil
+}
+
+// denyingWebhook turns denials of the mutator into a response with
+// allowed: false and the denial as message (kubewebhook's mutating webhook
+// only knows errors, which the API server reports as webhook failures).
+type denyingWebhook struct {
+	next kwhwebhook.Webhook
+}
+
+func (w denyingWebhook) ID() string                 { return w.next.ID() }
+func (w denyingWebhook) Kind() kwhmodel.WebhookKind { return w.next.Kind() }
+
+func (w denyingWebhook) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
+	resp, err := w.next.Review(ctx, ar)
+	var de *inject.DenyError
+	if errors.As(err, &de) {
+		return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: "contrast: " + de.Error()}, nil
+	}
+	return resp, err
+}

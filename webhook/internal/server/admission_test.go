@@ -1,0 +1,298 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+
+	"github.com/contrast-cc/contrast/webhook/inject"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
+	"github.com/contrast-cc/contrast/webhook/policy"
+)
+
+type fixture struct {
+	handler http.Handler
+	metrics *Metrics
+	mutator *inject.Mutator
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	imgs := injecttest.Serve(t)
+	metrics := NewMetrics(prometheus.NewPedanticRegistry())
+	cfg := inject.Config{InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777"}
+	require.NoError(t, cfg.Validate())
+	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(imgs.Source, metrics)}
+	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}})
+	require.NoError(t, err)
+	return &fixture{handler: h, metrics: metrics, mutator: m}
+}
+
+// webPod is the pod the ReplicaSet controller of the emojivoto web
+// Deployment sends to admission.
+func webPod() *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "web-7d9f8c6b5-",
+			Namespace:    "emojivoto",
+			Labels:       map[string]string{"app": "web-svc", "version": "v11", "pod-template-hash": "7d9f8c6b5"},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d9f8c6b5", UID: "1b7a3c2e-0000-4000-8000-000000000001", Controller: ptr.To(true),
+			}},
+		},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "web",
+			Containers: []corev1.Container{{
+				Name:  "web-svc",
+				Image: "docker.l5d.io/buoyantio/emojivoto-web:v11",
+				Env: []corev1.EnvVar{
+					{Name: "WEB_PORT", Value: "8080"},
+					{Name: "EMOJISVC_HOST", Value: "emoji-svc.emojivoto:8080"},
+					{Name: "VOTINGSVC_HOST", Value: "voting-svc.emojivoto:8080"},
+					{Name: "INDEX_BUNDLE", Value: "dist/index_bundle.js"},
+				},
+				Ports:                    []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
+				TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+				ImagePullPolicy:          corev1.PullIfNotPresent,
+			}},
+			RestartPolicy: corev1.RestartPolicyAlways,
+			DNSPolicy:     corev1.DNSClusterFirst,
+		},
+	}
+}
+
+// review is an admission.k8s.io/v1 AdmissionReview as the API server sends it.
+func review(t *testing.T, op admissionv1.Operation, namespace string, pod *corev1.Pod, dryRun bool) []byte {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	require.NoError(t, err)
+	ar := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:       "0d3a1c8e-5d0e-4f5a-9a57-3b2f3c4d5e6f",
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: namespace,
+			Operation: op,
+			Object:    runtime.RawExtension{Raw: raw},
+			DryRun:    ptr.To(dryRun),
+		},
+	}
+	b, err := json.Marshal(ar)
+	require.NoError(t, err)
+	return b
+}
+
+func post(t *testing.T, h http.Handler, body []byte) (int, *admissionv1.AdmissionResponse) {
+	t.Helper()
+	req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/mutate", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	res := rec.Result()
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	if res.StatusCode != http.StatusOK {
+		return res.StatusCode, nil
+	}
+	var ar admissionv1.AdmissionReview
+	require.NoError(t, json.Unmarshal(b, &ar), string(b))
+	require.NotNil(t, ar.Response)
+	assert.Equal(t, "0d3a1c8e-5d0e-4f5a-9a57-3b2f3c4d5e6f", string(ar.Response.UID))
+	return res.StatusCode, ar.Response
+}
+
+func applyPatch(t *testing.T, pod *corev1.Pod, resp *admissionv1.AdmissionResponse) *corev1.Pod {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	require.NoError(t, err)
+	if len(resp.Patch) > 0 {
+		require.Equal(t, admissionv1.PatchTypeJSONPatch, ptr.Deref(resp.PatchType, ""))
+		p, err := jsonpatch.DecodePatch(resp.Patch)
+		require.NoError(t, err)
+		raw, err = p.Apply(raw)
+		require.NoError(t, err)
+	}
+	var out corev1.Pod
+	require.NoError(t, json.Unmarshal(raw, &out))
+	return &out
+}
+
+func TestAdmissionMutates(t *testing.T) {
+	f := newFixture(t)
+	pod := webPod()
+	code, resp := post(t, f.handler, review(t, admissionv1.Create, "emojivoto", pod, false))
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, resp.Allowed)
+	got := applyPatch(t, pod, resp)
+
+	want, res, err := f.mutator.MutatePod(context.Background(), pod, nil)
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "the patch must turn the admitted pod into the mutated pod")
+	assert.Equal(t, "contrast-cc", ptr.Deref(got.Spec.RuntimeClassName, ""))
+	require.Len(t, got.Spec.InitContainers, 2)
+	assert.Equal(t, inject.InitializerName, got.Spec.InitContainers[0].Name)
+	assert.Regexp(t, `^docker\.l5d\.io/buoyantio/emojivoto-web@sha256:[0-9a-f]{64}$`, got.Spec.Containers[0].Image)
+	assert.Equal(t, res.Annotations[policy.AnnotationPolicyHash], got.Annotations[policy.AnnotationPolicyHash])
+	assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultMutated, "ok")), 0)
+
+	// A re-invocation of the mutated pod changes nothing.
+	code, resp = post(t, f.handler, review(t, admissionv1.Create, "emojivoto", got, false))
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, resp.Allowed)
+	assert.Equal(t, got, applyPatch(t, got, resp))
+	assert.Positive(t, testutil.ToFloat64(f.metrics.imageCache.WithLabelValues("hit")), "pinned images come from the cache")
+
+	// A dry run returns the same mutated pod.
+	code, resp = post(t, f.handler, review(t, admissionv1.Create, "emojivoto", pod, true))
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, resp.Allowed)
+	assert.Equal(t, want, applyPatch(t, pod, resp))
+}
+
+func TestAdmissionSkips(t *testing.T) {
+	testCases := map[string]struct {
+		op        admissionv1.Operation
+		namespace string
+		mutate    func(*corev1.Pod)
+		reason    string
+	}{
+		"kube-system":       {op: admissionv1.Create, namespace: "kube-system", reason: "excluded-namespace"},
+		"own namespace":     {op: admissionv1.Create, namespace: "contrast-system", reason: "excluded-namespace"},
+		"update":            {op: admissionv1.Update, namespace: "emojivoto", reason: "operation"},
+		"opted-out pod":     {op: admissionv1.Create, namespace: "emojivoto", mutate: func(p *corev1.Pod) { p.Labels[inject.LabelInject] = "disabled" }, reason: "opted-out"},
+		"hostNetwork in ks": {op: admissionv1.Create, namespace: "kube-system", mutate: func(p *corev1.Pod) { p.Spec.HostNetwork = true }, reason: "excluded-namespace"},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			pod := webPod()
+			if tc.mutate != nil {
+				tc.mutate(pod)
+			}
+			code, resp := post(t, f.handler, review(t, tc.op, tc.namespace, pod, false))
+			require.Equal(t, http.StatusOK, code)
+			assert.True(t, resp.Allowed)
+			assert.Equal(t, pod, applyPatch(t, pod, resp), "pod must be untouched")
+			assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultSkipped, tc.reason)), 0)
+		})
+	}
+}
+
+func TestAdmissionDenies(t *testing.T) {
+	testCases := map[string]struct {
+		mutate  func(*corev1.Pod)
+		reason  string
+		message []string
+	}{
+		"host network": {
+			mutate:  func(p *corev1.Pod) { p.Spec.HostNetwork = true },
+			reason:  "host-namespace",
+			message: []string{"spec.hostNetwork"},
+		},
+		"unresolvable image": {
+			mutate:  func(p *corev1.Pod) { p.Spec.Containers[0].Image = "docker.l5d.io/buoyantio/emojivoto-web:v99" },
+			reason:  "image",
+			message: []string{"spec.containers[0].image", `"docker.l5d.io/buoyantio/emojivoto-web:v99"`},
+		},
+		"malformed mesh annotation": {
+			mutate: func(p *corev1.Pod) {
+				p.Annotations = map[string]string{"contrast.cc/servicemesh-ingress": "web#http#false"}
+			},
+			reason:  "mesh-annotation",
+			message: []string{"metadata.annotations[contrast.cc/servicemesh-ingress]", `"web#http#false"`},
+		},
+		"privileged": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+			},
+			reason:  "privileged",
+			message: []string{"spec.containers[0].securityContext.privileged"},
+		},
+		"secret value stays out of the message": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.HostPID = true
+				p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "API_TOKEN", Value: "s3cr3t-v4lu3"})
+			},
+			reason:  "host-namespace",
+			message: []string{"spec.hostPID"},
+		},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			pod := webPod()
+			tc.mutate(pod)
+			code, resp := post(t, f.handler, review(t, admissionv1.Create, "emojivoto", pod, false))
+			require.Equal(t, http.StatusOK, code)
+			assert.False(t, resp.Allowed)
+			require.NotNil(t, resp.Result)
+			for _, m := range tc.message {
+				assert.Contains(t, resp.Result.Message, m)
+			}
+			assert.NotContains(t, resp.Result.Message, "s3cr3t")
+			assert.Empty(t, resp.Patch)
+			assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultDenied, tc.reason)), 0)
+		})
+	}
+}
+
+func TestAdmissionMalformedRequest(t *testing.T) {
+	f := newFixture(t)
+	code, _ := post(t, f.handler, []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":`))
+	assert.Equal(t, http.StatusBadRequest, code)
+}
+
+// FuzzAdmissionReview feeds arbitrary bodies to the admission handler: it
+// must never panic, and every 200 response must be a well-formed review.
+func FuzzAdmissionReview(f *testing.F) {
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","spec":{"hostNetwork":true,"containers":[{"name":"a","image":"x"}]}}}}`))
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"contrast.cc/injected":"{\"initContainers\":[\"a\"]}","contrast.cc/servicemesh-egress":"x#127.0.0.1:1#y:2"}},"spec":{"containers":[{"name":"a","image":"x"}]}}}}`))
+	f.Add([]byte(`{}`))
+	metrics := NewMetrics(prometheus.NewRegistry())
+	cfg := inject.Config{
+		InitializerImage:   "registry.example/contrast/initializer@sha256:" + string(bytes.Repeat([]byte("1"), 64)),
+		ProxyImage:         "registry.example/contrast/mesh-proxy@sha256:" + string(bytes.Repeat([]byte("2"), 64)),
+		CoordinatorAddress: "coordinator:7777",
+	}
+	if err := cfg.Validate(); err != nil {
+		f.Fatal(err)
+	}
+	// no registry: every image is unresolvable, so the fuzzer exercises
+	// decoding, skipping, injection and denial without network access
+	m := &inject.Mutator{Config: cfg, Images: &unresolvingSource{}}
+	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/mutate", bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			return
+		}
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &ar); err != nil || ar.Response == nil {
+			t.Fatalf("malformed 200 response %q: %v", rec.Body.String(), err)
+		}
+	})
+}

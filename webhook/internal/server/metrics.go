@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/contrast-cc/contrast/webhook/images"
+)
+
+// Admission results (label result of contrast_webhook_admissions_total).
+const (
+	ResultMutated = "mutated"
+	ResultSkipped = "skipped"
+	ResultDenied  = "denied"
+	ResultError   = "error"
+)
+
+// Metrics are the webhook's Prometheus metrics (docs/metrics.md).
+type Metrics struct {
+	admissions      *prometheus.CounterVec
+	latency         *prometheus.HistogramVec
+	imageCache      *prometheus.CounterVec
+	imageResolution *prometheus.HistogramVec
+}
+
+// NewMetrics registers the webhook metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_admissions_total",
+			Help: "Pod admissions by result (mutated, skipped, denied, error) and reason.",
+		}, []string{"result", "reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "contrast_webhook_admission_duration_seconds",
+			Help:    "Duration of pod admissions by result.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+		imageCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_image_cache_requests_total",
+			Help: "Image resolutions of digest-pinned references served from the webhook's cache (hit) or resolved (miss).",
+		}, []string{"result"}),
+		imageResolution: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "contrast_webhook_image_resolution_duration_seconds",
+			Help:    "Duration of image resolutions that reached the image source, by result (ok, error).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.admissions, m.latency, m.imageCache, m.imageResolution)
+	return m
+}
+
+func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {
+	m.admissions.WithLabelValues(result, reason).Inc()
+	m.latency.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// maxCachedImages bounds the webhook's cache of digest-pinned resolutions.
+const maxCachedImages = 4096
+
+// CachingSource is an images.Source that caches the resolution of
+// digest-pinned references (they are immutable) made without credentials,
+// and measures resolutions. Tags are always resolved again: they move.
+// Resolutions with a keychain are not cached, so a pod without pull secrets
+// never learns the configuration of a private image from the cache.
+type CachingSource struct {
+	next    images.Source
+	metrics *Metrics
+
+	mu    sync.Mutex
+	cache map[string]*images.Image
+}
+
+// NewCachingSource wraps next.
+func NewCachingSource(next images.Source, m *Metrics) *CachingSource {
+	return &CachingSource{next: next, metrics: m, cache: map[string]*images.Image{}}
+}
+
+// Resolve implements images.Source.
+func (s *CachingSource) Resolve(ctx context.Context, image string, kc authn.Keychain) (*images.Image, error) {
+	cacheable := kc == nil && strings.Contains(image, "@sha256:")
+	if cacheable {
+		s.mu.Lock()
+		img, ok := s.cache[image]
+		s.mu.Unlock()
+		if ok {
+			s.metrics.imageCache.WithLabelValues("hit").Inc()
+			cp := *img
+			return &cp, nil
+		}
+		s.metrics.imageCache.WithLabelValues("miss").Inc()
+	}
+	start := time.Now()
+	img, err := s.next.Resolve(ctx, image, kc)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.metrics.imageResolution.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	if cacheable {
+		s.mu.Lock()
+		if len(s.cache) >= maxCachedImages {
+			clear(s.cache)
+		}
+		cp := *img
+		s.cache[image] = &cp
+		s.mu.Unlock()
+	}
+	return img, nil
+}
+
+// Accounts implements images.Source.
+func (s *CachingSource) Accounts(ctx context.Context, img *images.Image, kc authn.Keychain) (*images.Accounts, error) {
+	return s.next.Accounts(ctx, img, kc)
+}
