@@ -274,7 +274,7 @@ func assertNoLeftovers(t *testing.T, c *cluster.Cluster) {
 		assert.True(t, os.IsNotExist(err), "cgroup %s remains", filepath.Join(h, c.Cgroup()))
 	}
 	_, err = net.InterfaceByName(c.Bridge())
-	assert.Error(t, err, "bridge %s remains", c.Bridge())
+	require.Error(t, err, "bridge %s remains", c.Bridge())
 	_, err = os.Stat(sockDir)
 	assert.True(t, os.IsNotExist(err), "socket folder %s remains", sockDir)
 }

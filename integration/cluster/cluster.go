@@ -127,7 +127,7 @@ func ResolveBinDir(dir string) (string, error) {
 	}
 	var missing []string
 	for _, b := range requiredBinaries {
-		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() || st.Mode()&0o111 == 0 { //nolint:gosec // the harness's binary folder.
 			missing = append(missing, b)
 		}
 	}
@@ -212,7 +212,7 @@ func New(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
 }
 
 func (c *Cluster) logFile(name string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(c.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(filepath.Join(c.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600) //nolint:gosec // a log file in the cluster folder.
 	if err != nil {
 		return nil, fmt.Errorf("creating log file: %w", err)
 	}
@@ -249,9 +249,9 @@ func (c *Cluster) startAPIServer(timeout time.Duration) error {
 		if err != nil {
 			return err
 		}
-		api.SecureServing.Address = nodeAddress
-		api.SecureServing.Port = strconv.Itoa(port)
-		api.SecureServing.CA = ca
+		api.Address = nodeAddress
+		api.Port = strconv.Itoa(port)
+		api.CA = ca
 		for k, v := range flags {
 			api.Configure().Set(k, v)
 		}
@@ -325,7 +325,8 @@ func (c *Cluster) startControllerManager(ctx context.Context, timeout time.Durat
 		"--v=1",
 	}
 	//nolint:gosec // the binary and its arguments come from this harness, not from input.
-	cmd := exec.Command(filepath.Join(c.BinDir, "kube-controller-manager"), args...)
+	// Not bound to ctx, which only bounds the start: Stop ends the process.
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), filepath.Join(c.BinDir, "kube-controller-manager"), args...)
 	cmd.Stdout, cmd.Stderr = kcmLog, kcmLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

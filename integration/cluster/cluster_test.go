@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,5 +49,5 @@ func TestResolveBinDirFromEnv(t *testing.T) {
 	got, err := ResolveBinDir("")
 	assert.Equal(t, dir, got)
 	var missing *MissingBinariesError
-	assert.True(t, errors.As(err, &missing))
+	require.ErrorAs(t, err, &missing)
 }

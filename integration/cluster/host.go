@@ -79,7 +79,7 @@ func SnapshotHost(ctx context.Context) (*HostState, error) {
 		}
 	}
 	for _, k := range sysctlsTouched {
-		if b, err := os.ReadFile(filepath.Join("/proc/sys", k)); err == nil {
+		if b, err := os.ReadFile(filepath.Join("/proc/sys", k)); err == nil { //nolint:gosec // a fixed list of sysctls.
 			s.Sysctls[k] = strings.TrimSpace(string(b))
 		}
 	}
@@ -218,7 +218,7 @@ func (s *HostState) restore(ctx context.Context, now *HostState) []error {
 		}
 		run := func(args ...string) {
 			args = append([]string{"-w"}, args...)
-			if out, err := exec.CommandContext(ctx, fam.cmd, args...).CombinedOutput(); err != nil {
+			if out, err := exec.CommandContext(ctx, fam.cmd, args...).CombinedOutput(); err != nil { //nolint:gosec // iptables with rules read from iptables-save.
 				errs = append(errs, fmt.Errorf("%s %s: %w: %s", fam.cmd, strings.Join(args, " "), err, bytes.TrimSpace(out)))
 			}
 		}
@@ -237,7 +237,7 @@ func (s *HostState) restore(ctx context.Context, now *HostState) []error {
 	return errs
 }
 
-// splitRule splits an iptables-save rule into arguments, honouring the
+// splitRule splits an iptables-save rule into arguments, honoring the
 // double quotes iptables-save puts around comments.
 func splitRule(rule string) []string {
 	var args []string

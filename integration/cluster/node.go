@@ -41,7 +41,7 @@ const (
 	kubernetesSvc = "10.217.1.1"
 	// NodeName is the name of the real node.
 	NodeName = "contrast-node"
-	// lockFile serialises real nodes on one machine.
+	// lockFile serializes real nodes on one machine.
 	lockFile = "contrast-real-node.lock"
 )
 
@@ -326,7 +326,7 @@ func (n *node) sweepStale(ctx context.Context) {
 	ifaces, _ := net.Interfaces()
 	for _, i := range ifaces {
 		if staleName(i.Name, "ctrst") {
-			if err := n.run(ctx, "ip", "link", "del", i.Name); err == nil {
+			if err := n.ip(ctx, "link", "del", i.Name); err == nil {
 				found = append(found, "bridge "+i.Name)
 			}
 		}
@@ -406,14 +406,15 @@ func checkAddressPlan() error {
 	return nil
 }
 
-func (n *node) run(ctx context.Context, name string, args ...string) error {
-	path, err := lookTool(name)
+// ip runs the ip command of iproute2.
+func (n *node) ip(ctx context.Context, args ...string) error {
+	path, err := lookTool("ip")
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput() //nolint:gosec // iproute2 with the node's own arguments.
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -422,14 +423,14 @@ func (n *node) run(ctx context.Context, name string, args ...string) error {
 // server can listen there before the first pod exists; the bridge CNI plugin
 // adopts it.
 func (n *node) createBridge(ctx context.Context) error {
-	if err := n.run(ctx, "ip", "link", "add", "name", n.bridge, "type", "bridge"); err != nil {
+	if err := n.ip(ctx, "link", "add", "name", n.bridge, "type", "bridge"); err != nil {
 		return fmt.Errorf("creating bridge: %w", err)
 	}
 	n.bridgeMade = true
-	if err := n.run(ctx, "ip", "addr", "add", nodeAddress+"/24", "dev", n.bridge); err != nil {
+	if err := n.ip(ctx, "addr", "add", nodeAddress+"/24", "dev", n.bridge); err != nil {
 		return fmt.Errorf("addressing bridge: %w", err)
 	}
-	if err := n.run(ctx, "ip", "link", "set", n.bridge, "up"); err != nil {
+	if err := n.ip(ctx, "link", "set", n.bridge, "up"); err != nil {
 		return fmt.Errorf("starting bridge: %w", err)
 	}
 	return nil
@@ -439,7 +440,7 @@ func (n *node) createBridge(ctx context.Context) error {
 func (n *node) createCgroupRoot() error {
 	for _, h := range cgroupHierarchies() {
 		d := filepath.Join(h, n.cgroup)
-		if err := os.Mkdir(d, 0o755); err != nil {
+		if err := os.Mkdir(d, 0o755); err != nil { //nolint:gosec // cgroup folders are world-readable.
 			return fmt.Errorf("creating cgroup %s: %w", d, err)
 		}
 		n.cgroupDirs = append(n.cgroupDirs, d)
@@ -460,7 +461,7 @@ func (n *node) createCgroupRoot() error {
 }
 
 func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
 	}
@@ -512,7 +513,8 @@ func (n *node) start(c *Cluster, name, bin string, env []string, args ...string)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...) //nolint:gosec // the harness's own binaries and arguments.
+	// Not bound to a context: the node stops its components itself, in order.
+	cmd := exec.CommandContext(context.Background(), bin, args...) //nolint:gosec // the harness's own binaries and arguments.
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -787,8 +789,8 @@ disabled_plugins = [
 	if err := n.start(c, "containerd", filepath.Join(c.BinDir, "containerd"), env, "--config", cfgPath, "--log-level", "info"); err != nil {
 		return err
 	}
-	return n.waitFor(ctx, "containerd", timeout, func(context.Context) (bool, error) {
-		conn, err := net.Dial("unix", n.containerdSocket())
+	return n.waitFor(ctx, "containerd", timeout, func(ctx context.Context) (bool, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", n.containerdSocket())
 		if err != nil {
 			return false, nil //nolint:nilerr // not listening yet.
 		}
@@ -1041,7 +1043,7 @@ func (n *node) cleanup(ctx context.Context) error {
 		}
 	}
 	if n.bridgeMade {
-		if err := n.run(ctx, "ip", "link", "del", n.bridge); err != nil {
+		if err := n.ip(ctx, "link", "del", n.bridge); err != nil {
 			errs = append(errs, err)
 		}
 	}

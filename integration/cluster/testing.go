@@ -12,7 +12,7 @@ import (
 // Start starts a control plane for a test and stops it when the test ends.
 // It fails the test (never skips it) when the binaries are missing, with a
 // message that names `make k8s-bins`. On failure the component logs are kept
-// in the test's artefact folder and their tails are printed.
+// in the test's artifact folder and their tails are printed.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.Dir == "" {

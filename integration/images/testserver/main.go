@@ -35,7 +35,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: testserver serve|get|append|cat|echo ...")
+		return errors.New("usage: testserver serve|get|append|cat|echo [arguments]")
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
@@ -59,7 +59,7 @@ func run(args []string) error {
 		if len(rest) != 1 {
 			return errors.New("usage: testserver cat FILE")
 		}
-		b, err := os.ReadFile(rest[0])
+		b, err := os.ReadFile(rest[0]) //nolint:gosec // a test tool reading what it is told.
 		if err != nil {
 			return err
 		}
@@ -97,7 +97,7 @@ func serve(args []string) error {
 		log.Info("request", "remote", r.RemoteAddr, "path", r.URL.Path)
 		_, _ = fmt.Fprintf(w, "hello from %s\n", host)
 	})
-	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", *port))
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", fmt.Sprintf(":%d", *port))
 	if err != nil {
 		return err
 	}
