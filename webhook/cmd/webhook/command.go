@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/inject"
+	"github.com/contrast-cc/contrast/webhook/internal/certs"
+	"github.com/contrast-cc/contrast/webhook/internal/server"
+)
+
+// envPrefix: every flag can also be set as CONTRAST_WEBHOOK_<FLAG>, e.g.
+// CONTRAST_WEBHOOK_INITIALIZER_IMAGE; a flag given on the command line wins.
+const envPrefix = "CONTRAST_WEBHOOK_"
+
+type options struct {
+	listen, probeListen   string
+	certFile, keyFile     string
+	runtimeClass          string
+	initializerImage      string
+	proxyImage            string
+	coordinatorAddress    string
+	policyMode            string
+	maxPolicyBytes        int
+	mirrors               []string
+	skipOrigin            []string
+	hostsDir              string
+	platform              string
+	excludedNamespaces    []string
+	pullSecrets           bool
+	kubeconfig            string
+	logLevel              string
+	registryMaxConcurrent int
+}
+
+// NewWebhookCommand returns the webhook command.
+func NewWebhookCommand() *cobra.Command { return newCommand(&options{}) }
+
+func newCommand(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:           "webhook",
+		Short:         "Contrast's mutating admission webhook: makes pods in opted-in namespaces confidential",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags(), os.LookupEnv); err != nil {
+				return err
+			}
+			cfg, err := o.config()
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen-address", ":8443", "HTTPS address of the admission webhook")
+	f.StringVar(&o.probeListen, "probe-address", ":9102", "HTTP address of /livez, /readyz and /metrics")
+	f.StringVar(&o.certFile, "tls-cert-file", "", "serving certificate (PEM), reloaded when it changes")
+	f.StringVar(&o.keyFile, "tls-key-file", "", "serving key (PEM), reloaded when it changes")
+	f.StringVar(&o.runtimeClass, "runtime-class", inject.DefaultRuntimeClassName, "Contrast runtime class set on pods")
+	f.StringVar(&o.initializerImage, "initializer-image", "", "Initializer image, pinned by digest (name@sha256:...)")
+	f.StringVar(&o.proxyImage, "proxy-image", "", "service-mesh proxy image, pinned by digest (name@sha256:...)")
+	f.StringVar(&o.coordinatorAddress, "coordinator-address", "coordinator.contrast-system.svc:7777", "host:port of the Coordinator's mesh API, given to the Initializer")
+	f.StringVar(&o.policyMode, "policy-mode", "initdata", "policy annotation: initdata or legacy")
+	f.IntVar(&o.maxPolicyBytes, "max-policy-bytes", inject.DefaultMaxPolicyBytes, "pods whose policy annotation is larger are denied")
+	f.StringSliceVar(&o.mirrors, "registry-mirror", nil, "registry mirror as registry=URL (http:// for plain HTTP), repeatable, tried in order before the registry")
+	f.StringSliceVar(&o.skipOrigin, "registry-skip-origin", nil, "registry reached only through its mirrors (air-gapped), repeatable")
+	f.StringVar(&o.hostsDir, "registry-hosts-dir", "", "containerd certs.d directory (<registry>/hosts.toml) with mirrors")
+	f.StringVar(&o.platform, "registry-platform", "linux/amd64", "platform selected from multi-platform images")
+	f.IntVar(&o.registryMaxConcurrent, "registry-max-concurrent", 8, "concurrent registry requests")
+	f.StringSliceVar(&o.excludedNamespaces, "excluded-namespaces", []string{"kube-system"}, "namespaces never mutated (the webhook's own namespace, from POD_NAMESPACE, is always added)")
+	f.BoolVar(&o.pullSecrets, "pull-secrets", true, "read the pull secrets of pods and their service accounts from the API server")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (default: in-cluster)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// applyEnv sets flags not given on the command line from CONTRAST_WEBHOOK_*.
+func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+type config struct {
+	listen, probeListen string
+	certFile, keyFile   string
+	inject              inject.Config
+	legacy              bool
+	maxPolicyBytes      int
+	registry            images.RegistryConfig
+	excluded            []string
+	pullSecrets         bool
+	kubeconfig          string
+	logLevel            slog.Level
+}
+
+// config validates the options.
+func (o *options) config() (*config, error) {
+	c := &config{
+		listen: o.listen, probeListen: o.probeListen, certFile: o.certFile, keyFile: o.keyFile,
+		maxPolicyBytes: o.maxPolicyBytes, pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
+	}
+	var errs []error
+	if (o.certFile == "") || (o.keyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required"))
+	}
+	c.inject = inject.Config{
+		RuntimeClassName:   o.runtimeClass,
+		InitializerImage:   o.initializerImage,
+		ProxyImage:         o.proxyImage,
+		CoordinatorAddress: o.coordinatorAddress,
+	}
+	if err := c.inject.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, _, err := net.SplitHostPort(o.coordinatorAddress); o.coordinatorAddress != "" && err != nil {
+		errs = append(errs, fmt.Errorf("--coordinator-address %q: want host:port", o.coordinatorAddress))
+	}
+	switch o.policyMode {
+	case "initdata":
+	case "legacy":
+		c.legacy = true
+	default:
+		errs = append(errs, fmt.Errorf("--policy-mode %q: want initdata or legacy", o.policyMode))
+	}
+	if o.maxPolicyBytes <= 0 || o.maxPolicyBytes > 256<<10 {
+		errs = append(errs, fmt.Errorf("--max-policy-bytes %d: want 1 to %d (the API server's annotation limit)", o.maxPolicyBytes, 256<<10))
+	}
+	reg, err := o.registryConfig()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.registry = reg
+	if err := c.logLevel.UnmarshalText([]byte(o.logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level %q: %w", o.logLevel, err))
+	}
+	c.excluded = slices.Clone(o.excludedNamespaces)
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" && !slices.Contains(c.excluded, ns) {
+		c.excluded = append(c.excluded, ns)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (o *options) registryConfig() (images.RegistryConfig, error) {
+	cfg := images.RegistryConfig{Mirrors: map[string][]images.Mirror{}, MaxConcurrent: o.registryMaxConcurrent}
+	if o.hostsDir != "" {
+		mirrors, skip, err := images.ConfigFromHostsDir(o.hostsDir)
+		if err != nil {
+			return cfg, fmt.Errorf("--registry-hosts-dir: %w", err)
+		}
+		cfg.Mirrors, cfg.SkipOrigin = mirrors, skip
+	}
+	for _, m := range o.mirrors {
+		registry, raw, ok := strings.Cut(m, "=")
+		if !ok || registry == "" {
+			return cfg, fmt.Errorf("--registry-mirror %q: want registry=URL", m)
+		}
+		mirror := images.Mirror{Host: raw}
+		switch {
+		case strings.HasPrefix(raw, "http://"):
+			mirror = images.Mirror{Host: strings.TrimPrefix(raw, "http://"), Insecure: true}
+		case strings.HasPrefix(raw, "https://"):
+			mirror.Host = strings.TrimPrefix(raw, "https://")
+		}
+		if mirror.Host == "" || strings.ContainsAny(mirror.Host, "/ ") {
+			return cfg, fmt.Errorf("--registry-mirror %q: mirror must be host[:port] with an optional http:// or https://", m)
+		}
+		cfg.Mirrors[registry] = append(cfg.Mirrors[registry], mirror)
+	}
+	for _, r := range o.skipOrigin {
+		if len(cfg.Mirrors[r]) == 0 {
+			return cfg, fmt.Errorf("--registry-skip-origin %q: the registry has no mirror", r)
+		}
+		cfg.SkipOrigin = append(cfg.SkipOrigin, r)
+	}
+	osName, arch, ok := strings.Cut(o.platform, "/")
+	if !ok || osName == "" || arch == "" {
+		return cfg, fmt.Errorf("--registry-platform %q: want os/arch", o.platform)
+	}
+	cfg.Platform = &v1.Platform{OS: osName, Architecture: arch}
+	return cfg, nil
+}
+
+func run(ctx context.Context, cfg *config) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel})).With("component", "webhook")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "contrast_build_info",
+		Help: "Always 1; identifies the running build.",
+	}, []string{"component", "version", "goversion"})
+	reg.MustRegister(buildInfo)
+	buildInfo.WithLabelValues("webhook", version(), runtime.Version()).Set(1)
+	metrics := server.NewMetrics(reg)
+
+	mutator := &inject.Mutator{
+		Config:         cfg.inject,
+		Images:         server.NewCachingSource(images.NewRegistry(cfg.registry), metrics),
+		Legacy:         cfg.legacy,
+		MaxPolicyBytes: cfg.maxPolicyBytes,
+	}
+	var keychain server.KeychainFunc
+	if cfg.pullSecrets {
+		rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: cfg.kubeconfig}, nil).ClientConfig()
+		if err != nil {
+			return fmt.Errorf("API server configuration (for pull secrets; --pull-secrets=false to run without): %w", err)
+		}
+		client, err := kubernetes.NewForConfig(rest)
+		if err != nil {
+			return fmt.Errorf("creating API client: %w", err)
+		}
+		keychain = server.PullSecretKeychain(client.CoreV1())
+	}
+	admission, err := server.NewAdmissionHandler(server.AdmissionConfig{
+		Mutator: mutator, Metrics: metrics, Logger: log, ExcludedNamespaces: cfg.excluded, Keychain: keychain,
+	})
+	if err != nil {
+		return err
+	}
+	cert := certs.NewFileSource(certs.FileConfig{CertFile: cfg.certFile, KeyFile: cfg.keyFile, Logger: log})
+	probes := server.NewProbes()
+	probes.AddLiveness("ping", func(context.Context) error { return nil })
+	probes.AddReadiness("certificate", cert.Ready)
+
+	var lc net.ListenConfig
+	wl, err := lc.Listen(ctx, "tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listening for admission reviews: %w", err)
+	}
+	pl, err := lc.Listen(ctx, "tcp", cfg.probeListen)
+	if err != nil {
+		wl.Close()
+		return fmt.Errorf("listening for probes: %w", err)
+	}
+	return server.Serve(ctx, server.ServeConfig{
+		Webhook:        wl,
+		Probes:         pl,
+		Admission:      admission,
+		ProbeHandler:   probes.Handler(reg),
+		GetCertificate: cert.GetCertificate,
+		Background:     []func(context.Context) error{cert.Run},
+		Logger:         log,
+	})
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
+}
