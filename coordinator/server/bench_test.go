@@ -13,6 +13,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,11 +24,9 @@ import (
 	"github.com/contrast-cc/contrast/coordinator/internal/ca"
 )
 
-// BenchmarkMeshCertIssuance measures attested certificate issuances over
-// real mutual aTLS gRPC connections (one new connection per issuance:
-// handshake, both sides' evidence, NewMeshCert), with simulated SNP evidence.
-// Compare with BenchmarkIssuanceFloor of the same run.
-func BenchmarkMeshCertIssuance(b *testing.B) {
+// issuanceOp returns one attested certificate issuance over a new mutual
+// aTLS gRPC connection (worker w picks its simulated pod).
+func issuanceOp(b *testing.B) func(w int) error {
 	h := memoryHarness(b)
 	c := h.Start(b)
 	d := coordinatortest.NewDeployment(1)
@@ -37,17 +36,61 @@ func BenchmarkMeshCertIssuance(b *testing.B) {
 	for i := range pods {
 		pods[i] = h.Pod(b, d.Web, nil)
 	}
-	var next sync.Mutex
-	i := 0
+	return func(w int) error {
+		p := pods[w%len(pods)]
+		_, err := coordinatortest.NewMeshCert(context.Background(), c.MeshAddr(), coordinatortest.Issuer(p.Device), p.Key)
+		return err
+	}
+}
+
+// BenchmarkIssuanceRatio interleaves rounds of the floor and of real
+// issuances under the same load and reports floor-time / issuance-time
+// (1.0 = issuance as fast as the floor; the target is ≥ 0.5).
+func BenchmarkIssuanceRatio(b *testing.B) {
+	const (
+		workers  = 8
+		perRound = 100
+	)
+	floor := floorOp(b)
+	issue := issuanceOp(b)
+	round := func(op func(int) error) time.Duration {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for range perRound / workers {
+					if err := op(w); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(t0)
+	}
+	var floorTime, issueTime time.Duration
+	for b.Loop() {
+		floorTime += round(floor)
+		issueTime += round(issue)
+	}
+	b.ReportMetric(floorTime.Seconds()/issueTime.Seconds(), "ratio")
+	b.ReportMetric(float64(b.N*perRound)/issueTime.Seconds(), "issuances/s")
+	b.ReportMetric(float64(b.N*perRound)/floorTime.Seconds(), "floor/s")
+}
+
+// BenchmarkMeshCertIssuance measures attested certificate issuances over
+// real mutual aTLS gRPC connections (one new connection per issuance:
+// handshake, both sides' evidence, NewMeshCert), with simulated SNP evidence.
+// Compare with BenchmarkIssuanceFloor of the same run.
+func BenchmarkMeshCertIssuance(b *testing.B) {
+	op := issuanceOp(b)
+	var next atomic.Int64
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		next.Lock()
-		p := pods[i%len(pods)]
-		i++
-		next.Unlock()
-		iss := coordinatortest.Issuer(p.Device)
+		w := int(next.Add(1))
 		for pb.Next() {
-			if _, err := coordinatortest.NewMeshCert(context.Background(), c.MeshAddr(), iss, p.Key); err != nil {
+			if err := op(w); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -59,6 +102,21 @@ func BenchmarkMeshCertIssuance(b *testing.B) {
 // validation, one leaf signature and one TLS 1.3 handshake (mutual, ECDSA
 // P-256, loopback TCP), with nothing else.
 func BenchmarkIssuanceFloor(b *testing.B) {
+	op := floorOp(b)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op(0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "issuances/s")
+}
+
+// floorOp returns one floor operation: a mutual TLS 1.3 handshake over
+// loopback TCP, one SNP evidence validation and one leaf signature.
+func floorOp(b *testing.B) func(int) error {
 	p, err := coordinatortest.SharedPlatform()
 	require.NoError(b, err)
 	pol := coordinatortest.NewPolicy("web")
@@ -80,7 +138,7 @@ func BenchmarkIssuanceFloor(b *testing.B) {
 	clientCert := selfSigned(b)
 	lis, err := (&net.ListenConfig{}).Listen(b.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(b, err)
-	defer lis.Close()
+	b.Cleanup(func() { _ = lis.Close() })
 	srvCfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAnyClientCert}
 	go func() {
 		for {
@@ -97,29 +155,24 @@ func BenchmarkIssuanceFloor(b *testing.B) {
 		}
 	}()
 	cliCfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{clientCert}, InsecureSkipVerify: true} //nolint:gosec // benchmark floor
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			var dl net.Dialer
-			conn, err := dl.DialContext(context.Background(), "tcp", lis.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			tc := tls.Client(conn, cliCfg)
-			if err := tc.HandshakeContext(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			res, err := v.Validate(context.Background(), ev, rd)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := mesh.IssueLeaf(ca.LeafRequest{PublicKey: clientCert.Leaf.PublicKey, SANs: []string{"web"}, Claims: ca.Claims{PolicyHash: string(res.Platform)}}, time.Now()); err != nil {
-				b.Fatal(err)
-			}
-			_ = tc.Close()
+	return func(int) error {
+		var dl net.Dialer
+		conn, err := dl.DialContext(context.Background(), "tcp", lis.Addr().String())
+		if err != nil {
+			return err
 		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "issuances/s")
+		tc := tls.Client(conn, cliCfg)
+		defer tc.Close()
+		if err := tc.HandshakeContext(context.Background()); err != nil {
+			return err
+		}
+		res, err := v.Validate(context.Background(), ev, rd)
+		if err != nil {
+			return err
+		}
+		_, err = mesh.IssueLeaf(ca.LeafRequest{PublicKey: clientCert.Leaf.PublicKey, SANs: []string{"web"}, Claims: ca.Claims{PolicyHash: string(res.Platform)}}, time.Now())
+		return err
+	}
 }
 
 func selfSigned(tb testing.TB) tls.Certificate {
