@@ -36,13 +36,37 @@ type Images struct {
 	ProxyImage       string
 }
 
-// Serve starts the registry (reached as docker.l5d.io/... and
+// Serve starts an in-process registry (reached as docker.l5d.io/... and
 // registry.example/... through mirrors).
 func Serve(t testing.TB) *Images {
 	t.Helper()
 	catalog := maps.Clone(imagestest.Catalog)
 	maps.Copy(catalog, ContrastImages)
 	src, reg := imagestest.ServeCatalog(t, catalog)
+	return pinned(t, src, reg)
+}
+
+// ServeDockerRegistry is Serve with a real docker-registry (Debian package
+// docker-registry; the test is skipped without it) holding the images,
+// reached through the registry-mirror setting. Registry is nil.
+func ServeDockerRegistry(t testing.TB) (*Images, string) {
+	t.Helper()
+	host := imagestest.StartDockerRegistry(t)
+	catalog := maps.Clone(imagestest.Catalog)
+	maps.Copy(catalog, ContrastImages)
+	for repoTag, spec := range catalog {
+		imagestest.Push(t, host, repoTag, imagestest.Build(t, spec))
+	}
+	mirror := []images.Mirror{{Host: host, Insecure: true}}
+	src := images.NewRegistry(images.RegistryConfig{
+		Mirrors:    map[string][]images.Mirror{"docker.l5d.io": mirror, "registry.example": mirror},
+		SkipOrigin: []string{"docker.l5d.io", "registry.example"},
+	})
+	return pinned(t, src, nil), host
+}
+
+func pinned(t testing.TB, src *images.Registry, reg *imagestest.Registry) *Images {
+	t.Helper()
 	pin := func(image string) string {
 		img, err := src.Resolve(context.Background(), image, nil)
 		if err != nil {
