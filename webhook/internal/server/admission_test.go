@@ -31,7 +31,7 @@ type fixture struct {
 	mutator *inject.Mutator
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	imgs := injecttest.Serve(t)
 	metrics := NewMetrics(prometheus.NewPedanticRegistry())
@@ -79,7 +79,7 @@ func webPod() *corev1.Pod {
 }
 
 // review is an admission.k8s.io/v1 AdmissionReview as the API server sends it.
-func review(t *testing.T, op admissionv1.Operation, namespace string, pod *corev1.Pod, dryRun bool) []byte {
+func review(t testing.TB, op admissionv1.Operation, namespace string, pod *corev1.Pod, dryRun bool) []byte {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	require.NoError(t, err)
