@@ -7,6 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -270,8 +273,20 @@ func TestMarshalRoundTrip(t *testing.T) {
 	assert.Len(t, m2.CoordinatorPolicyHashes(), 1)
 }
 
+// TestUpdateFuzzSeed writes a valid manifest to the fuzz seed corpus when
+// UPDATE_FUZZ_SEED=1 (the seed is stored so that fuzz workers do not each
+// build a simulated platform).
+func TestUpdateFuzzSeed(t *testing.T) {
+	if os.Getenv("UPDATE_FUZZ_SEED") != "1" {
+		t.Skip("set UPDATE_FUZZ_SEED=1 to rewrite testdata/fuzz/FuzzParse/valid-manifest")
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzParse")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", coordinatortest.JSON(validManifest(t)))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "valid-manifest"), []byte(data), 0o600))
+}
+
 func FuzzParse(f *testing.F) {
-	f.Add(coordinatortest.JSON(validManifest(f)))
 	f.Add([]byte(`{"Policies":{"00":{"SANs":["*"]}},"ReferenceValues":{"tdx":[{}]}}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
