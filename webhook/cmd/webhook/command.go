@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,9 @@ const envPrefix = "CONTRAST_WEBHOOK_"
 type options struct {
 	listen, probeListen   string
 	certFile, keyFile     string
+	selfManaged           bool
+	dnsNames              []string
+	webhookConfiguration  string
 	runtimeClass          string
 	initializerImage      string
 	proxyImage            string
@@ -76,6 +80,9 @@ func newCommand(o *options) *cobra.Command {
 	f.StringVar(&o.probeListen, "probe-address", ":9102", "HTTP address of /livez, /readyz and /metrics")
 	f.StringVar(&o.certFile, "tls-cert-file", "", "serving certificate (PEM), reloaded when it changes")
 	f.StringVar(&o.keyFile, "tls-key-file", "", "serving key (PEM), reloaded when it changes")
+	f.BoolVar(&o.selfManaged, "self-managed-certs", false, "generate a CA, add it to the caBundle of --webhook-configuration and rotate the serving certificate (instead of --tls-cert-file/--tls-key-file)")
+	f.StringSliceVar(&o.dnsNames, "tls-dns-names", nil, "DNS names of the self-managed serving certificate (the webhook Service, e.g. contrast-webhook.contrast-system.svc)")
+	f.StringVar(&o.webhookConfiguration, "webhook-configuration", "contrast-webhook", "MutatingWebhookConfiguration whose caBundle the self-managed CA is added to")
 	f.StringVar(&o.runtimeClass, "runtime-class", inject.DefaultRuntimeClassName, "Contrast runtime class set on pods")
 	f.StringVar(&o.initializerImage, "initializer-image", "", "Initializer image, pinned by digest (name@sha256:...)")
 	f.StringVar(&o.proxyImage, "proxy-image", "", "service-mesh proxy image, pinned by digest (name@sha256:...)")
@@ -114,6 +121,9 @@ func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 type config struct {
 	listen, probeListen string
 	certFile, keyFile   string
+	selfManaged         bool
+	dnsNames            []string
+	webhookConfig       string
 	inject              inject.Config
 	legacy              bool
 	maxPolicyBytes      int
@@ -128,11 +138,19 @@ type config struct {
 func (o *options) config() (*config, error) {
 	c := &config{
 		listen: o.listen, probeListen: o.probeListen, certFile: o.certFile, keyFile: o.keyFile,
+		selfManaged: o.selfManaged, dnsNames: o.dnsNames, webhookConfig: o.webhookConfiguration,
 		maxPolicyBytes: o.maxPolicyBytes, pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
 	}
 	var errs []error
-	if (o.certFile == "") || (o.keyFile == "") {
-		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required"))
+	switch {
+	case o.selfManaged && (o.certFile != "" || o.keyFile != ""):
+		errs = append(errs, errors.New("--self-managed-certs excludes --tls-cert-file and --tls-key-file"))
+	case o.selfManaged && len(o.dnsNames) == 0:
+		errs = append(errs, errors.New("--self-managed-certs needs --tls-dns-names"))
+	case o.selfManaged && o.webhookConfiguration == "":
+		errs = append(errs, errors.New("--self-managed-certs needs --webhook-configuration"))
+	case !o.selfManaged && (o.certFile == "" || o.keyFile == ""):
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (or --self-managed-certs)"))
 	}
 	c.inject = inject.Config{
 		RuntimeClassName:   o.runtimeClass,
@@ -232,17 +250,19 @@ func run(ctx context.Context, cfg *config) error {
 		Legacy:         cfg.legacy,
 		MaxPolicyBytes: cfg.maxPolicyBytes,
 	}
-	var keychain server.KeychainFunc
-	if cfg.pullSecrets {
+	var client kubernetes.Interface
+	if cfg.pullSecrets || cfg.selfManaged {
 		rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 			&clientcmd.ClientConfigLoadingRules{ExplicitPath: cfg.kubeconfig}, nil).ClientConfig()
 		if err != nil {
-			return fmt.Errorf("API server configuration (for pull secrets; --pull-secrets=false to run without): %w", err)
+			return fmt.Errorf("API server configuration (needed for pull secrets and self-managed certificates): %w", err)
 		}
-		client, err := kubernetes.NewForConfig(rest)
-		if err != nil {
+		if client, err = kubernetes.NewForConfig(rest); err != nil {
 			return fmt.Errorf("creating API client: %w", err)
 		}
+	}
+	var keychain server.KeychainFunc
+	if cfg.pullSecrets {
 		keychain = server.PullSecretKeychain(client.CoreV1())
 	}
 	admission, err := server.NewAdmissionHandler(server.AdmissionConfig{
@@ -251,7 +271,10 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	cert := certs.NewFileSource(certs.FileConfig{CertFile: cfg.certFile, KeyFile: cfg.keyFile, Logger: log})
+	cert, err := certificateSource(cfg, client, log)
+	if err != nil {
+		return err
+	}
 	probes := server.NewProbes()
 	probes.AddLiveness("ping", func(context.Context) error { return nil })
 	probes.AddReadiness("certificate", cert.Ready)
@@ -275,6 +298,28 @@ func run(ctx context.Context, cfg *config) error {
 		Background:     []func(context.Context) error{cert.Run},
 		Logger:         log,
 	})
+}
+
+// certificates is a source of the serving certificate.
+type certificates interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	Ready(context.Context) error
+	Run(context.Context) error
+}
+
+func certificateSource(cfg *config, client kubernetes.Interface, log *slog.Logger) (certificates, error) {
+	if !cfg.selfManaged {
+		return certs.NewFileSource(certs.FileConfig{CertFile: cfg.certFile, KeyFile: cfg.keyFile, Logger: log}), nil
+	}
+	s, err := certs.NewSelfManaged(certs.SelfManagedConfig{
+		DNSNames: cfg.dnsNames,
+		Patcher:  &certs.WebhookConfigPatcher{Client: client.AdmissionregistrationV1().MutatingWebhookConfigurations(), Name: cfg.webhookConfig},
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("self-managed certificates: %w", err)
+	}
+	return s, nil
 }
 
 func version() string {

@@ -91,6 +91,22 @@ func TestCommandFlags(t *testing.T) {
 			args:    validArgs()[2:],
 			wantErr: "--tls-cert-file and --tls-key-file are required",
 		},
+		"self-managed": {
+			args: append(validArgs()[2:], "--self-managed-certs", "--tls-dns-names=contrast-webhook.contrast-system.svc"),
+			check: func(t *testing.T, c *config) {
+				assert.True(t, c.selfManaged)
+				assert.Equal(t, "contrast-webhook", c.webhookConfig)
+				assert.Equal(t, []string{"contrast-webhook.contrast-system.svc"}, c.dnsNames)
+			},
+		},
+		"self-managed without names": {
+			args:    append(validArgs()[2:], "--self-managed-certs"),
+			wantErr: "--self-managed-certs needs --tls-dns-names",
+		},
+		"self-managed and files": {
+			args:    append(validArgs(), "--self-managed-certs", "--tls-dns-names=x.svc"),
+			wantErr: "--self-managed-certs excludes --tls-cert-file",
+		},
 		"bad policy mode": {
 			args:    append(validArgs(), "--policy-mode=rego"),
 			wantErr: `--policy-mode "rego"`,
