@@ -138,7 +138,7 @@ imports-check: go.work ## Fail on an import against the module dependency direct
 
 .PHONY: lint
 lint: go.work $(GOLANGCI_LINT) ## Run golangci-lint on every module.
-	@for m in $(MODULES); do echo ">> golangci-lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./...); done
+	@for m in $(MODULES); do echo ">> golangci-lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --allow-parallel-runners --config $(ROOT)/.golangci.yml ./...); done
 
 .PHONY: fix-lint
 fix-lint: go.work $(GOLANGCI_LINT) ## Run golangci-lint with --fix on every module.
