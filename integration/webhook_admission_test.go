@@ -27,7 +27,7 @@ import (
 // registerWebhook registers wh with the API server as the Helm chart does:
 // opted-in namespaces only, never kube-system or the webhook's namespace,
 // opted-out pods skipped by the API server, failurePolicy Fail.
-func registerWebhook(ctx context.Context, t *testing.T, c *cluster.Cluster, wh *webhooktest.Webhook) {
+func registerWebhook(ctx context.Context, t testing.TB, c *cluster.Cluster, wh *webhooktest.Webhook) {
 	t.Helper()
 	_, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
 		ObjectMeta: metav1.ObjectMeta{Name: inject.DefaultRuntimeClassName},
