@@ -122,6 +122,20 @@ test: go.work k8s-bins ## Run unit and integration tests of every module (builds
 bench: go.work k8s-bins ## Run the benchmarks of every module; figures are ratios against baselines of the same run.
 	@for m in $(MODULES); do echo ">> go test -bench $$m"; (cd $$m && go test -run '^$$' -bench '$(BENCH)' $(BENCH_FLAGS) ./...); done
 
+# Fuzz targets for every parser of untrusted input, as module:package:Target.
+FUZZ_TARGETS := \
+	attest:./evidence:FuzzUnmarshal attest:./snp:FuzzParseAttestation attest:./snp:FuzzValidate \
+	attest:./tdx:FuzzValidate attest:./tdx:FuzzQuoteParse attest:./atls:FuzzReadMsg \
+	coordinator:./manifest:FuzzParse \
+	webhook:./policy:FuzzDecodeWorkloads webhook:./policy:FuzzGenerate webhook:./policy:FuzzParseInitData \
+	webhook:./internal/server:FuzzAdmissionReview initializer:./meshconfig:FuzzParse
+FUZZTIME ?= 60s
+
+.PHONY: fuzz
+fuzz: go.work ## Run every fuzz target for FUZZTIME (default 60s) each; `go test` runs their seed corpora in `make test`.
+	@for t in $(FUZZ_TARGETS); do IFS=: read -r m p f <<<"$$t"; echo ">> fuzz $$m $$p $$f ($(FUZZTIME))"; \
+		(cd $$m && go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p); done
+
 ##@ Checks
 
 .PHONY: check
