@@ -73,7 +73,6 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	gomodules.xyz/jsonpatch/v2 v2.4.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
-	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
@@ -89,6 +88,7 @@ require (
 require (
 	github.com/contrast-cc/contrast/coordinator v0.0.0
 	github.com/contrast-cc/contrast/webhook v0.0.0
+	google.golang.org/grpc v1.85.0
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd
 )
 
