@@ -65,35 +65,12 @@ type chainEntry struct {
 
 // NewValidator returns a Validator for cfg, filling defaults.
 func NewValidator(cfg Config) (*Validator, error) {
-	if len(cfg.ReferenceValues) == 0 {
-		return nil, errors.New("no SNP reference values")
+	platform, simRoot, err := attest.CheckReferenceSet(cfg.ReferenceValues, attest.PlatformSNP, attest.PlatformSimulatedSNP,
+		func(rv *ReferenceValues) string { return rv.SimulatedRoot })
+	if err != nil {
+		return nil, err
 	}
-	v := &Validator{verified: map[[32]byte]*chainEntry{}}
-	simRoot := ""
-	for i := range cfg.ReferenceValues {
-		rv := &cfg.ReferenceValues[i]
-		if err := rv.Validate(); err != nil {
-			var fe *attest.FieldError
-			if errors.As(err, &fe) {
-				return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].%s", i, fe.Path), Err: fe.Err}
-			}
-			return nil, fmt.Errorf("reference values [%d]: %w", i, err)
-		}
-		p := attest.PlatformSNP
-		if rv.Simulated() {
-			p = attest.PlatformSimulatedSNP
-		}
-		if i == 0 {
-			v.platform = p
-			simRoot = rv.SimulatedRoot
-		}
-		if p != v.platform {
-			return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].Platform", i), Err: errors.New("real and simulated SNP reference values must not mix")}
-		}
-		if rv.SimulatedRoot != simRoot {
-			return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].SimulatedRoot", i), Err: errors.New("all simulated entries must carry the same root")}
-		}
-	}
+	v := &Validator{verified: map[[32]byte]*chainEntry{}, platform: platform}
 	if v.platform == attest.PlatformSimulatedSNP {
 		r, err := parseRoots(simRoot)
 		if err != nil {

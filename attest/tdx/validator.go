@@ -72,34 +72,12 @@ type platformEntry struct {
 
 // NewValidator returns a Validator for cfg, filling defaults.
 func NewValidator(cfg Config) (*Validator, error) {
-	if len(cfg.ReferenceValues) == 0 {
-		return nil, errors.New("no TDX reference values")
+	platform, simRoot, err := attest.CheckReferenceSet(cfg.ReferenceValues, attest.PlatformTDX, attest.PlatformSimulatedTDX,
+		func(rv *ReferenceValues) string { return rv.SimulatedRoot })
+	if err != nil {
+		return nil, err
 	}
-	v := &Validator{verified: map[[32]byte]*platformEntry{}}
-	simRoot := ""
-	for i := range cfg.ReferenceValues {
-		rv := &cfg.ReferenceValues[i]
-		if err := rv.Validate(); err != nil {
-			var fe *attest.FieldError
-			if errors.As(err, &fe) {
-				return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].%s", i, fe.Path), Err: fe.Err}
-			}
-			return nil, fmt.Errorf("reference values [%d]: %w", i, err)
-		}
-		p := attest.PlatformTDX
-		if rv.Simulated() {
-			p = attest.PlatformSimulatedTDX
-		}
-		if i == 0 {
-			v.platform, simRoot = p, rv.SimulatedRoot
-		}
-		if p != v.platform {
-			return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].Platform", i), Err: errors.New("real and simulated TDX reference values must not mix")}
-		}
-		if rv.SimulatedRoot != simRoot {
-			return nil, &attest.FieldError{Path: fmt.Sprintf("[%d].SimulatedRoot", i), Err: errors.New("all simulated entries must carry the same root")}
-		}
-	}
+	v := &Validator{verified: map[[32]byte]*platformEntry{}, platform: platform}
 	v.rootID = []byte("intel")
 	if v.platform == attest.PlatformSimulatedTDX {
 		root, err := parseRoot(simRoot)
