@@ -12,10 +12,19 @@
 // "client". Evidence relayed from, or replayed into, another session fails
 // the report-data check by construction.
 //
+// A client that will validate the server's evidence says so in its
+// ClientHello by offering the ALPN protocol ID "contrast-atls-v1/evidence"
+// next to "h2" (the server never selects it). A server with an Issuer
+// attests only when asked: evidence nobody validates would cost the server a
+// report (on real hardware a round trip to the secure processor) per
+// connection for nothing. The hint is covered by the handshake transcript,
+// and it cannot weaken anything: a client that validates requires evidence
+// itself and fails on NONE.
+//
 // After the handshake the sides exchange messages, each framed as
 // type (1 byte) ‖ length (uint32 big-endian) ‖ payload:
 //
-//	server → client  EVIDENCE(frame) or NONE
+//	server → client  EVIDENCE(frame), or NONE when not asked or no Issuer
 //	client → server  REJECT(check) | EVIDENCE(frame) or NONE
 //	server → client  OK or REJECT(check)
 //
@@ -41,6 +50,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/contrast-cc/contrast/attest"
@@ -52,6 +62,8 @@ const Label = "contrast-atls-v1"
 
 const (
 	exporterLabel = "EXPORTER-" + Label
+	// evidenceProto is offered by a client that validates server evidence.
+	evidenceProto = Label + "/evidence"
 	exporterLen   = 32
 	maxMessage    = evidence.MaxSize + 1024
 
@@ -181,12 +193,19 @@ func selfSigned(key crypto.Signer) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-func (s *side) tlsConfig(server bool) *tls.Config {
+// tlsConfig returns the TLS configuration of one connection. On the server,
+// *wantEvidence is set during the handshake to whether the client asked for
+// the server's evidence.
+func (s *side) tlsConfig(server bool, wantEvidence *bool) *tls.Config {
+	protos := []string{"h2"}
+	if !server && len(s.cfg.Validators) > 0 {
+		protos = append(protos, evidenceProto)
+	}
 	c := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		MaxVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{s.cert},
-		NextProtos:   []string{"h2"},
+		NextProtos:   protos,
 		// The certificate is not trusted by PKI: the peer is authenticated by
 		// evidence bound to this session's exporter (see package comment).
 		InsecureSkipVerify: true, //nolint:gosec // authenticated by attestation after the handshake
@@ -195,6 +214,10 @@ func (s *side) tlsConfig(server bool) *tls.Config {
 		c.ClientAuth = tls.RequireAnyClientCert
 		if len(s.cfg.Validators) == 0 {
 			c.ClientAuth = tls.RequestClientCert
+		}
+		c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			*wantEvidence = slices.Contains(hello.SupportedProtos, evidenceProto)
+			return nil, nil //nolint:nilnil // nil config: keep this one
 		}
 	}
 	return c
@@ -248,13 +271,18 @@ func (s *side) deadline(ctx context.Context, conn net.Conn) func() {
 
 func (s *side) server(ctx context.Context, raw net.Conn) (*Conn, error) {
 	defer s.deadline(ctx, raw)()
-	tc := tls.Server(raw, s.tlsConfig(true))
+	var wantEvidence bool
+	tc := tls.Server(raw, s.tlsConfig(true, &wantEvidence))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
 	cs := tc.ConnectionState()
-	// 1. Our evidence (or none).
-	if err := s.sendEvidence(ctx, tc, &cs, RoleServer); err != nil {
+	// 1. Our evidence, if the client asked for it (or none).
+	issuer := s.cfg.Issuer
+	if !wantEvidence {
+		issuer = nil
+	}
+	if err := sendEvidence(ctx, tc, issuer, &cs, RoleServer); err != nil {
 		return nil, err
 	}
 	// 2. The client's verdict on ours, then its evidence.
@@ -271,7 +299,7 @@ func (s *side) server(ctx context.Context, raw net.Conn) (*Conn, error) {
 
 func (s *side) client(ctx context.Context, raw net.Conn) (*Conn, error) {
 	defer s.deadline(ctx, raw)()
-	tc := tls.Client(raw, s.tlsConfig(false))
+	tc := tls.Client(raw, s.tlsConfig(false, nil))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
@@ -280,7 +308,7 @@ func (s *side) client(ctx context.Context, raw net.Conn) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.sendEvidence(ctx, tc, &cs, RoleClient); err != nil {
+	if err := sendEvidence(ctx, tc, s.cfg.Issuer, &cs, RoleClient); err != nil {
 		return nil, err
 	}
 	typ, payload, err := readMsg(tc)
@@ -315,15 +343,16 @@ func sanitize(b []byte) string {
 	return string(out)
 }
 
-func (s *side) sendEvidence(ctx context.Context, w io.Writer, cs *tls.ConnectionState, role Role) error {
-	if s.cfg.Issuer == nil {
+// sendEvidence sends evidence from issuer, or NONE when issuer is nil.
+func sendEvidence(ctx context.Context, w io.Writer, issuer attest.Issuer, cs *tls.ConnectionState, role Role) error {
+	if issuer == nil {
 		return writeMsg(w, msgNone, nil)
 	}
 	rd, err := ReportData(cs, role)
 	if err != nil {
 		return err
 	}
-	ev, err := s.cfg.Issuer.Issue(ctx, rd)
+	ev, err := issuer.Issue(ctx, rd)
 	if err != nil {
 		return fmt.Errorf("issuing evidence: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,6 +92,48 @@ func TestServerAttests(t *testing.T) {
 	require.NotNil(t, cr.conn.Peer.Result)
 	assert.Equal(t, attest.PlatformSimulatedSNP, cr.conn.Peer.Result.Platform)
 	assert.Nil(t, sr.conn.Peer.Result)
+}
+
+// countingIssuer counts the evidence it issues.
+type countingIssuer struct {
+	attest.Issuer
+	n atomic.Int32
+}
+
+func (c *countingIssuer) Issue(ctx context.Context, rd [64]byte) ([]byte, error) {
+	c.n.Add(1)
+	return c.Issuer.Issue(ctx, rd)
+}
+
+// TestServerAttestsOnlyWhenAsked: a server with an Issuer issues evidence
+// only for a client that validates it; a validating client still gets it,
+// and one that wants it but meets a server without an Issuer fails.
+func TestServerAttestsOnlyWhenAsked(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name       string
+		validators []attest.Validator
+		wantIssued int32
+	}{
+		{name: "client does not validate", wantIssued: 0},
+		{name: "client validates", validators: []attest.Validator{e.val}, wantIssued: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			iss := &countingIssuer{Issuer: e.iss}
+			sr, cr := handshake(t, atls.Config{Issuer: iss}, atls.Config{Issuer: e.iss, Validators: tc.validators})
+			require.NoError(t, sr.err)
+			require.NoError(t, cr.err)
+			assert.Equal(t, tc.wantIssued, iss.n.Load())
+			assert.Equal(t, tc.wantIssued == 1, cr.conn.Peer.Result != nil)
+		})
+	}
+	t.Run("client validates, server has no issuer", func(t *testing.T) {
+		_, cr := handshake(t, atls.Config{}, atls.Config{Validators: []attest.Validator{e.val}})
+		require.Error(t, cr.err)
+		check, ok := attest.FailedCheck(cr.err)
+		require.True(t, ok)
+		assert.Equal(t, attest.CheckSession, check)
+	})
 }
 
 func TestMutual(t *testing.T) {

@@ -39,7 +39,9 @@ func DialMesh(addr string, issuer attest.Issuer, key crypto.Signer) (meshpb.Mesh
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		// Like an Initializer: give a loaded Coordinator time to handshake.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}))
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}),
+		// One small call per connection: fixed windows, no BDP probing.
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		return nil, nil, fmt.Errorf("mesh API client: %w", err)
 	}

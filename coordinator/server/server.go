@@ -138,9 +138,13 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.user = grpc.NewServer(grpc.Creds(userCreds), ka, grpc.MaxRecvMsgSize(16<<20),
 		grpc.ChainUnaryInterceptor(c.metrics.UnaryServerInterceptor()))
 	userpb.RegisterUserAPIServiceServer(c.user, userapi.New(c.auth, cfg.Logger.With("component", "userapi")))
-	c.mesh = grpc.NewServer(grpc.Creds(limitHandshakes(meshCreds, 4*runtime.GOMAXPROCS(0))), ka, grpc.MaxRecvMsgSize(64<<10),
+	// The mesh API serves one small unary call per connection: fixed 64 KiB
+	// flow-control windows switch off gRPC's bandwidth-delay probing, which
+	// would add a PING round to every short-lived Initializer connection.
+	window := []grpc.ServerOption{grpc.InitialWindowSize(64 << 10), grpc.InitialConnWindowSize(64 << 10)}
+	c.mesh = grpc.NewServer(append(window, grpc.Creds(limitHandshakes(meshCreds, 4*runtime.GOMAXPROCS(0))), ka, grpc.MaxRecvMsgSize(64<<10),
 		grpc.ChainUnaryInterceptor(c.metrics.UnaryServerInterceptor(), meshSrv.UnaryInterceptor()),
-		grpc.StreamInterceptor(meshSrv.StreamInterceptor()))
+		grpc.StreamInterceptor(meshSrv.StreamInterceptor()))...)
 	meshpb.RegisterMeshAPIServiceServer(c.mesh, meshSrv)
 
 	ready := []probes.Check{{Name: "secrets", Check: func() error {
