@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -45,6 +46,9 @@ type RegistryConfig struct {
 	MaxConcurrent int
 	// Transport is the HTTP transport (default remote.DefaultTransport).
 	Transport http.RoundTripper
+	// Observer receives every manifest, config and accounts lookup with
+	// its result (cache hit, fetched, failed) and duration (default none).
+	Observer Observer
 }
 
 // Registry is the production Source: it talks to OCI registries with
@@ -69,6 +73,9 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	if cfg.Transport == nil {
 		cfg.Transport = remote.DefaultTransport
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	return &Registry{
 		cfg:      cfg,
 		sem:      make(chan struct{}, cfg.MaxConcurrent),
@@ -87,6 +94,17 @@ func (r *Registry) acquire(ctx context.Context) error {
 }
 
 func (r *Registry) release() { <-r.sem }
+
+func (r *Registry) observe(kind LookupKind, result LookupResult, start time.Time) {
+	r.cfg.Observer.ObserveLookup(kind, result, time.Since(start))
+}
+
+func (r *Registry) cachedConfig(digest string) (Config, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg, ok := r.configs[digest]
+	return cfg, ok
+}
 
 // endpoint is one place to fetch a repository from.
 type endpoint struct {
@@ -151,54 +169,71 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	if err != nil {
 		return nil, fmt.Errorf("parsing reference: %w", err)
 	}
-	repo := ref.Context()
-	out := &Image{Repository: repo.Name()}
+	out := &Image{Repository: ref.Context().Name()}
+	start := time.Now()
 	if d, ok := ref.(name.Digest); ok {
 		out.Digest = d.DigestStr()
-		r.mu.Lock()
-		cfg, ok := r.configs[out.Digest]
-		r.mu.Unlock()
-		if ok {
+		if cfg, ok := r.cachedConfig(out.Digest); ok {
+			r.observe(KindManifest, ResultHit, start)
+			r.observe(KindConfig, ResultHit, start)
 			out.Config = cfg
 			return out, nil
 		}
 	}
-	eps, err := r.endpoints(repo)
-	if err != nil {
-		return nil, err
-	}
 	if err := r.acquire(ctx); err != nil {
+		r.observe(KindManifest, ResultError, start)
 		return nil, err
 	}
 	defer r.release()
-	var errs []error
-	for _, ep := range eps {
-		img, digest, err := r.fetch(ctx, ep, ref, kc)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", ep.repo.RegistryStr(), err))
-			continue
-		}
-		if out.Digest != "" && digest != out.Digest {
-			return nil, fmt.Errorf("%s served digest %s for %s", ep.repo.RegistryStr(), digest, out.Digest)
-		}
-		out.Digest = digest
-		r.mu.Lock()
-		cfg, ok := r.configs[digest]
-		r.mu.Unlock()
-		if !ok {
-			cf, err := img.ConfigFile()
-			if err != nil {
-				return nil, fmt.Errorf("reading config from %s: %w", ep.repo.RegistryStr(), err)
-			}
-			cfg = configFrom(cf)
-			r.mu.Lock()
-			r.configs[digest] = cfg
-			r.mu.Unlock()
-		}
+	img, digest, host, err := r.manifest(ctx, ref, out.Digest, kc)
+	if err != nil {
+		r.observe(KindManifest, ResultError, start)
+		return nil, err
+	}
+	r.observe(KindManifest, ResultMiss, start)
+	out.Digest = digest
+
+	start = time.Now()
+	if cfg, ok := r.cachedConfig(digest); ok {
+		r.observe(KindConfig, ResultHit, start)
 		out.Config = cfg
 		return out, nil
 	}
-	return nil, errors.Join(errs...)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		r.observe(KindConfig, ResultError, start)
+		return nil, fmt.Errorf("reading config from %s: %w", host, err)
+	}
+	out.Config = configFrom(cf)
+	r.mu.Lock()
+	r.configs[digest] = out.Config
+	r.mu.Unlock()
+	r.observe(KindConfig, ResultMiss, start)
+	return out, nil
+}
+
+// manifest fetches the manifest of ref from the first endpoint that has it
+// and returns the image, its digest and the registry host that served it.
+// A non-empty want is the digest the reference pins.
+func (r *Registry) manifest(ctx context.Context, ref name.Reference, want string, kc authn.Keychain) (v1.Image, string, string, error) {
+	eps, err := r.endpoints(ref.Context())
+	if err != nil {
+		return nil, "", "", err
+	}
+	var errs []error
+	for _, ep := range eps {
+		host := ep.repo.RegistryStr()
+		img, digest, err := r.fetch(ctx, ep, ref, kc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", host, err))
+			continue
+		}
+		if want != "" && digest != want {
+			return nil, "", "", fmt.Errorf("%s served digest %s for %s", host, digest, want)
+		}
+		return img, digest, host, nil
+	}
+	return nil, "", "", errors.Join(errs...)
 }
 
 func (r *Registry) fetch(ctx context.Context, ep endpoint, ref name.Reference, kc authn.Keychain) (v1.Image, string, error) {
@@ -246,19 +281,23 @@ func configFrom(cf *v1.ConfigFile) Config {
 // Accounts implements Source. It downloads layers, top to bottom, until
 // /etc/passwd and /etc/group are found; results are cached by digest.
 func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) (*Accounts, error) {
+	start := time.Now()
 	r.mu.Lock()
 	a, ok := r.accounts[img.Digest]
 	r.mu.Unlock()
 	if ok {
+		r.observe(KindAccounts, ResultHit, start)
 		return a, nil
 	}
 	a, err := r.readAccounts(ctx, img, kc)
 	if err != nil {
+		r.observe(KindAccounts, ResultError, start)
 		return nil, &Error{Image: img.Reference(), Err: fmt.Errorf("reading /etc/passwd: %w", err)}
 	}
 	r.mu.Lock()
 	r.accounts[img.Digest] = a
 	r.mu.Unlock()
+	r.observe(KindAccounts, ResultMiss, start)
 	return a, nil
 }
 

@@ -1,7 +1,11 @@
 package images_test
 
 import (
+	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/assert"
@@ -86,4 +90,125 @@ func TestRegistryAccounts(t *testing.T) {
 func TestErrorWrapping(t *testing.T) {
 	err := &images.Error{Image: "x", Err: images.ErrNotFound}
 	assert.ErrorIs(t, err, images.ErrNotFound)
+}
+
+// lookup is one call of an Observer.
+type lookup struct {
+	kind   images.LookupKind
+	result images.LookupResult
+	d      time.Duration
+}
+
+// recorder is an Observer that records every lookup.
+type recorder struct {
+	mu      sync.Mutex
+	lookups []lookup
+}
+
+func (r *recorder) ObserveLookup(kind images.LookupKind, result images.LookupResult, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lookups = append(r.lookups, lookup{kind, result, d})
+}
+
+// take returns the lookups recorded since the last call.
+func (r *recorder) take() []lookup {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.lookups
+	r.lookups = nil
+	return out
+}
+
+func kindsAndResults(ls []lookup) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, string(l.kind)+"/"+string(l.result))
+	}
+	return out
+}
+
+func TestRegistryObserver(t *testing.T) {
+	reg := imagestest.Serve(t)
+	img := imagestest.Build(t, imagestest.Spec{
+		Config: v1.Config{Entrypoint: []string{"/app"}, User: "app"},
+		Files:  map[string]string{"etc/passwd": "app:x:1001:1001::/:/bin/sh\n", "etc/group": "app:x:1001:\n"},
+	})
+	digest := imagestest.Push(t, reg.Host, "acme/app:1", img)
+	rec := &recorder{}
+	src := images.NewRegistry(images.RegistryConfig{
+		Mirrors:    map[string][]images.Mirror{"registry.example": {{Host: reg.Host, Insecure: true}}},
+		SkipOrigin: []string{"registry.example"},
+		Observer:   rec,
+	})
+	pinned := "registry.example/acme/app@" + digest
+
+	// first resolution: both fetched from the registry, in measurable time
+	got, err := src.Resolve(t.Context(), pinned, nil)
+	require.NoError(t, err)
+	first := rec.take()
+	assert.Equal(t, []string{"manifest/miss", "config/miss"}, kindsAndResults(first))
+	for _, l := range first {
+		assert.Positive(t, l.d, "%s", l.kind)
+	}
+
+	// second resolution of the digest: from the cache, no request
+	reg.ResetCounter()
+	_, err = src.Resolve(t.Context(), pinned, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"manifest/hit", "config/hit"}, kindsAndResults(rec.take()))
+	assert.Zero(t, reg.BytesServed())
+
+	// a tag always goes to the registry; its config is cached by digest
+	_, err = src.Resolve(t.Context(), "registry.example/acme/app:1", nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"manifest/miss", "config/hit"}, kindsAndResults(rec.take()))
+
+	// accounts: a layer scan, then the cache
+	_, err = src.Accounts(t.Context(), got, nil)
+	require.NoError(t, err)
+	acct := rec.take()
+	require.Equal(t, []string{"accounts/miss"}, kindsAndResults(acct))
+	assert.Positive(t, acct[0].d)
+	_, err = src.Accounts(t.Context(), got, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"accounts/hit"}, kindsAndResults(rec.take()))
+
+	// a missing image is an error, and nothing else is looked up
+	_, err = src.Resolve(t.Context(), "registry.example/acme/missing:1", nil)
+	require.ErrorIs(t, err, images.ErrNotFound)
+	assert.Equal(t, []string{"manifest/error"}, kindsAndResults(rec.take()))
+}
+
+func TestRegistryObserverUnreachable(t *testing.T) {
+	// a port nothing listens on
+	var lc net.ListenConfig
+	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	host := l.Addr().String()
+	require.NoError(t, l.Close())
+
+	rec := &recorder{}
+	src := images.NewRegistry(images.RegistryConfig{
+		Mirrors:    map[string][]images.Mirror{"registry.example": {{Host: host, Insecure: true}}},
+		SkipOrigin: []string{"registry.example"},
+		Observer:   rec,
+	})
+	_, err = src.Resolve(t.Context(), "registry.example/acme/app:1", nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), host)
+	got := rec.take()
+	require.Equal(t, []string{"manifest/error"}, kindsAndResults(got))
+	assert.Positive(t, got[0].d)
+
+	_, err = src.Accounts(t.Context(), &images.Image{Repository: "registry.example/acme/app", Digest: "sha256:" + strings.Repeat("0", 64)}, nil)
+	require.Error(t, err)
+	assert.Equal(t, []string{"accounts/error"}, kindsAndResults(rec.take()))
+}
+
+func TestObserverFunc(t *testing.T) {
+	var got lookup
+	var o images.Observer = images.ObserverFunc(func(k images.LookupKind, r images.LookupResult, d time.Duration) { got = lookup{k, r, d} })
+	o.ObserveLookup(images.KindConfig, images.ResultHit, time.Second)
+	assert.Equal(t, lookup{images.KindConfig, images.ResultHit, time.Second}, got)
 }
