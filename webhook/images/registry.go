@@ -51,6 +51,10 @@ type RegistryConfig struct {
 	Observer Observer
 }
 
+// maxCachedDigests bounds each cache of a Registry (configs, accounts); a
+// full cache is emptied, as the webhook's own cache is.
+const maxCachedDigests = 4096
+
 // Registry is the production Source: it talks to OCI registries with
 // go-containerregistry, caches by digest and honors mirrors.
 type Registry struct {
@@ -82,6 +86,14 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 		configs:  map[string]Config{},
 		accounts: map[string]*Accounts{},
 	}
+}
+
+// storeBounded adds k to the cache m, emptying m first when it is full.
+func storeBounded[V any](m map[string]V, k string, v V) {
+	if _, ok := m[k]; !ok && len(m) >= maxCachedDigests {
+		clear(m)
+	}
+	m[k] = v
 }
 
 func (r *Registry) acquire(ctx context.Context) error {
@@ -206,7 +218,7 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	}
 	out.Config = configFrom(cf)
 	r.mu.Lock()
-	r.configs[digest] = out.Config
+	storeBounded(r.configs, digest, out.Config)
 	r.mu.Unlock()
 	r.observe(KindConfig, ResultMiss, start)
 	return out, nil
@@ -295,7 +307,7 @@ func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) 
 		return nil, &Error{Image: img.Reference(), Err: fmt.Errorf("reading /etc/passwd: %w", err)}
 	}
 	r.mu.Lock()
-	r.accounts[img.Digest] = a
+	storeBounded(r.accounts, img.Digest, a)
 	r.mu.Unlock()
 	r.observe(KindAccounts, ResultMiss, start)
 	return a, nil
