@@ -82,7 +82,13 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 	c.Kubectl(t, "create", "namespace", "emojivoto")
 	c.Kubectl(t, "label", "namespace", "emojivoto", inject.LabelInject+"=enabled")
 	require.NoError(t, c.WaitForNamespaceReady(ctx, "emojivoto"))
-	c.Kubectl(t, "apply", "-k", emojivotoDir)
+	// kubectl apply -f of the unmodified files (-f on the folder would also
+	// read kustomization.yml, which is not a Kubernetes object).
+	args := []string{"apply"}
+	for _, f := range []string{"ns.yml", "web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
+		args = append(args, "-f", filepath.Join(emojivotoDir, f))
+	}
+	c.Kubectl(t, args...)
 
 	var workloads []policy.Workload
 	for _, f := range []string{"web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
