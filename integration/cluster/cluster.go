@@ -220,6 +220,25 @@ func (c *Cluster) logFile(name string) (*os.File, error) {
 	return f, nil
 }
 
+// dieWithTest returns the path envtest should start binary name from: a
+// wrapper that makes the kernel kill the process when the test process dies
+// (setpriv --pdeathsig; envtest has no hook for it), so etcd and
+// kube-apiserver do not outlive a test binary killed by a timeout or
+// kill -9. Without setpriv (util-linux) it returns the binary itself.
+func (c *Cluster) dieWithTest(name string) (string, error) {
+	bin := filepath.Join(c.BinDir, name)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return bin, nil //nolint:nilerr // best effort: run without the wrapper
+	}
+	wrapper := filepath.Join(c.Dir, name+".sh")
+	script := fmt.Sprintf("#!/bin/sh\nexec %q --pdeathsig KILL -- %q \"$@\"\n", setpriv, bin)
+	if err := os.WriteFile(wrapper, []byte(script), 0o700); err != nil { //nolint:gosec // an executable script in the test's own folder
+		return "", fmt.Errorf("writing %s wrapper: %w", name, err)
+	}
+	return wrapper, nil
+}
+
 func (c *Cluster) startAPIServer(timeout time.Duration) error {
 	etcdLog, err := c.logFile("etcd")
 	if err != nil {
@@ -234,8 +253,17 @@ func (c *Cluster) startAPIServer(timeout time.Duration) error {
 		ControlPlaneStartTimeout: timeout,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
-	c.env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog, DataDir: filepath.Join(c.Dir, "etcd")}
+	etcdPath, err := c.dieWithTest("etcd")
+	if err != nil {
+		return err
+	}
+	apiPath, err := c.dieWithTest("kube-apiserver")
+	if err != nil {
+		return err
+	}
+	c.env.ControlPlane.Etcd = &envtest.Etcd{Path: etcdPath, Out: etcdLog, Err: etcdLog, DataDir: filepath.Join(c.Dir, "etcd")}
 	api := c.env.ControlPlane.GetAPIServer()
+	api.Path = apiPath
 	api.Out, api.Err = apiLog, apiLog
 	api.CertDir = filepath.Join(c.Dir, "pki")
 	if err := os.MkdirAll(api.CertDir, 0o700); err != nil {
