@@ -244,9 +244,11 @@ func run(ctx context.Context, cfg *config) error {
 	buildInfo.WithLabelValues("webhook", version(), runtime.Version()).Set(1)
 	metrics := server.NewMetrics(reg)
 
+	registryCfg := cfg.registry
+	registryCfg.Observer = metrics // the registry client's own caches and fetches
 	mutator := &inject.Mutator{
 		Config:         cfg.inject,
-		Images:         server.NewCachingSource(images.NewRegistry(cfg.registry), metrics),
+		Images:         server.NewCachingSource(images.NewRegistry(registryCfg), metrics),
 		Legacy:         cfg.legacy,
 		MaxPolicyBytes: cfg.maxPolicyBytes,
 	}

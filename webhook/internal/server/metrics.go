@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,13 +21,20 @@ const (
 	ResultError   = "error"
 )
 
-// Metrics are the webhook's Prometheus metrics (docs/metrics.md).
+// Metrics are the webhook's Prometheus metrics (docs/metrics.md). They are
+// also the images.Observer of the webhook's images.Registry.
 type Metrics struct {
 	admissions      *prometheus.CounterVec
 	latency         *prometheus.HistogramVec
 	imageCache      *prometheus.CounterVec
 	imageResolution *prometheus.HistogramVec
+	registryCache   *prometheus.CounterVec
+	registryFetch   *prometheus.HistogramVec
 }
+
+var _ images.Observer = (*Metrics)(nil)
+
+var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // NewMetrics registers the webhook metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -38,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "contrast_webhook_admission_duration_seconds",
 			Help:    "Duration of pod admissions by result.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Buckets: durationBuckets,
 		}, []string{"result"}),
 		imageCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "contrast_webhook_image_cache_requests_total",
@@ -47,11 +55,49 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		imageResolution: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "contrast_webhook_image_resolution_duration_seconds",
 			Help:    "Duration of image resolutions that reached the image source, by result (ok, error).",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Buckets: durationBuckets,
 		}, []string{"result"}),
+		registryCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_registry_cache_requests_total",
+			Help: "Lookups of the image registry client by kind (manifest, config, accounts), served from its cache (hit) or fetched from a registry (miss).",
+		}, []string{"kind", "result"}),
+		registryFetch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "contrast_webhook_registry_fetch_duration_seconds",
+			Help:    "Duration of the image registry client's fetches after a cache miss, by kind (manifest, config, accounts) and result (ok, error).",
+			Buckets: durationBuckets,
+		}, []string{"kind", "result"}),
 	}
-	reg.MustRegister(m.admissions, m.latency, m.imageCache, m.imageResolution)
+	reg.MustRegister(m.admissions, m.latency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch)
+	// every series of the registry metrics exists from the start, at zero
+	for _, k := range images.LookupKinds {
+		for _, r := range []string{"hit", "miss"} {
+			m.registryCache.WithLabelValues(string(k), r)
+		}
+		for _, r := range []string{"ok", "error"} {
+			m.registryFetch.WithLabelValues(string(k), r)
+		}
+	}
 	return m
+}
+
+// ObserveLookup implements images.Observer: hits and misses are counted,
+// and the duration of each miss is observed as a fetch (ok or error).
+// Unknown kinds or results are dropped, so the label set stays bounded.
+func (m *Metrics) ObserveLookup(kind images.LookupKind, result images.LookupResult, d time.Duration) {
+	if !slices.Contains(images.LookupKinds, kind) {
+		return
+	}
+	switch result {
+	case images.ResultHit:
+		m.registryCache.WithLabelValues(string(kind), "hit").Inc()
+	case images.ResultMiss, images.ResultError:
+		m.registryCache.WithLabelValues(string(kind), "miss").Inc()
+		fetch := "ok"
+		if result == images.ResultError {
+			fetch = "error"
+		}
+		m.registryFetch.WithLabelValues(string(kind), fetch).Observe(d.Seconds())
+	}
 }
 
 func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {
