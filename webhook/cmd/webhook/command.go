@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,8 @@ type options struct {
 	selfManaged           bool
 	dnsNames              []string
 	webhookConfiguration  string
+	caValidity            time.Duration
+	certValidity          time.Duration
 	runtimeClass          string
 	initializerImage      string
 	proxyImage            string
@@ -83,6 +86,8 @@ func newCommand(o *options) *cobra.Command {
 	f.BoolVar(&o.selfManaged, "self-managed-certs", false, "generate a CA, add it to the caBundle of --webhook-configuration and rotate the serving certificate (instead of --tls-cert-file/--tls-key-file)")
 	f.StringSliceVar(&o.dnsNames, "tls-dns-names", nil, "DNS names of the self-managed serving certificate (the webhook Service, e.g. contrast-webhook.contrast-system.svc)")
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration", "contrast-webhook", "MutatingWebhookConfiguration whose caBundle the self-managed CA is added to")
+	f.DurationVar(&o.caValidity, "self-managed-ca-validity", 365*24*time.Hour, "validity of the self-managed CA, replaced (and published first) after two thirds of it")
+	f.DurationVar(&o.certValidity, "self-managed-cert-validity", 30*24*time.Hour, "validity of the self-managed serving certificate, replaced after two thirds of it and checked every tenth of it (at most every minute); at most --self-managed-ca-validity")
 	f.StringVar(&o.runtimeClass, "runtime-class", inject.DefaultRuntimeClassName, "Contrast runtime class set on pods")
 	f.StringVar(&o.initializerImage, "initializer-image", "", "Initializer image, pinned by digest (name@sha256:...)")
 	f.StringVar(&o.proxyImage, "proxy-image", "", "service-mesh proxy image, pinned by digest (name@sha256:...)")
@@ -124,6 +129,8 @@ type config struct {
 	selfManaged         bool
 	dnsNames            []string
 	webhookConfig       string
+	caValidity          time.Duration
+	certValidity        time.Duration
 	inject              inject.Config
 	legacy              bool
 	maxPolicyBytes      int
@@ -139,6 +146,7 @@ func (o *options) config() (*config, error) {
 	c := &config{
 		listen: o.listen, probeListen: o.probeListen, certFile: o.certFile, keyFile: o.keyFile,
 		selfManaged: o.selfManaged, dnsNames: o.dnsNames, webhookConfig: o.webhookConfiguration,
+		caValidity: o.caValidity, certValidity: o.certValidity,
 		maxPolicyBytes: o.maxPolicyBytes, pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
 	}
 	var errs []error
@@ -151,6 +159,10 @@ func (o *options) config() (*config, error) {
 		errs = append(errs, errors.New("--self-managed-certs needs --webhook-configuration"))
 	case !o.selfManaged && (o.certFile == "" || o.keyFile == ""):
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (or --self-managed-certs)"))
+	case o.selfManaged && (o.caValidity < time.Second || o.certValidity < time.Second):
+		errs = append(errs, errors.New("--self-managed-ca-validity and --self-managed-cert-validity must be at least 1s"))
+	case o.selfManaged && o.certValidity > o.caValidity:
+		errs = append(errs, fmt.Errorf("--self-managed-cert-validity %s exceeds --self-managed-ca-validity %s", o.certValidity, o.caValidity))
 	}
 	c.inject = inject.Config{
 		RuntimeClassName:   o.runtimeClass,
@@ -314,9 +326,11 @@ func certificateSource(cfg *config, client kubernetes.Interface, log *slog.Logge
 		return certs.NewFileSource(certs.FileConfig{CertFile: cfg.certFile, KeyFile: cfg.keyFile, Logger: log}), nil
 	}
 	s, err := certs.NewSelfManaged(certs.SelfManagedConfig{
-		DNSNames: cfg.dnsNames,
-		Patcher:  &certs.WebhookConfigPatcher{Client: client.AdmissionregistrationV1().MutatingWebhookConfigurations(), Name: cfg.webhookConfig},
-		Logger:   log,
+		DNSNames:     cfg.dnsNames,
+		Patcher:      &certs.WebhookConfigPatcher{Client: client.AdmissionregistrationV1().MutatingWebhookConfigurations(), Name: cfg.webhookConfig},
+		CAValidity:   cfg.caValidity,
+		LeafValidity: cfg.certValidity,
+		Logger:       log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("self-managed certificates: %w", err)

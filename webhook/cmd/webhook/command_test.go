@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -97,7 +98,25 @@ func TestCommandFlags(t *testing.T) {
 				assert.True(t, c.selfManaged)
 				assert.Equal(t, "contrast-webhook", c.webhookConfig)
 				assert.Equal(t, []string{"contrast-webhook.contrast-system.svc"}, c.dnsNames)
+				assert.Equal(t, 365*24*time.Hour, c.caValidity)
+				assert.Equal(t, 30*24*time.Hour, c.certValidity)
 			},
+		},
+		"self-managed short validities": {
+			args: append(validArgs()[2:], "--self-managed-certs", "--tls-dns-names=localhost", "--self-managed-ca-validity=12s"),
+			env:  map[string]string{"CONTRAST_WEBHOOK_SELF_MANAGED_CERT_VALIDITY": "6s"},
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, 12*time.Second, c.caValidity)
+				assert.Equal(t, 6*time.Second, c.certValidity)
+			},
+		},
+		"self-managed cert outlives CA": {
+			args:    append(validArgs()[2:], "--self-managed-certs", "--tls-dns-names=x.svc", "--self-managed-ca-validity=1h", "--self-managed-cert-validity=2h"),
+			wantErr: "--self-managed-cert-validity 2h0m0s exceeds --self-managed-ca-validity 1h0m0s",
+		},
+		"self-managed validity too short": {
+			args:    append(validArgs()[2:], "--self-managed-certs", "--tls-dns-names=x.svc", "--self-managed-cert-validity=10ms"),
+			wantErr: "must be at least 1s",
 		},
 		"self-managed without names": {
 			args:    append(validArgs()[2:], "--self-managed-certs"),

@@ -34,9 +34,11 @@ type SelfManagedConfig struct {
 	// Patcher publishes the CA. Required.
 	Patcher CABundlePatcher
 	// CAValidity defaults to one year, LeafValidity to 30 days. Each is
-	// replaced after two thirds of its validity.
+	// replaced after two thirds of its validity, counted from issuance.
 	CAValidity, LeafValidity time.Duration
-	// Interval is how often expiry is checked (default one minute).
+	// Interval is how often expiry is checked and a failed publication
+	// retried (default a tenth of LeafValidity, at most one minute and at
+	// least 100ms).
 	Interval time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
@@ -73,7 +75,7 @@ func NewSelfManaged(cfg SelfManagedConfig) (*SelfManaged, error) {
 		return nil, errors.New("leaf validity exceeds CA validity")
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Minute
+		cfg.Interval = min(max(cfg.LeafValidity/10, 100*time.Millisecond), time.Minute)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -101,9 +103,15 @@ func (s *SelfManaged) Run(ctx context.Context) error {
 	}
 }
 
-// renewAt is the time after two thirds of the validity of c.
+// backdate is how far NotBefore lies before issuance, for clock skew.
+const backdate = 5 * time.Minute
+
+// renewAt is the time after two thirds of the validity of c, counted from
+// its issuance (not from the backdated NotBefore, which would make short
+// validities due at once).
 func renewAt(c *x509.Certificate) time.Time {
-	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
+	issued := c.NotBefore.Add(backdate)
+	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
 }
 
 // Rotate replaces the CA and the serving certificate when due.
@@ -134,7 +142,9 @@ func (s *SelfManaged) Rotate(ctx context.Context) error {
 		s.ca, s.caKey = ca, caKey
 		s.mu.Unlock()
 	}
-	if leaf == nil || !now.Before(renewAt(leaf.Leaf)) || leaf.Leaf.NotAfter.After(ca.NotAfter) || leaf.Leaf.Issuer.String() != ca.Subject.String() {
+	// every CA has the same subject: whether the leaf is of the current CA
+	// is decided by its signature
+	if leaf == nil || !now.Before(renewAt(leaf.Leaf)) || leaf.Leaf.NotAfter.After(ca.NotAfter) || leaf.Leaf.CheckSignatureFrom(ca) != nil {
 		validity := min(s.cfg.LeafValidity, ca.NotAfter.Sub(now))
 		cert, key, err := newCertificate(now, validity, ca, caKey, &x509.Certificate{
 			Subject:     pkix.Name{CommonName: "contrast webhook"},
@@ -207,7 +217,7 @@ func newCertificate(now time.Time, validity time.Duration, parent *x509.Certific
 		return nil, nil, err
 	}
 	tmpl.SerialNumber = serial
-	tmpl.NotBefore = now.Add(-5 * time.Minute) // clock skew
+	tmpl.NotBefore = now.Add(-backdate)
 	tmpl.NotAfter = now.Add(validity)
 	signer, signerKey := parent, parentKey
 	if parent == nil {

@@ -168,3 +168,52 @@ func TestWebhookConfigPatcher(t *testing.T) {
 	missing := &WebhookConfigPatcher{Client: client.AdmissionregistrationV1().MutatingWebhookConfigurations(), Name: "nope"}
 	require.ErrorContains(t, missing.AddCA(ctx, ca), "MutatingWebhookConfiguration nope")
 }
+
+// TestSelfManagedShortValidity checks that rotation counts two thirds from
+// issuance, not from the NotBefore backdated for clock skew: with
+// validities of seconds (as the integration test uses) nothing is due
+// right after issuance.
+func TestSelfManagedShortValidity(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: start}
+	p := &fakePatcher{}
+	s, err := NewSelfManaged(SelfManagedConfig{
+		DNSNames: []string{"contrast-webhook.contrast-system.svc"}, Patcher: p, Now: clock.Now,
+		CAValidity: 12 * time.Second, LeafValidity: 6 * time.Second,
+	})
+	require.NoError(t, err)
+	assert.Equal(t, 600*time.Millisecond, s.cfg.Interval, "checked ten times per leaf validity")
+
+	require.NoError(t, s.Rotate(ctx))
+	first := verify(t, s, p, clock.t)
+	clock.t = start.Add(3 * time.Second)
+	require.NoError(t, s.Rotate(ctx))
+	assert.Equal(t, first.SerialNumber, verify(t, s, p, clock.t).SerialNumber, "not due before 4s")
+
+	clock.t = start.Add(4100 * time.Millisecond)
+	require.NoError(t, s.Rotate(ctx))
+	second := verify(t, s, p, clock.t)
+	assert.NotEqual(t, first.SerialNumber, second.SerialNumber)
+	require.Len(t, p.cas, 1)
+
+	clock.t = start.Add(8100 * time.Millisecond)
+	require.NoError(t, s.Rotate(ctx))
+	require.Len(t, p.cas, 2)
+	third := verify(t, s, p, clock.t)
+	require.NoError(t, third.CheckSignatureFrom(p.cas[1]))
+	assert.LessOrEqual(t, third.NotAfter, p.cas[1].NotAfter)
+}
+
+func TestSelfManagedIntervalDefault(t *testing.T) {
+	for leaf, want := range map[time.Duration]time.Duration{
+		0:                      time.Minute, // 30 days
+		time.Hour:              time.Minute,
+		5 * time.Minute:        30 * time.Second,
+		500 * time.Millisecond: 100 * time.Millisecond,
+	} {
+		s, err := NewSelfManaged(SelfManagedConfig{DNSNames: []string{"a"}, Patcher: &fakePatcher{}, LeafValidity: leaf})
+		require.NoError(t, err)
+		assert.Equal(t, want, s.cfg.Interval, "leaf validity %v", leaf)
+	}
+}
