@@ -25,7 +25,7 @@ import (
 func TestGolden(t *testing.T) {
 	m := testMutator(t)
 	inputs := emojivotoFiles(t)
-	inputs = append(inputs, "../policy/testdata/workloads.yaml")
+	inputs = append(inputs, "../policy/testdata/workloads.yaml", "../policy/testdata/privileged.yaml")
 	own, err := filepath.Glob("testdata/*.yaml")
 	require.NoError(t, err)
 	inputs = append(inputs, own...)

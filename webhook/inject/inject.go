@@ -36,8 +36,9 @@ const (
 	AnnotationPodRole = "contrast.cc/pod-role"
 	// AnnotationSkipInitializer set to "true" leaves out the Initializer.
 	AnnotationSkipInitializer = "contrast.cc/skip-initializer"
-	// AnnotationAllowPrivileged set to "true" lets privileged containers
-	// pass injection (the policy generator still refuses them).
+	// AnnotationAllowPrivileged set to "true" admits privileged containers;
+	// without it they are denied. The policy gives them what Kata gives a
+	// privileged container in a confidential guest (webhook/policy/README.md).
 	AnnotationAllowPrivileged = "contrast.cc/allow-privileged"
 
 	RoleCoordinator = "coordinator"

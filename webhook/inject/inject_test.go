@@ -360,3 +360,59 @@ func TestMutatePodDenials(t *testing.T) {
 		assert.NotErrorIs(t, err, ErrDenied)
 	})
 }
+
+// TestMutatePodPrivileged: the annotation admits a pod with privileged
+// containers all the way to a policy; without it the pod is denied and the
+// denial names the field.
+func TestMutatePodPrivileged(t *testing.T) {
+	m := testMutator(t)
+	ctx := context.Background()
+	privileged := func(init bool) *corev1.Pod {
+		pod := basePod()
+		sc := &corev1.SecurityContext{Privileged: ptr.To(true)}
+		if init {
+			pod.Spec.InitContainers = []corev1.Container{{Name: "tune", Image: "registry.example/acme/agent:2", SecurityContext: sc}}
+		} else {
+			pod.Spec.Containers[1].SecurityContext = sc
+		}
+		return pod
+	}
+	for name, tc := range map[string]struct {
+		init      bool
+		wantField string
+		wantPriv  string
+	}{
+		"app container":  {wantField: "spec.containers[1].securityContext.privileged", wantPriv: "other"},
+		"init container": {init: true, wantField: "spec.initContainers[0].securityContext.privileged", wantPriv: "tune"},
+	} {
+		t.Run(name+" denied without the annotation", func(t *testing.T) {
+			_, _, err := m.MutatePod(ctx, privileged(tc.init), nil)
+			require.ErrorIs(t, err, ErrDenied)
+			var de *DenyError
+			require.ErrorAs(t, err, &de)
+			assert.Equal(t, DenyPrivileged, de.Code)
+			assert.Equal(t, tc.wantField, de.Field)
+			assert.Contains(t, err.Error(), AnnotationAllowPrivileged)
+		})
+		t.Run(name+" admitted with the annotation", func(t *testing.T) {
+			pod := privileged(tc.init)
+			pod.Annotations = map[string]string{AnnotationAllowPrivileged: "true"}
+			out, res, err := m.MutatePod(ctx, pod, nil)
+			require.NoError(t, err)
+			require.NotEmpty(t, out.Annotations[policy.AnnotationInitData])
+			priv := map[string]bool{}
+			for _, c := range res.Data.Containers {
+				priv[c.Name] = c.Privileged
+			}
+			for n, p := range priv {
+				assert.Equal(t, n == tc.wantPriv, p, "container %q privileged", n)
+			}
+		})
+	}
+	t.Run("annotation must be exactly true", func(t *testing.T) {
+		pod := privileged(false)
+		pod.Annotations = map[string]string{AnnotationAllowPrivileged: "yes"}
+		_, _, err := m.MutatePod(ctx, pod, nil)
+		require.ErrorIs(t, err, ErrDenied)
+	})
+}

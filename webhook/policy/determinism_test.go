@@ -175,8 +175,8 @@ func goldenText(t *testing.T, res *policy.Result) []byte {
 
 func TestGoldenAndDeterminism(t *testing.T) {
 	src, _ := testRegistry(t)
-	ws := append(emojivotoWorkloads(t), readWorkloads(t, "testdata/workloads.yaml")...)
-	require.Len(t, ws, 10)
+	ws := append(emojivotoWorkloads(t), readWorkloads(t, "testdata/workloads.yaml", "testdata/privileged.yaml")...)
+	require.Len(t, ws, 11)
 	for _, w := range ws {
 		t.Run(w.Kind+"/"+w.Name, func(t *testing.T) {
 			fromYAML, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &w, Images: src})

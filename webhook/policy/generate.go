@@ -248,7 +248,14 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 		},
 		Common: commonData(),
 	}
-	data.Containers = append(data.Containers, pauseContainer(spec))
+	pause := pauseContainer(spec)
+	if slices.ContainsFunc(cs, func(c container) bool { return isPrivileged(c.c) }) {
+		// The kubelet marks the sandbox privileged when any container is;
+		// containerd 2 then mounts the sandbox's sysfs read-write
+		// (containerd PR #11271), older versions keep it read-only.
+		pause.Mounts = []MountSpec{writableSysfs()}
+	}
+	data.Containers = append(data.Containers, pause)
 	for i, c := range cs {
 		cd, err := containerData(t, c, imgs[i], accts[i])
 		if err != nil {
@@ -445,13 +452,18 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		cwd = "/"
 	}
 	sc := c.SecurityContext
-	privileged := sc != nil && sc.Privileged != nil && *sc.Privileged
-	if privileged {
-		return ContainerData{}, fmt.Errorf("%w: privileged containers", ErrUnsupported)
+	privileged := isPrivileged(c)
+	if privileged && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
+		// the API server rejects this combination too
+		return ContainerData{}, fmt.Errorf("%w: allowPrivilegeEscalation: false contradicts privileged: true", ErrInvalidInput)
 	}
 	mounts, storages, err := buildMounts(t, c, img)
 	if err != nil {
 		return ContainerData{}, err
+	}
+	caps := capabilities(sc)
+	if privileged {
+		caps, mounts = privilegedContainer(mounts)
 	}
 	var execs [][]string
 	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
@@ -483,15 +495,50 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		EnvPatterns:    patterns,
 		Cwd:            cwd,
 		User:           user,
-		Capabilities:   capabilities(sc),
+		Capabilities:   caps,
 		NoNewPrivs:     sc != nil && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation,
-		Privileged:     false,
+		Privileged:     privileged,
 		ReadOnlyRoot:   sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem,
 		TTY:            c.TTY,
 		Mounts:         mounts,
 		VolumeStorages: storages,
 		ExecCommands:   execs,
 	}, nil
+}
+
+func isPrivileged(c *corev1.Container) bool {
+	sc := c.SecurityContext
+	return sc != nil && sc.Privileged != nil && *sc.Privileged
+}
+
+// privilegedContainer returns the capabilities and mounts of a privileged
+// container as containerd's CRI plugin creates it for a runtime with
+// privileged_without_host_devices (Kata with confidential guests):
+// oci.WithPrivileged gives all capabilities of the (host) process in the
+// bounding, effective and permitted sets, regardless of add/drop; it clears
+// the masked and read-only paths (the rules skip that check for privileged
+// containers) and turns the "ro" of the sysfs and cgroup mounts into "rw".
+// No host devices are added. Seccomp, AppArmor and SELinux are unconfined,
+// which the rules do not restrict anyway.
+func privilegedContainer(mounts []MountSpec) ([]string, []MountSpec) {
+	mounts = append(slices.Clone(mounts), writableSysfs(), MountSpec{
+		Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "^cgroup$",
+		Options:         []string{"nosuid", "noexec", "nodev", "relatime"},
+		OptionalOptions: []string{"rw", "nsdelegate", "memory_recursiveprot"},
+	})
+	sort.SliceStable(mounts, func(i, j int) bool { return mounts[i].Destination < mounts[j].Destination })
+	return slices.Clone(allCapabilities), mounts
+}
+
+// writableSysfs is the sysfs mount of a privileged container (and of the
+// sandbox of a pod with one) in addition to the read-only one every
+// container may have: containerd replaces "ro" with "rw" (or, in old
+// versions, drops "ro").
+func writableSysfs() MountSpec {
+	return MountSpec{
+		Destination: "/sys", Type: "sysfs", Source: "^sysfs$",
+		Options: []string{"nosuid", "noexec", "nodev"}, OptionalOptions: []string{"rw"},
+	}
 }
 
 // imageRefs are the storage sources the guest may pull: repository@digest in

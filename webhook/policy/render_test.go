@@ -100,8 +100,9 @@ func TestRefusedFeatures(t *testing.T) {
 		"pvc": func(s *corev1.PodSpec) {
 			s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "x"}}}}
 		},
-		"privileged": func(s *corev1.PodSpec) {
-			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &yes}
+		"privileged without privilege escalation": func(s *corev1.PodSpec) {
+			no := false
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &yes, AllowPrivilegeEscalation: &no}
 		},
 		"subPath": func(s *corev1.PodSpec) {
 			s.Volumes = []corev1.Volume{{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
