@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,9 +18,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	rbacv1 "k8s.io/api/rbac/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -61,8 +62,10 @@ type webhookProcess struct {
 func startWebhookBinary(t *testing.T, bin string, args, env []string) *webhookProcess {
 	t.Helper()
 	log := &webhookLog{addrs: map[string]string{}, changed: make(chan struct{}, 1)}
+	// Not bound to a context that ends with the test: the cleanup stops it
+	// with SIGTERM, to see a graceful shutdown.
 	//nolint:gosec // the binary this test built, with the test's arguments.
-	cmd := exec.Command(bin, args...)
+	cmd := exec.CommandContext(context.WithoutCancel(t.Context()), bin, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -114,8 +117,8 @@ func (p *webhookProcess) stop() error {
 		return err
 	case <-time.After(20 * time.Second):
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return errors.New("the webhook did not exit within 20s of SIGTERM")
+		err := <-p.done
+		return fmt.Errorf("the webhook did not exit within 20s of SIGTERM (killed: %w)", err)
 	}
 }
 
