@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -71,14 +72,6 @@ type Result struct {
 	Kind string
 }
 
-// Error kinds callers can branch on.
-var (
-	// ErrUnsupported is returned for pod features the policy cannot secure.
-	ErrUnsupported = errors.New("unsupported pod feature")
-	// ErrInvalidInput is returned for malformed input.
-	ErrInvalidInput = errors.New("invalid input")
-)
-
 // Generate computes the policy of a workload or an admitted pod.
 func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	if in.Images == nil {
@@ -107,12 +100,18 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	default:
 		return nil, fmt.Errorf("%w: exactly one of Workload and Pod must be set", ErrInvalidInput)
 	}
-	canonicalize(&tmpl)
-	data, err := buildData(ctx, &tmpl, ident, in.Images, in.Keychain)
+	orig := canonicalize(&tmpl)
+	b := &builder{t: &tmpl, orig: orig}
+	data, err := b.build(ctx, ident, in.Images, in.Keychain)
 	if err != nil {
 		return nil, err
 	}
 	res, err := render(data, in.Legacy)
+	var long *longLineError
+	if errors.As(err, &long) {
+		return nil, fieldErr(b.locate(long.value), ErrUnsupported,
+			"the value is too long: line %d of the policy would be %d characters long (limit %d)", long.line, long.length, MaxLineLength)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -120,9 +119,19 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	return res, nil
 }
 
+// origins maps the indices of the canonical pod back to the input pod, so
+// errors name the input's fields.
+type origins struct {
+	// volumes[i] is the input index of canonical volume i.
+	volumes []int
+	// mounts[path][j] is the input index of canonical volume mount j of
+	// the container at path (spec.containers[0], ...).
+	mounts map[string][]int
+}
+
 // canonicalize removes what the API server and controllers add to a pod and
 // applies the defaults the generator relies on, so both sides agree.
-func canonicalize(t *corev1.PodTemplateSpec) {
+func canonicalize(t *corev1.PodTemplateSpec) origins {
 	for _, l := range controllerLabels {
 		delete(t.Labels, l)
 	}
@@ -131,28 +140,40 @@ func canonicalize(t *corev1.PodTemplateSpec) {
 	// kube-api-access-<random> and mounts it in every container. The policy
 	// allows the token mount unless automounting is disabled in the pod spec.
 	var tokenVolumes []string
-	spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool {
+	orig := origins{mounts: map[string][]int{}}
+	var volumes []corev1.Volume
+	for i, v := range spec.Volumes {
 		if isServiceAccountTokenVolume(v) {
 			tokenVolumes = append(tokenVolumes, v.Name)
-			return true
+			continue
 		}
-		return false
-	})
-	stripMounts := func(cs []corev1.Container) {
+		volumes = append(volumes, v)
+		orig.volumes = append(orig.volumes, i)
+	}
+	spec.Volumes = volumes
+	stripMounts := func(field string, cs []corev1.Container) {
 		for i := range cs {
-			cs[i].VolumeMounts = slices.DeleteFunc(cs[i].VolumeMounts, func(m corev1.VolumeMount) bool {
-				return slices.Contains(tokenVolumes, m.Name)
-			})
+			var mounts []corev1.VolumeMount
+			var idx []int
+			for j, m := range cs[i].VolumeMounts {
+				if !slices.Contains(tokenVolumes, m.Name) {
+					mounts = append(mounts, m)
+					idx = append(idx, j)
+				}
+			}
+			cs[i].VolumeMounts = mounts
+			orig.mounts[index(field, i)] = idx
 		}
 	}
-	stripMounts(spec.Containers)
-	stripMounts(spec.InitContainers)
+	stripMounts("spec.containers", spec.Containers)
+	stripMounts("spec.initContainers", spec.InitContainers)
 	if spec.ServiceAccountName == "" {
 		spec.ServiceAccountName = spec.DeprecatedServiceAccount
 	}
 	if spec.ServiceAccountName == "" {
 		spec.ServiceAccountName = "default"
 	}
+	return orig
 }
 
 func isServiceAccountTokenVolume(v corev1.Volume) bool {
@@ -171,11 +192,25 @@ func isServiceAccountTokenVolume(v corev1.Volume) bool {
 type container struct {
 	c    *corev1.Container
 	kind string
+	// path is the container's field path in the input pod, e.g.
+	// spec.initContainers[1].
+	path string
+	// mounts maps the indices of c.VolumeMounts to the input's.
+	mounts []int
 }
 
-func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity, src images.Source, kc authn.Keychain) (*Data, error) {
+// builder builds the policy data of one canonical pod template.
+type builder struct {
+	t    *corev1.PodTemplateSpec
+	orig origins
+	cs   []container
+	imgs []*images.Image
+}
+
+func (b *builder) build(ctx context.Context, ident podIdentity, src images.Source, kc authn.Keychain) (*Data, error) {
+	t := b.t
 	spec := &t.Spec
-	if err := checkPodFeatures(spec); err != nil {
+	if err := checkPodFeatures(spec, b.orig); err != nil {
 		return nil, err
 	}
 	var cs []container
@@ -184,18 +219,21 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 		if p := spec.InitContainers[i].RestartPolicy; p != nil && *p == corev1.ContainerRestartPolicyAlways {
 			k = "sidecar"
 		}
-		cs = append(cs, container{&spec.InitContainers[i], k})
+		path := index("spec.initContainers", i)
+		cs = append(cs, container{&spec.InitContainers[i], k, path, b.orig.mounts[path]})
 	}
 	for i := range spec.Containers {
-		cs = append(cs, container{&spec.Containers[i], "app"})
+		path := index("spec.containers", i)
+		cs = append(cs, container{&spec.Containers[i], "app", path, b.orig.mounts[path]})
 	}
+	b.cs = cs
 	if len(spec.Containers) == 0 {
-		return nil, fmt.Errorf("%w: pod has no containers", ErrInvalidInput)
+		return nil, fieldErr("spec.containers", ErrInvalidInput, "pod has no containers")
 	}
 	seen := map[string]bool{}
 	for _, c := range cs {
 		if seen[c.c.Name] {
-			return nil, fmt.Errorf("%w: duplicate container name %q", ErrInvalidInput, c.c.Name)
+			return nil, fieldErr(c.path+".name", ErrInvalidInput, "duplicate container name %q", c.c.Name)
 		}
 		seen[c.c.Name] = true
 	}
@@ -208,13 +246,13 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 		g.Go(func() error {
 			img, err := src.Resolve(gctx, c.c.Image, kc)
 			if err != nil {
-				return fmt.Errorf("container %q: %w", c.c.Name, err)
+				return &FieldError{Field: c.path + ".image", Err: err}
 			}
 			imgs[i] = img
 			if needsAccounts(c.c, spec, img) {
 				a, err := src.Accounts(gctx, img, kc)
 				if err != nil {
-					return fmt.Errorf("container %q: %w", c.c.Name, err)
+					return &FieldError{Field: c.path + ".image", Err: err}
 				}
 				accts[i] = a
 			}
@@ -224,6 +262,7 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	b.imgs = imgs
 
 	sysctls := map[string]string{
 		"net.ipv4.ip_unprivileged_port_start": "0",
@@ -259,7 +298,7 @@ func buildData(ctx context.Context, t *corev1.PodTemplateSpec, ident podIdentity
 	for i, c := range cs {
 		cd, err := containerData(t, c, imgs[i], accts[i])
 		if err != nil {
-			return nil, fmt.Errorf("container %q: %w", c.c.Name, err)
+			return nil, err
 		}
 		data.Containers = append(data.Containers, cd)
 	}
@@ -277,31 +316,48 @@ func automount(spec *corev1.PodSpec) bool {
 	return spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken
 }
 
-func checkPodFeatures(spec *corev1.PodSpec) error {
+func checkPodFeatures(spec *corev1.PodSpec, orig origins) error {
 	switch {
 	case spec.HostNetwork:
-		return fmt.Errorf("%w: hostNetwork", ErrUnsupported)
+		return fieldErr("spec.hostNetwork", ErrUnsupported, "the host's network namespace cannot be confidential")
 	case spec.HostPID:
-		return fmt.Errorf("%w: hostPID", ErrUnsupported)
+		return fieldErr("spec.hostPID", ErrUnsupported, "the host's PID namespace cannot be confidential")
 	case spec.HostIPC:
-		return fmt.Errorf("%w: hostIPC", ErrUnsupported)
+		return fieldErr("spec.hostIPC", ErrUnsupported, "the host's IPC namespace cannot be confidential")
 	case spec.HostUsers != nil && !*spec.HostUsers:
-		return fmt.Errorf("%w: hostUsers: false (user namespaces)", ErrUnsupported)
+		return fieldErr("spec.hostUsers", ErrUnsupported, "user namespaces (hostUsers: false)")
 	case len(spec.EphemeralContainers) > 0:
-		return fmt.Errorf("%w: ephemeral containers", ErrUnsupported)
+		return fieldErr("spec.ephemeralContainers", ErrUnsupported, "ephemeral containers")
 	case spec.SetHostnameAsFQDN != nil && *spec.SetHostnameAsFQDN:
-		return fmt.Errorf("%w: setHostnameAsFQDN (the cluster domain is not known before the pod runs)", ErrUnsupported)
+		return fieldErr("spec.setHostnameAsFQDN", ErrUnsupported, "the cluster domain is not known before the pod runs")
 	}
-	for _, v := range spec.Volumes {
+	for i, v := range spec.Volumes {
+		field := index("spec.volumes", orig.volumes[i])
 		switch {
 		case v.EmptyDir != nil, v.ConfigMap != nil, v.Secret != nil, v.Projected != nil, v.DownwardAPI != nil:
 		case v.HostPath != nil:
-			return fmt.Errorf("%w: volume %q: hostPath volumes are refused (host-controlled content)", ErrUnsupported, v.Name)
+			return fieldErr(field+".hostPath", ErrUnsupported, "volume %q: hostPath volumes are refused (host-controlled content)", v.Name)
 		default:
-			return fmt.Errorf("%w: volume %q: only emptyDir, configMap, secret, projected and downwardAPI volumes are supported", ErrUnsupported, v.Name)
+			if src := volumeSourceField(&v.VolumeSource); src != "" {
+				field += "." + src
+			}
+			return fieldErr(field, ErrUnsupported, "volume %q: only emptyDir, configMap, secret, projected and downwardAPI volumes are supported", v.Name)
 		}
 	}
 	return nil
+}
+
+// volumeSourceField is the JSON name of the source set in v (e.g.
+// persistentVolumeClaim), or "" if none is.
+func volumeSourceField(v *corev1.VolumeSource) string {
+	rv := reflect.ValueOf(v).Elem()
+	for i := range rv.NumField() {
+		if f := rv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("json"), ",")
+			return name
+		}
+	}
+	return ""
 }
 
 const pausePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -378,7 +434,8 @@ func effectiveRunAs(c *corev1.Container, spec *corev1.PodSpec) (user, group *int
 	return user, group
 }
 
-func resolveUser(c *corev1.Container, spec *corev1.PodSpec, img *images.Image, acct *images.Accounts) (UserData, error) {
+func resolveUser(ct container, spec *corev1.PodSpec, img *images.Image, acct *images.Accounts) (UserData, error) {
+	c, field := ct.c, ct.path+".image"
 	runUser, runGroup := effectiveRunAs(c, spec)
 	var uid, gid int64
 	var userName string
@@ -391,11 +448,11 @@ func resolveUser(c *corev1.Container, spec *corev1.PodSpec, img *images.Image, a
 			uid, _ = strconv.ParseInt(u, 10, 64)
 		} else {
 			if acct == nil {
-				return UserData{}, fmt.Errorf("%w: image user %q needs the image's /etc/passwd", ErrInvalidInput, u)
+				return UserData{}, fieldErr(field, ErrInvalidInput, "image user %q needs the image's /etc/passwd", u)
 			}
 			pw, ok := acct.LookupUser(u)
 			if !ok {
-				return UserData{}, fmt.Errorf("image user %q not found in /etc/passwd", u)
+				return UserData{}, fieldErr(field, ErrInvalidInput, "image user %q not found in the image's /etc/passwd", u)
 			}
 			uid, gid, userName = pw.UID, pw.GID, u
 		}
@@ -404,11 +461,11 @@ func resolveUser(c *corev1.Container, spec *corev1.PodSpec, img *images.Image, a
 				gid, _ = strconv.ParseInt(g, 10, 64)
 			} else {
 				if acct == nil {
-					return UserData{}, fmt.Errorf("%w: image group %q needs the image's /etc/group", ErrInvalidInput, g)
+					return UserData{}, fieldErr(field, ErrInvalidInput, "image group %q needs the image's /etc/group", g)
 				}
 				gr, ok := acct.LookupGroup(g)
 				if !ok {
-					return UserData{}, fmt.Errorf("image group %q not found in /etc/group", g)
+					return UserData{}, fieldErr(field, ErrInvalidInput, "image group %q not found in the image's /etc/group", g)
 				}
 				gid = gr.GID
 			}
@@ -432,15 +489,15 @@ func resolveUser(c *corev1.Container, spec *corev1.PodSpec, img *images.Image, a
 
 func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, acct *images.Accounts) (ContainerData, error) {
 	c, spec := ct.c, &t.Spec
-	user, err := resolveUser(c, spec, img, acct)
+	user, err := resolveUser(ct, spec, img, acct)
 	if err != nil {
 		return ContainerData{}, err
 	}
-	env, patterns, fixed, err := buildEnv(t, c, img)
+	env, patterns, fixed, err := buildEnv(t, ct, img)
 	if err != nil {
 		return ContainerData{}, err
 	}
-	args, err := buildArgs(c, img, fixed)
+	args, err := buildArgs(ct, img, fixed)
 	if err != nil {
 		return ContainerData{}, err
 	}
@@ -455,9 +512,9 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 	privileged := isPrivileged(c)
 	if privileged && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
 		// the API server rejects this combination too
-		return ContainerData{}, fmt.Errorf("%w: allowPrivilegeEscalation: false contradicts privileged: true", ErrInvalidInput)
+		return ContainerData{}, fieldErr(ct.path+".securityContext.allowPrivilegeEscalation", ErrInvalidInput, "false contradicts privileged: true")
 	}
-	mounts, storages, err := buildMounts(t, c, img)
+	mounts, storages, err := buildMounts(t, ct, img)
 	if err != nil {
 		return ContainerData{}, err
 	}
@@ -484,7 +541,7 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 	}
 	refs, err := imageRefs(c.Image, img)
 	if err != nil {
-		return ContainerData{}, err
+		return ContainerData{}, fieldErr(ct.path+".image", ErrInvalidInput, "image %q: %v", c.Image, err)
 	}
 	return ContainerData{
 		Name:           c.Name,
@@ -546,7 +603,7 @@ func writableSysfs() MountSpec {
 func imageRefs(podImage string, img *images.Image) ([]string, error) {
 	ref, err := name.ParseReference(podImage)
 	if err != nil {
-		return nil, fmt.Errorf("%w: image %q: %w", ErrInvalidInput, podImage, err)
+		return nil, err
 	}
 	repo := ref.Context()
 	set := map[string]bool{img.Reference(): true}
@@ -596,8 +653,10 @@ func capName(c corev1.Capability) string {
 
 var varRefRe = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
 
-// expand implements the kubelet's $(VAR) expansion for fixed variables.
-func expand(s string, fixed map[string]*string) (string, error) {
+// expand implements the kubelet's $(VAR) expansion for fixed variables. A
+// reference to a variable whose value is not fixed is an error naming field
+// and variable (not the value of s: it may be secret).
+func expand(field, s string, fixed map[string]*string) (string, error) {
 	var err error
 	out := varRefRe.ReplaceAllStringFunc(s, func(m string) string {
 		if m == "$$" {
@@ -609,7 +668,9 @@ func expand(s string, fixed map[string]*string) (string, error) {
 			return m
 		}
 		if v == nil {
-			err = fmt.Errorf("%w: %q refers to $(%s), whose value is not known before the pod runs", ErrUnsupported, s, n)
+			if err == nil {
+				err = fieldErr(field, ErrUnsupported, "refers to $(%s), whose value is not known before the pod runs", n)
+			}
 			return m
 		}
 		return *v
@@ -617,7 +678,8 @@ func expand(s string, fixed map[string]*string) (string, error) {
 	return out, err
 }
 
-func buildArgs(c *corev1.Container, img *images.Image, fixed map[string]*string) ([]string, error) {
+func buildArgs(ct container, img *images.Image, fixed map[string]*string) ([]string, error) {
+	c := ct.c
 	var args []string
 	switch {
 	case len(c.Command) > 0:
@@ -628,7 +690,7 @@ func buildArgs(c *corev1.Container, img *images.Image, fixed map[string]*string)
 		args = append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
 	}
 	if len(args) == 0 {
-		return nil, fmt.Errorf("%w: no command: neither the pod nor the image defines one", ErrInvalidInput)
+		return nil, fieldErr(ct.path+".command", ErrInvalidInput, "no command: neither the pod nor the image defines one")
 	}
 	// only the pod's command and args are expanded, not the image's
 	nPod := 0
@@ -638,7 +700,11 @@ func buildArgs(c *corev1.Container, img *images.Image, fixed map[string]*string)
 		nPod = len(c.Args)
 	}
 	for i := len(args) - nPod; i < len(args); i++ {
-		v, err := expand(args[i], fixed)
+		field := index(ct.path+".args", i-(len(args)-len(c.Args)))
+		if k := i - (len(args) - nPod); k < len(c.Command) {
+			field = index(ct.path+".command", k)
+		}
+		v, err := expand(field, args[i], fixed)
 		if err != nil {
 			return nil, err
 		}
@@ -689,7 +755,8 @@ var envNameRe = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
 // buildEnv returns the expected variables (image env overridden by pod env,
 // plus HOSTNAME), patterns for variables whose names are not known, and the
 // map of variables usable in $(VAR) expansion (nil value: not fixed).
-func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image) ([]EnvSpec, []string, map[string]*string, error) {
+func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]EnvSpec, []string, map[string]*string, error) {
+	c := ct.c
 	byName := map[string]EnvSpec{}
 	var order []string
 	set := func(s EnvSpec) {
@@ -710,9 +777,9 @@ func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image)
 		set(EnvSpec{Name: "TERM", Kind: "exact", Value: "xterm", Required: false})
 	}
 	var patterns []string
-	for _, ef := range c.EnvFrom {
+	for i, ef := range c.EnvFrom {
 		if ef.Prefix != "" && !envNameRe.MatchString(ef.Prefix) {
-			return nil, nil, nil, fmt.Errorf("%w: envFrom prefix %q", ErrInvalidInput, ef.Prefix)
+			return nil, nil, nil, fieldErr(index(ct.path+".envFrom", i)+".prefix", ErrInvalidInput, "not a valid environment variable name prefix")
 		}
 		// Keys of ConfigMaps and Secrets are not known before the pod runs.
 		patterns = append(patterns, "^"+regexp.QuoteMeta(ef.Prefix)+"[-._a-zA-Z][-._a-zA-Z0-9]*=(?s:.*)$")
@@ -720,13 +787,14 @@ func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image)
 	// fixed values usable in $(VAR) references: pod env (in order) and
 	// service links (never fixed).
 	fixed := map[string]*string{}
-	for _, e := range c.Env {
+	for i, e := range c.Env {
+		field := index(ct.path+".env", i)
 		if !envNameRe.MatchString(e.Name) {
-			return nil, nil, nil, fmt.Errorf("%w: environment variable name %q", ErrInvalidInput, e.Name)
+			return nil, nil, nil, fieldErr(field+".name", ErrInvalidInput, "not a valid environment variable name")
 		}
-		s, err := envSpec(t, c, e, fixed)
+		s, err := envSpec(t, field, e, fixed)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("environment variable %q: %w", e.Name, err)
+			return nil, nil, nil, err
 		}
 		set(s)
 		if s.Kind == "exact" {
@@ -749,10 +817,10 @@ func buildEnv(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image)
 
 var labelRefRe = regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\]$`)
 
-func envSpec(t *corev1.PodTemplateSpec, c *corev1.Container, e corev1.EnvVar, fixed map[string]*string) (EnvSpec, error) {
+func envSpec(t *corev1.PodTemplateSpec, field string, e corev1.EnvVar, fixed map[string]*string) (EnvSpec, error) {
 	s := EnvSpec{Name: e.Name, Required: true}
 	if e.ValueFrom == nil {
-		v, err := expand(e.Value, fixed)
+		v, err := expand(field+".value", e.Value, fixed)
 		if err != nil {
 			return s, err
 		}
@@ -782,7 +850,7 @@ func envSpec(t *corev1.PodTemplateSpec, c *corev1.Container, e corev1.EnvVar, fi
 		default:
 			m := labelRefRe.FindStringSubmatch(p)
 			if m == nil {
-				return s, fmt.Errorf("%w: fieldRef %q", ErrUnsupported, p)
+				return s, fieldErr(field+".valueFrom.fieldRef.fieldPath", ErrUnsupported, "variable %q: field %q", e.Name, p)
 			}
 			if v, ok := t.Labels[m[2]]; ok && m[1] == "labels" {
 				s.Kind, s.Value = "exact", v
@@ -801,9 +869,8 @@ func envSpec(t *corev1.PodTemplateSpec, c *corev1.Container, e corev1.EnvVar, fi
 		s.Kind, s.Value = "regex", "(?s)^.*$"
 		s.Required = vf.SecretKeyRef.Optional == nil || !*vf.SecretKeyRef.Optional
 	default:
-		return s, fmt.Errorf("%w: valueFrom source", ErrUnsupported)
+		return s, fieldErr(field+".valueFrom", ErrUnsupported, "variable %q: no supported source (fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef)", e.Name)
 	}
-	_ = c
 	return s, nil
 }
 
@@ -811,8 +878,8 @@ func envSpec(t *corev1.PodTemplateSpec, c *corev1.Container, e corev1.EnvVar, fi
 
 var storageMountPointRe = "^" + regexp.QuoteMeta(blockStorageDir) + "/[A-Za-z0-9+/_-]+=*$"
 
-func buildMounts(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Image) ([]MountSpec, []StorageSpec, error) {
-	spec := &t.Spec
+func buildMounts(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]MountSpec, []StorageSpec, error) {
+	c, spec := ct.c, &t.Spec
 	volumes := map[string]*corev1.Volume{}
 	for i := range spec.Volumes {
 		volumes[spec.Volumes[i].Name] = &spec.Volumes[i]
@@ -832,16 +899,20 @@ func buildMounts(t *corev1.PodTemplateSpec, c *corev1.Container, img *images.Ima
 		fsGroup = spec.SecurityContext.FSGroup
 	}
 	hasBlock, hasMemory := false, false
-	for _, vm := range c.VolumeMounts {
+	for j, vm := range c.VolumeMounts {
+		field := index(ct.path+".volumeMounts", ct.mounts[j])
 		v, ok := volumes[vm.Name]
 		if !ok {
-			return nil, nil, fmt.Errorf("%w: volume mount %q: no such volume", ErrInvalidInput, vm.Name)
+			return nil, nil, fieldErr(field+".name", ErrInvalidInput, "no volume %q", vm.Name)
 		}
-		if vm.SubPath != "" || vm.SubPathExpr != "" {
-			return nil, nil, fmt.Errorf("%w: volume mount %q: subPath", ErrUnsupported, vm.Name)
+		switch {
+		case vm.SubPath != "":
+			return nil, nil, fieldErr(field+".subPath", ErrUnsupported, "volume %q: subPath mounts", vm.Name)
+		case vm.SubPathExpr != "":
+			return nil, nil, fieldErr(field+".subPathExpr", ErrUnsupported, "volume %q: subPath mounts", vm.Name)
 		}
 		if !strings.HasPrefix(vm.MountPath, "/") {
-			return nil, nil, fmt.Errorf("%w: volume mount %q: relative mount path", ErrInvalidInput, vm.Name)
+			return nil, nil, fieldErr(field+".mountPath", ErrInvalidInput, "volume %q: relative mount path", vm.Name)
 		}
 		if vm.MountPropagation != nil && *vm.MountPropagation == corev1.MountPropagationBidirectional {
 			// Kata does not propagate mounts back; the guest uses rprivate.
@@ -921,4 +992,80 @@ func pathBase(p string) string {
 		return p[i+1:]
 	}
 	return p
+}
+
+// locate returns the field of the input pod that a policy value v comes
+// from (the value that made a policy line too long): a field whose value is
+// v, else the longest one v contains (v may be an argument with $(VAR)
+// references expanded), else "spec". Values from the image config are
+// attributed to the container's image.
+func (b *builder) locate(v string) string {
+	const minPart = 64
+	best, bestLen := "spec", 0
+	found := ""
+	consider := func(field, s string) {
+		switch {
+		case found != "":
+		case s == v:
+			found = field
+		case len(s) >= minPart && len(s) > bestLen && strings.Contains(v, s):
+			best, bestLen = field, len(s)
+		}
+	}
+	list := func(field string, ss []string) {
+		for k, s := range ss {
+			consider(index(field, k), s)
+		}
+	}
+	for i, ct := range b.cs {
+		c, p := ct.c, ct.path
+		consider(p+".name", c.Name)
+		consider(p+".image", c.Image)
+		list(p+".command", c.Command)
+		list(p+".args", c.Args)
+		consider(p+".workingDir", c.WorkingDir)
+		for j, e := range c.Env {
+			consider(index(p+".env", j)+".name", e.Name)
+			consider(index(p+".env", j)+".value", e.Value)
+		}
+		for j, ef := range c.EnvFrom {
+			consider(index(p+".envFrom", j)+".prefix", ef.Prefix)
+		}
+		for j, m := range c.VolumeMounts {
+			consider(index(p+".volumeMounts", ct.mounts[j])+".mountPath", m.MountPath)
+		}
+		consider(p+".terminationMessagePath", c.TerminationMessagePath)
+		for _, pr := range []struct {
+			field string
+			probe *corev1.Probe
+		}{{"livenessProbe", c.LivenessProbe}, {"readinessProbe", c.ReadinessProbe}, {"startupProbe", c.StartupProbe}} {
+			if pr.probe != nil && pr.probe.Exec != nil {
+				list(p+"."+pr.field+".exec.command", pr.probe.Exec.Command)
+			}
+		}
+		if l := c.Lifecycle; l != nil {
+			for _, h := range []struct {
+				field   string
+				handler *corev1.LifecycleHandler
+			}{{"postStart", l.PostStart}, {"preStop", l.PreStop}} {
+				if h.handler != nil && h.handler.Exec != nil {
+					list(p+".lifecycle."+h.field+".exec.command", h.handler.Exec.Command)
+				}
+			}
+		}
+		if i < len(b.imgs) && b.imgs[i] != nil {
+			cfg := b.imgs[i].Config
+			for _, e := range cfg.Env {
+				_, val, _ := strings.Cut(e, "=")
+				consider(p+".image", val)
+			}
+			for _, s := range slices.Concat(cfg.Entrypoint, cfg.Cmd, []string{cfg.WorkingDir, cfg.User}, cfg.Volumes) {
+				consider(p+".image", s)
+			}
+		}
+	}
+	if found != "" {
+		return found
+	}
+	return best
 }

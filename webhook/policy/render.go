@@ -55,10 +55,24 @@ func RenderRego(data *Data) (string, error) {
 	text := buf.String()
 	for i, line := range strings.Split(text, "\n") {
 		if len(line) > MaxLineLength {
-			return "", fmt.Errorf("%w: policy line %d is %d characters long (limit %d)", ErrUnsupported, i+1, len(line), MaxLineLength)
+			return "", &longLineError{line: i + 1, length: len(line), value: lineValue(line)}
 		}
 	}
 	return text, nil
+}
+
+// lineValue is the JSON string on a line of the indented policy data
+// (`"v",` or `"key": "v",`), or "" if there is none.
+func lineValue(line string) string {
+	line = strings.TrimSuffix(strings.TrimSpace(line), ",")
+	var v string
+	if json.Unmarshal([]byte(line), &v) == nil {
+		return v
+	}
+	if _, rest, ok := strings.Cut(line, `": `); ok && json.Unmarshal([]byte(rest), &v) == nil {
+		return v
+	}
+	return ""
 }
 
 // InitData returns the initdata TOML document carrying the policy.
