@@ -120,10 +120,16 @@ type DenyError struct {
 func (e *DenyError) Error() string {
 	msg := e.Field + ": " + e.Reason
 	if e.Err != nil {
-		if e.Reason == "" {
-			return e.Field + ": " + e.Err.Error()
+		detail := e.Err.Error()
+		var fe *policy.FieldError
+		if errors.As(e.Err, &fe) && fe.Error() == detail {
+			// e.Field names the field (in the submitted pod's indices)
+			detail = fe.Detail()
 		}
-		msg += ": " + e.Err.Error()
+		if e.Reason == "" {
+			return e.Field + ": " + detail
+		}
+		msg += ": " + detail
 	}
 	return msg
 }

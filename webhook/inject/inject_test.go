@@ -349,6 +349,10 @@ func TestMutatePodDenials(t *testing.T) {
 		_, _, err := m.MutatePod(ctx, pod, nil)
 		require.ErrorIs(t, err, ErrDenied)
 		require.ErrorIs(t, err, policy.ErrUnsupported)
+		var de *DenyError
+		require.ErrorAs(t, err, &de)
+		assert.Equal(t, DenyPolicy, de.Code)
+		assert.Equal(t, "spec.volumes[0].hostPath", de.Field)
 	})
 	t.Run("canceled context is not a denial", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
@@ -415,4 +419,152 @@ func TestMutatePodPrivileged(t *testing.T) {
 		_, _, err := m.MutatePod(ctx, pod, nil)
 		require.ErrorIs(t, err, ErrDenied)
 	})
+}
+
+// secretValue stands for a credential in a literal environment variable or
+// argument. No denial may contain it.
+const secretValue = "s3cr3t-hunter2-AKIAIOSFODNN7EXAMPLE" //nolint:gosec // G101: a marker, not a credential
+
+// TestPolicyDenialFields: a pod the policy generator refuses is denied with
+// the offending field in the indices of the pod as submitted (the generator
+// sees the pod after injection, with the Initializer and the proxy as the
+// first init containers and the Contrast volume and mounts appended).
+func TestPolicyDenialFields(t *testing.T) {
+	m := testMutator(t)
+	ctx := context.Background()
+	podIP := corev1.EnvVar{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}
+	withInit := func(p *corev1.Pod) *corev1.Container {
+		p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "registry.example/acme/agent:2", Env: []corev1.EnvVar{podIP}}}
+		return &p.Spec.InitContainers[0]
+	}
+	testCases := map[string]struct {
+		mutate    func(*corev1.Pod)
+		wantField string
+		wantCode  DenyCode
+	}{
+		"init container env": {
+			mutate: func(p *corev1.Pod) {
+				c := withInit(p)
+				c.Env = append(c.Env, corev1.EnvVar{Name: "X", ValueFrom: &corev1.EnvVarSource{}})
+			},
+			wantField: "spec.initContainers[0].env[1].valueFrom",
+			wantCode:  DenyPolicy,
+		},
+		"init container args with a secret": {
+			mutate: func(p *corev1.Pod) {
+				withInit(p).Args = []string{"--token=" + secretValue + "$(POD_IP)"}
+			},
+			wantField: "spec.initContainers[0].args[0]",
+			wantCode:  DenyPolicy,
+		},
+		"app container env with a secret": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[1].Env = []corev1.EnvVar{podIP, {Name: "URL", Value: "https://" + secretValue + "@$(POD_IP)"}}
+			},
+			wantField: "spec.containers[1].env[1].value",
+			wantCode:  DenyPolicy,
+		},
+		"sub path": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "d", MountPath: "/a"}, {Name: "d", MountPath: "/b", SubPath: "b"}}
+			},
+			wantField: "spec.containers[0].volumeMounts[1].subPath",
+			wantCode:  DenyPolicy,
+		},
+		"volume after others": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Volumes = []corev1.Volume{
+					{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					{Name: "c", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+				}
+			},
+			wantField: "spec.volumes[1].persistentVolumeClaim",
+			wantCode:  DenyPolicy,
+		},
+		"long literal env value": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "BLOB", Value: strings.Repeat(secretValue, 40)}}
+			},
+			wantField: "spec.containers[0].env[0].value",
+			wantCode:  DenyPolicy,
+		},
+	}
+	check := func(t *testing.T, err error, wantField string, wantCode DenyCode) {
+		t.Helper()
+		require.ErrorIs(t, err, ErrDenied)
+		var de *DenyError
+		require.ErrorAs(t, err, &de)
+		assert.Equal(t, wantCode, de.Code)
+		assert.Equal(t, wantField, de.Field)
+		msg := err.Error()
+		assert.True(t, strings.HasPrefix(msg, wantField+": "), msg)
+		assert.Equal(t, 1, strings.Count(msg, ".env[")+strings.Count(msg, ".args[")+strings.Count(msg, ".volumeMounts[")+strings.Count(msg, "spec.volumes["), "field named once: %s", msg)
+		assert.NotContains(t, msg, secretValue)
+		assert.NotContains(t, msg, "hunter2")
+	}
+	for name, tc := range testCases {
+		t.Run(name+"/pod", func(t *testing.T) {
+			pod := basePod()
+			tc.mutate(pod)
+			_, _, err := m.MutatePod(ctx, pod, nil)
+			check(t, err, tc.wantField, tc.wantCode)
+		})
+		t.Run(name+"/workload", func(t *testing.T) {
+			pod := basePod()
+			tc.mutate(pod)
+			w := &policy.Workload{Kind: policy.KindPod, Name: pod.Name, Namespace: pod.Namespace,
+				Template: corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}}
+			_, err := m.MutateWorkload(ctx, w, nil)
+			check(t, err, tc.wantField, tc.wantCode)
+		})
+	}
+
+	// A pod the webhook injected before (reinvocation) still has the
+	// injected containers in front: the field is in its indices.
+	t.Run("reinvocation", func(t *testing.T) {
+		pod := basePod()
+		withInit(pod).Args = []string{"$(POD_IP)"}
+		pod.Annotations = map[string]string{AnnotationAllowPrivileged: "true"}
+		injected, err := Inject(pod, m.Config)
+		require.NoError(t, err)
+		require.Equal(t, "setup", injected.Spec.InitContainers[2].Name)
+		_, _, err = m.MutatePod(ctx, injected, nil)
+		check(t, err, "spec.initContainers[2].args[0]", DenyPolicy)
+	})
+}
+
+func TestSubmittedField(t *testing.T) {
+	orig := &corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "a"}},
+		// an earlier injection's mount and volume, in front of the pod's own
+		Containers: []corev1.Container{{Name: "x", VolumeMounts: []corev1.VolumeMount{
+			{Name: VolumeName, MountPath: MountPath}, {Name: "v", MountPath: "/v"},
+		}}},
+		Volumes: []corev1.Volume{{Name: VolumeName}, {Name: "v"}},
+	}
+	// stripped and injected again: now at the end
+	final := &corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: InitializerName}, {Name: ProxyName}, {Name: "a"}},
+		Containers: []corev1.Container{{Name: "x", VolumeMounts: []corev1.VolumeMount{
+			{Name: "v", MountPath: "/v"}, {Name: VolumeName, MountPath: MountPath},
+		}}},
+		Volumes: []corev1.Volume{{Name: "v"}, {Name: VolumeName}},
+	}
+	for in, want := range map[string]string{
+		"spec.initContainers[2].env[0].value":           "spec.initContainers[0].env[0].value",
+		"spec.initContainers[0].image":                  "spec.initContainers[0].image", // injected: kept
+		"spec.initContainers[7].image":                  "spec.initContainers[7].image",
+		"spec.containers[0].volumeMounts[0].subPath":    "spec.containers[0].volumeMounts[1].subPath",
+		"spec.containers[0].volumeMounts[1].mountPath":  "spec.containers[0].volumeMounts[0].mountPath",
+		"spec.containers[0].volumeMounts[5].name":       "spec.containers[0].volumeMounts[5].name",
+		"spec.volumes[0].nfs":                           "spec.volumes[1].nfs",
+		"spec.volumes[1]":                               "spec.volumes[0]",
+		"spec.volumes[3]":                               "spec.volumes[3]",
+		"spec.hostNetwork":                              "spec.hostNetwork",
+		"spec.containers[0].command":                    "spec.containers[0].command",
+		"spec.containers[0].securityContext.privileged": "spec.containers[0].securityContext.privileged",
+	} {
+		assert.Equal(t, want, submittedField(in, final, orig), in)
+	}
 }

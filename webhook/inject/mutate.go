@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
@@ -44,7 +47,7 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 	}
 	res, err := policy.Generate(ctx, policy.GenerateInput{Pod: out, Images: m.Images, Keychain: kc, Legacy: m.Legacy})
 	if err != nil {
-		return nil, nil, policyError(ctx, err)
+		return nil, nil, policyError(ctx, err, &out.Spec, &pod.Spec)
 	}
 	if err := m.setPolicy(&out.ObjectMeta, res); err != nil {
 		return nil, nil, err
@@ -56,6 +59,7 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 // workload decoded from YAML (contrast generate), in place.
 func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc authn.Keychain) (*policy.Result, error) {
 	t := &w.Template
+	orig := t.Spec.DeepCopy()
 	if err := Template(&t.ObjectMeta, &t.Spec, m.Config); err != nil {
 		return nil, err
 	}
@@ -64,7 +68,7 @@ func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc aut
 	}
 	res, err := policy.Generate(ctx, policy.GenerateInput{Workload: w, Images: m.Images, Keychain: kc, Legacy: m.Legacy})
 	if err != nil {
-		return nil, policyError(ctx, err)
+		return nil, policyError(ctx, err, &t.Spec, orig)
 	}
 	if err := m.setPolicy(&t.ObjectMeta, res); err != nil {
 		return nil, err
@@ -92,18 +96,80 @@ func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
 }
 
 // policyError turns a generator error into a denial where the pod is at
-// fault (unsupported feature, malformed pod, unresolvable image).
-func policyError(ctx context.Context, err error) error {
+// fault (unsupported feature, malformed pod, unresolvable image). The
+// generator names fields of the final pod; the denial names them in the
+// pod as submitted (orig), which has neither the injected containers nor
+// the injected volume.
+func policyError(ctx context.Context, err error, final, orig *corev1.PodSpec) error {
+	field := "spec"
+	var fe *policy.FieldError
+	if errors.As(err, &fe) {
+		field = submittedField(fe.Field, final, orig)
+	}
 	var ie *images.Error
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("generating policy: %w", ctx.Err())
 	case errors.As(err, &ie):
-		return &DenyError{Code: DenyImage, Field: "spec", Reason: "image cannot be resolved", Err: err}
+		return &DenyError{Code: DenyImage, Field: field, Reason: "image cannot be resolved", Err: err}
 	case errors.Is(err, policy.ErrUnsupported), errors.Is(err, policy.ErrInvalidInput):
-		return &DenyError{Code: DenyPolicy, Field: "spec", Reason: "no policy can be generated", Err: err}
+		return &DenyError{Code: DenyPolicy, Field: field, Reason: "no policy can be generated", Err: err}
 	}
 	return fmt.Errorf("generating policy: %w", err)
+}
+
+var (
+	containerFieldRe = regexp.MustCompile(`^spec\.(initContainers|containers)\[([0-9]+)\](.*)$`)
+	mountFieldRe     = regexp.MustCompile(`^\.volumeMounts\[([0-9]+)\](.*)$`)
+	volumeFieldRe    = regexp.MustCompile(`^spec\.volumes\[([0-9]+)\](.*)$`)
+)
+
+// submittedField maps a field path of the final pod to the same field of the
+// submitted pod: containers, volumes and volume mounts are found by name
+// (injection prepends init containers, appends a volume and mounts, and
+// strips those of an earlier injection). A field of an injected container is
+// kept as it is.
+func submittedField(field string, final, orig *corev1.PodSpec) string {
+	if m := volumeFieldRe.FindStringSubmatch(field); m != nil {
+		i, _ := strconv.Atoi(m[1])
+		if i >= len(final.Volumes) {
+			return field
+		}
+		j := slices.IndexFunc(orig.Volumes, func(v corev1.Volume) bool { return v.Name == final.Volumes[i].Name })
+		if j < 0 {
+			return field
+		}
+		return fmt.Sprintf("spec.volumes[%d]%s", j, m[2])
+	}
+	m := containerFieldRe.FindStringSubmatch(field)
+	if m == nil {
+		return field
+	}
+	list, origList := final.Containers, orig.Containers
+	if m[1] == "initContainers" {
+		list, origList = final.InitContainers, orig.InitContainers
+	}
+	i, _ := strconv.Atoi(m[2])
+	if i >= len(list) {
+		return field
+	}
+	j := slices.IndexFunc(origList, func(c corev1.Container) bool { return c.Name == list[i].Name })
+	if j < 0 {
+		return field
+	}
+	rest := m[3]
+	if mm := mountFieldRe.FindStringSubmatch(rest); mm != nil {
+		k, _ := strconv.Atoi(mm[1])
+		if k < len(list[i].VolumeMounts) {
+			fm := list[i].VolumeMounts[k]
+			if l := slices.IndexFunc(origList[j].VolumeMounts, func(v corev1.VolumeMount) bool {
+				return v.Name == fm.Name && v.MountPath == fm.MountPath
+			}); l >= 0 {
+				rest = fmt.Sprintf(".volumeMounts[%d]%s", l, mm[2])
+			}
+		}
+	}
+	return fmt.Sprintf("spec.%s[%d]%s", m[1], j, rest)
 }
 
 // PinImages resolves every image of spec and rewrites it to name@digest.
