@@ -40,7 +40,15 @@ type SelfManagedConfig struct {
 	// retried (default a tenth of LeafValidity, at most one minute and at
 	// least 100ms).
 	Interval time.Duration
-	Now      func() time.Time
+	// Propagation is how long a newly published CA is left to reach every
+	// API server before a certificate of it is served; until then the
+	// current (still valid) certificate is kept, so an API server that has
+	// not yet seen the new caBundle cannot fail a call and, with
+	// failurePolicy Fail, reject a pod. Default: a tenth of LeafValidity,
+	// at most one minute. The first CA is served at once (there is no
+	// current certificate; readiness gates traffic).
+	Propagation time.Duration
+	Now         func() time.Time
 	Logger   *slog.Logger
 }
 
@@ -55,6 +63,16 @@ type SelfManaged struct {
 	caKey  *ecdsa.PrivateKey
 	leaf   *tls.Certificate
 	status error
+
+	// next is a published CA waiting for Propagation before it is used;
+	// only Rotate touches it (Run calls Rotate from one goroutine).
+	next *pendingCA
+}
+
+type pendingCA struct {
+	ca        *x509.Certificate
+	key       *ecdsa.PrivateKey
+	published time.Time
 }
 
 // NewSelfManaged returns a SelfManaged source; Run does the work.
@@ -76,6 +94,9 @@ func NewSelfManaged(cfg SelfManagedConfig) (*SelfManaged, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = min(max(cfg.LeafValidity/10, 100*time.Millisecond), time.Minute)
+	}
+	if cfg.Propagation <= 0 {
+		cfg.Propagation = min(cfg.LeafValidity/10, time.Minute)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -121,7 +142,7 @@ func (s *SelfManaged) Rotate(ctx context.Context) error {
 	ca, caKey, leaf := s.ca, s.caKey, s.leaf
 	s.mu.RUnlock()
 
-	if ca == nil || !now.Before(renewAt(ca)) {
+	if (ca == nil || !now.Before(renewAt(ca))) && s.next == nil {
 		newCA, newKey, err := newCertificate(now, s.cfg.CAValidity, nil, nil, &x509.Certificate{
 			Subject:               pkix.Name{CommonName: "contrast webhook CA"},
 			IsCA:                  true,
@@ -137,10 +158,23 @@ func (s *SelfManaged) Rotate(ctx context.Context) error {
 			return s.fail(fmt.Errorf("publishing CA bundle: %w", err))
 		}
 		s.cfg.Logger.Info("webhook CA published", "notAfter", newCA.NotAfter, "serial", newCA.SerialNumber.String())
-		ca, caKey, leaf = newCA, newKey, nil
-		s.mu.Lock()
-		s.ca, s.caKey = ca, caKey
-		s.mu.Unlock()
+		s.next = &pendingCA{ca: newCA, key: newKey, published: now}
+	}
+	// switch to the published CA once every API server has had time to see
+	// it, or at once when there is no usable current certificate
+	if n := s.next; n != nil {
+		usable := leaf != nil && now.Before(leaf.Leaf.NotAfter)
+		if !usable || !now.Before(n.published.Add(s.cfg.Propagation)) {
+			ca, caKey, leaf = n.ca, n.key, nil
+			s.next = nil
+			s.mu.Lock()
+			s.ca, s.caKey = ca, caKey
+			s.mu.Unlock()
+		} else {
+			// keep the current certificate until the switch: it has at
+			// least a third of its validity left, Propagation is a tenth
+			return nil
+		}
 	}
 	// every CA has the same subject: whether the leaf is of the current CA
 	// is decided by its signature

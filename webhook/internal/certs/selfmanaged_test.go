@@ -197,12 +197,52 @@ func TestSelfManagedShortValidity(t *testing.T) {
 	assert.NotEqual(t, first.SerialNumber, second.SerialNumber)
 	require.Len(t, p.cas, 1)
 
+	// the new CA is published at 8s but used only after the propagation
+	// delay (a tenth of the leaf validity); meanwhile the old CA serves
 	clock.t = start.Add(8100 * time.Millisecond)
 	require.NoError(t, s.Rotate(ctx))
 	require.Len(t, p.cas, 2)
+	require.NoError(t, verify(t, s, p, clock.t).CheckSignatureFrom(p.cas[0]))
+	clock.t = start.Add(8700 * time.Millisecond)
+	require.NoError(t, s.Rotate(ctx))
 	third := verify(t, s, p, clock.t)
 	require.NoError(t, third.CheckSignatureFrom(p.cas[1]))
 	assert.LessOrEqual(t, third.NotAfter, p.cas[1].NotAfter)
+}
+
+// TestSelfManagedWaitsForPropagation: a new CA is published, but its first
+// certificate is served only after Propagation, so an API server that has
+// not yet seen the new caBundle keeps verifying the webhook.
+func TestSelfManagedWaitsForPropagation(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: start}
+	p := &fakePatcher{}
+	s, err := NewSelfManaged(SelfManagedConfig{
+		DNSNames: []string{"contrast-webhook.contrast-system.svc"}, Patcher: p, Now: clock.Now,
+		CAValidity: 30 * 24 * time.Hour, LeafValidity: 3 * 24 * time.Hour, Propagation: time.Hour,
+	})
+	require.NoError(t, err)
+	require.NoError(t, s.Rotate(ctx))
+	clock.t = start.Add(19 * 24 * time.Hour) // a fresh leaf, valid until day 22
+	require.NoError(t, s.Rotate(ctx))
+	old := verify(t, s, p, clock.t)
+
+	clock.t = start.Add(20 * 24 * time.Hour) // the CA is due
+	require.NoError(t, s.Rotate(ctx))
+	require.Len(t, p.cas, 2, "the new CA is published at once")
+	assert.Equal(t, old.SerialNumber, verify(t, s, p, clock.t).SerialNumber, "the old certificate is still served")
+	assert.Contains(t, string(s.CAPEM()), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.cas[0].Raw})))
+
+	clock.t = clock.t.Add(59 * time.Minute)
+	require.NoError(t, s.Rotate(ctx))
+	assert.Equal(t, old.SerialNumber, verify(t, s, p, clock.t).SerialNumber)
+	require.Len(t, p.cas, 2, "published once, not again while waiting")
+
+	clock.t = clock.t.Add(time.Minute)
+	require.NoError(t, s.Rotate(ctx))
+	require.NoError(t, verify(t, s, p, clock.t).CheckSignatureFrom(p.cas[1]))
+	require.Len(t, p.cas, 2)
 }
 
 func TestSelfManagedIntervalDefault(t *testing.T) {
