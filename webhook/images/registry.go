@@ -4,6 +4,9 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,7 +59,7 @@ type RegistryConfig struct {
 const maxCachedDigests = 4096
 
 // Registry is the production Source: it talks to OCI registries with
-// go-containerregistry, caches by digest and honors mirrors.
+// go-containerregistry, caches by digest and credentials (see cacheKey) and honors mirrors.
 type Registry struct {
 	cfg RegistryConfig
 	sem chan struct{}
@@ -111,11 +114,49 @@ func (r *Registry) observe(kind LookupKind, result LookupResult, start time.Time
 	r.cfg.Observer.ObserveLookup(kind, result, time.Since(start))
 }
 
-func (r *Registry) cachedConfig(digest string) (Config, bool) {
+func (r *Registry) cachedConfig(key string) (Config, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cfg, ok := r.configs[digest]
+	cfg, ok := r.configs[key]
 	return cfg, ok
+}
+
+// cacheKey returns the key under which what was fetched for digest in repo
+// with keychain kc is cached, or false if it must not be cached. Contents
+// are immutable per digest, but access is not: an entry fetched with pull
+// secrets is visible only to lookups that present the same credentials for
+// every endpoint of the repository (origin and mirrors), so a pod without
+// them cannot learn a private image's configuration or accounts from the
+// cache. Lookups without a keychain share one scope, the webhook's own
+// (like the kubelet's node credentials).
+func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keychain) (string, bool) {
+	if kc == nil {
+		return digest, true
+	}
+	eps, err := r.endpoints(repo)
+	if err != nil {
+		return "", false
+	}
+	h := sha256.New()
+	for _, ep := range eps {
+		a, err := kc.Resolve(ep.repo)
+		if err != nil {
+			return "", false
+		}
+		cfg, err := a.Authorization()
+		if err != nil {
+			return "", false
+		}
+		b, err := json.Marshal(cfg)
+		if err != nil {
+			return "", false
+		}
+		h.Write([]byte(ep.repo.RegistryStr()))
+		h.Write([]byte{0})
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	return digest + "|" + hex.EncodeToString(h.Sum(nil)), true
 }
 
 // endpoint is one place to fetch a repository from.
@@ -185,7 +226,8 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	start := time.Now()
 	if d, ok := ref.(name.Digest); ok {
 		out.Digest = d.DigestStr()
-		if cfg, ok := r.cachedConfig(out.Digest); ok {
+		key, cacheable := r.cacheKey(ref.Context(), out.Digest, kc)
+		if cfg, ok := r.cachedConfig(key); cacheable && ok {
 			r.observe(KindManifest, ResultHit, start)
 			r.observe(KindConfig, ResultHit, start)
 			out.Config = cfg
@@ -206,7 +248,8 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	out.Digest = digest
 
 	start = time.Now()
-	if cfg, ok := r.cachedConfig(digest); ok {
+	key, cacheable := r.cacheKey(ref.Context(), digest, kc)
+	if cfg, ok := r.cachedConfig(key); cacheable && ok {
 		r.observe(KindConfig, ResultHit, start)
 		out.Config = cfg
 		return out, nil
@@ -217,9 +260,11 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 		return nil, fmt.Errorf("reading config from %s: %w", host, err)
 	}
 	out.Config = configFrom(cf)
-	r.mu.Lock()
-	storeBounded(r.configs, digest, out.Config)
-	r.mu.Unlock()
+	if cacheable {
+		r.mu.Lock()
+		storeBounded(r.configs, key, out.Config)
+		r.mu.Unlock()
+	}
 	r.observe(KindConfig, ResultMiss, start)
 	return out, nil
 }
@@ -294,21 +339,29 @@ func configFrom(cf *v1.ConfigFile) Config {
 // /etc/passwd and /etc/group are found; results are cached by digest.
 func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) (*Accounts, error) {
 	start := time.Now()
+	repo, err := name.NewRepository(img.Repository)
+	if err != nil {
+		r.observe(KindAccounts, ResultError, start)
+		return nil, &Error{Image: img.Reference(), Err: err}
+	}
+	key, cacheable := r.cacheKey(repo, img.Digest, kc)
 	r.mu.Lock()
-	a, ok := r.accounts[img.Digest]
+	a, ok := r.accounts[key]
 	r.mu.Unlock()
-	if ok {
+	if cacheable && ok {
 		r.observe(KindAccounts, ResultHit, start)
 		return a, nil
 	}
-	a, err := r.readAccounts(ctx, img, kc)
+	a, err = r.readAccounts(ctx, img, kc)
 	if err != nil {
 		r.observe(KindAccounts, ResultError, start)
 		return nil, &Error{Image: img.Reference(), Err: fmt.Errorf("reading /etc/passwd: %w", err)}
 	}
-	r.mu.Lock()
-	storeBounded(r.accounts, img.Digest, a)
-	r.mu.Unlock()
+	if cacheable {
+		r.mu.Lock()
+		storeBounded(r.accounts, key, a)
+		r.mu.Unlock()
+	}
 	r.observe(KindAccounts, ResultMiss, start)
 	return a, nil
 }

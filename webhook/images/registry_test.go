@@ -1,15 +1,26 @@
 package images_test
 
 import (
+	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/images/imagestest"
@@ -211,4 +222,78 @@ func TestObserverFunc(t *testing.T) {
 	var o images.Observer = images.ObserverFunc(func(k images.LookupKind, r images.LookupResult, d time.Duration) { got = lookup{k, r, d} })
 	o.ObserveLookup(images.KindConfig, images.ResultHit, time.Second)
 	assert.Equal(t, lookup{images.KindConfig, images.ResultHit, time.Second}, got)
+}
+
+// TestRegistryCacheScopedByCredentials: what was fetched with pull secrets is
+// served from the cache only to lookups with the same credentials, so a pod
+// without them cannot learn a private image's configuration or accounts.
+func TestRegistryCacheScopedByCredentials(t *testing.T) {
+	users := map[string]string{"alice": "alice-pw", "bob": "bob-pw"}
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || users[u] != p {
+			w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	img := imagestest.Build(t, imagestest.Spec{
+		Config: v1.Config{Entrypoint: []string{"/app"}, Env: []string{"PRIVATE=1"}, User: "app"},
+		Files:  map[string]string{"etc/passwd": "app:x:1001:1001::/:/bin/sh\n", "etc/group": "app:x:1001:\n"},
+	})
+	ref, err := name.ParseReference(host+"/acme/private:1", name.Insecure)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-pw"})))
+	digest, err := img.Digest()
+	require.NoError(t, err)
+
+	rec := &recorder{}
+	src := images.NewRegistry(images.RegistryConfig{Observer: rec})
+	pinned := host + "/acme/private@" + digest.String()
+	keychainFor := func(user, pw string) authn.Keychain {
+		cfg := fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, host, user, pw)
+		kc, err := images.NewPullSecretKeychain([]corev1.Secret{{
+			ObjectMeta: metav1.ObjectMeta{Name: "pull"}, Type: corev1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(cfg)},
+		}})
+		require.NoError(t, err)
+		return kc
+	}
+	alice, bob, mallory := keychainFor("alice", "alice-pw"), keychainFor("bob", "bob-pw"), keychainFor("mallory", "guess")
+
+	got, err := src.Resolve(t.Context(), pinned, alice)
+	require.NoError(t, err)
+	assert.Contains(t, got.Config.Env, "PRIVATE=1")
+	assert.Equal(t, []string{"manifest/miss", "config/miss"}, kindsAndResults(rec.take()))
+	_, err = src.Accounts(t.Context(), got, alice)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"accounts/miss"}, kindsAndResults(rec.take()))
+
+	// the same credentials: from the cache
+	_, err = src.Resolve(t.Context(), pinned, alice)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"manifest/hit", "config/hit"}, kindsAndResults(rec.take()))
+	_, err = src.Accounts(t.Context(), got, alice)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"accounts/hit"}, kindsAndResults(rec.take()))
+
+	// no or wrong credentials: the registry decides, not the cache
+	for name, kc := range map[string]authn.Keychain{"none": nil, "wrong password": mallory} {
+		_, err = src.Resolve(t.Context(), pinned, kc)
+		require.Error(t, err, name)
+		assert.Equal(t, []string{"manifest/error"}, kindsAndResults(rec.take()), name)
+		_, err = src.Accounts(t.Context(), got, kc)
+		require.Error(t, err, name)
+		assert.Equal(t, []string{"accounts/error"}, kindsAndResults(rec.take()), name)
+	}
+
+	// other valid credentials fetch for themselves
+	_, err = src.Resolve(t.Context(), pinned, bob)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"manifest/miss", "config/miss"}, kindsAndResults(rec.take()))
 }
