@@ -49,7 +49,7 @@ type SelfManagedConfig struct {
 	// current certificate; readiness gates traffic).
 	Propagation time.Duration
 	Now         func() time.Time
-	Logger   *slog.Logger
+	Logger      *slog.Logger
 }
 
 // SelfManaged generates its own CA, publishes it with the Patcher, and
