@@ -51,21 +51,30 @@ func verify(t *testing.T, s *SelfManaged, p *fakePatcher, now time.Time) *x509.C
 	return c.Leaf
 }
 
+// testStart is when the fake clocks of these tests start.
+var testStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// newTestSelfManaged returns a SelfManaged for the webhook Service's name,
+// publishing to p, on a fake clock starting at testStart.
+func newTestSelfManaged(t *testing.T, p *fakePatcher, cfg SelfManagedConfig) (*SelfManaged, *fakeClock) {
+	t.Helper()
+	clock := &fakeClock{t: testStart}
+	cfg.DNSNames, cfg.Patcher, cfg.Now = []string{"contrast-webhook.contrast-system.svc"}, p, clock.Now
+	s, err := NewSelfManaged(cfg)
+	require.NoError(t, err)
+	return s, clock
+}
+
 func TestSelfManagedRotation(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	p := &fakePatcher{fail: errors.New("API server unreachable")}
-	s, err := NewSelfManaged(SelfManagedConfig{
-		DNSNames: []string{"contrast-webhook.contrast-system.svc"}, Patcher: p, Now: clock.Now,
-		CAValidity: 90 * 24 * time.Hour, LeafValidity: 9 * 24 * time.Hour,
-	})
-	require.NoError(t, err)
+	s, clock := newTestSelfManaged(t, p, SelfManagedConfig{CAValidity: 90 * 24 * time.Hour, LeafValidity: 9 * 24 * time.Hour})
 
 	// unready until the CA is published
 	require.ErrorIs(t, s.Ready(ctx), ErrNotReady)
 	require.ErrorContains(t, s.Rotate(ctx), "API server unreachable")
 	require.ErrorContains(t, s.Ready(ctx), "API server unreachable")
-	_, err = s.GetCertificate(nil)
+	_, err := s.GetCertificate(nil)
 	require.ErrorIs(t, err, ErrNotReady)
 
 	p.fail = nil
@@ -88,7 +97,7 @@ func TestSelfManagedRotation(t *testing.T) {
 	assert.Len(t, p.cas, 1)
 
 	// after two thirds of the CA validity a new CA is published first
-	clock.t = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(61 * 24 * time.Hour)
+	clock.t = testStart.Add(61 * 24 * time.Hour)
 	require.NoError(t, s.Rotate(ctx))
 	require.Len(t, p.cas, 2)
 	leaf := verify(t, s, p, clock.t)
@@ -175,14 +184,9 @@ func TestWebhookConfigPatcher(t *testing.T) {
 // right after issuance.
 func TestSelfManagedShortValidity(t *testing.T) {
 	ctx := context.Background()
-	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	start := testStart
 	p := &fakePatcher{}
-	s, err := NewSelfManaged(SelfManagedConfig{
-		DNSNames: []string{"contrast-webhook.contrast-system.svc"}, Patcher: p, Now: clock.Now,
-		CAValidity: 12 * time.Second, LeafValidity: 6 * time.Second,
-	})
-	require.NoError(t, err)
+	s, clock := newTestSelfManaged(t, p, SelfManagedConfig{CAValidity: 12 * time.Second, LeafValidity: 6 * time.Second})
 	assert.Equal(t, 600*time.Millisecond, s.cfg.Interval, "checked ten times per leaf validity")
 
 	require.NoError(t, s.Rotate(ctx))
@@ -215,14 +219,11 @@ func TestSelfManagedShortValidity(t *testing.T) {
 // not yet seen the new caBundle keeps verifying the webhook.
 func TestSelfManagedWaitsForPropagation(t *testing.T) {
 	ctx := context.Background()
-	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock := &fakeClock{t: start}
+	start := testStart
 	p := &fakePatcher{}
-	s, err := NewSelfManaged(SelfManagedConfig{
-		DNSNames: []string{"contrast-webhook.contrast-system.svc"}, Patcher: p, Now: clock.Now,
+	s, clock := newTestSelfManaged(t, p, SelfManagedConfig{
 		CAValidity: 30 * 24 * time.Hour, LeafValidity: 3 * 24 * time.Hour, Propagation: time.Hour,
 	})
-	require.NoError(t, err)
 	require.NoError(t, s.Rotate(ctx))
 	clock.t = start.Add(19 * 24 * time.Hour) // a fresh leaf, valid until day 22
 	require.NoError(t, s.Rotate(ctx))
