@@ -193,3 +193,20 @@ func verifyLeaf(leaf *x509.Certificate, mesh, root []*x509.Certificate) error {
 	}
 	return nil
 }
+
+// RequireMeshCARotated checks a mesh CA rotation: the new mesh CA has a
+// different key, a leaf issued under the old one was signed by the old key
+// and not by the new one, and both mesh CAs are signed by the root.
+func RequireMeshCARotated(t testing.TB, oldLeaf, oldMesh, newMesh, root *x509.Certificate) {
+	t.Helper()
+	oldPub, ok := oldMesh.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	require.True(t, ok, "mesh CA key type %T", oldMesh.PublicKey)
+	require.False(t, oldPub.Equal(newMesh.PublicKey), "the new mesh CA must have a fresh key")
+	require.NoError(t, oldLeaf.CheckSignatureFrom(oldMesh), "the old leaf is signed by the old mesh CA")
+	require.Error(t, oldLeaf.CheckSignatureFrom(newMesh), "the old leaf must not verify against the new mesh CA")
+	for _, m := range []*x509.Certificate{oldMesh, newMesh} {
+		_, err := m.Verify(x509.VerifyOptions{Roots: certPool(root), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		require.NoError(t, err, "mesh CA %s chains to the root", m.Subject)
+	}
+	require.NoError(t, verifyLeaf(oldLeaf, []*x509.Certificate{oldMesh}, []*x509.Certificate{root}), "the old leaf still chains to the root")
+}
