@@ -92,7 +92,7 @@ func New(logger *slog.Logger, level *slog.LevelVar) *cobra.Command {
 	f.StringVar(&o.SimHostData, "sim-host-data", "", "simulated: hex policy digest the simulated TEE reports")
 	f.StringVar(&o.SimInitdata, "sim-initdata-file", "", "simulated: file whose SHA-256 is the reported policy digest (as Kata derives it)")
 	f.StringVar(&o.SimMeasure, "sim-measurement", "", "simulated: hex launch measurement (48 bytes) the simulated TEE reports")
-	f.BoolVar(&o.InMemoryStore, "in-memory-store", false, "keep the history in memory (development only; lost on restart)")
+	f.BoolVar(&o.InMemoryStore, "in-memory-store", false, "keep the history in memory (simulated platforms only; lost on restart)")
 	return cmd
 }
 
@@ -135,6 +135,12 @@ func (o *Options) Validate() error {
 		if b, err := hex.DecodeString(o.SimMeasure); err != nil || len(b) != 48 {
 			errs = append(errs, errors.New("--sim-measurement must be 48 hex-encoded bytes"))
 		}
+	}
+	// The in-memory store loses the history on every restart, so nothing
+	// can be recovered: acceptable for development against a simulated
+	// TEE, never for a deployment on real hardware.
+	if o.InMemoryStore && !p.Simulated() {
+		errs = append(errs, fmt.Errorf("--in-memory-store is only allowed with a simulated --platform (snp-simulated or tdx-simulated), got --platform %q", o.Platform))
 	}
 	if !o.InMemoryStore && o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace (or $POD_NAMESPACE) is required"))

@@ -46,6 +46,15 @@ func TestFlagValidation(t *testing.T) {
 			env:     map[string]string{"CONTRAST_COORDINATOR_PLATFORM": "sgx", "POD_NAMESPACE": "x"},
 			wantErr: []string{`got "sgx"`},
 		},
+		"in-memory store on real hardware": {
+			args:    []string{"--platform", "snp", "--in-memory-store"},
+			wantErr: []string{"--in-memory-store is only allowed with a simulated --platform", `got --platform "snp"`},
+		},
+		"in-memory store from environment": {
+			args:    []string{"--platform", "tdx"},
+			env:     map[string]string{"CONTRAST_COORDINATOR_IN_MEMORY_STORE": "true"},
+			wantErr: []string{"--in-memory-store is only allowed with a simulated --platform"},
+		},
 		"unknown flag": {
 			args:    []string{"--nope"},
 			wantErr: []string{"unknown flag"},
@@ -65,6 +74,35 @@ func TestFlagValidation(t *testing.T) {
 			for _, w := range tc.wantErr {
 				assert.Contains(t, err.Error(), w)
 			}
+		})
+	}
+}
+
+func TestInMemoryStoreNeedsSimulatedPlatform(t *testing.T) {
+	testCases := map[string]struct {
+		platform string
+		inMemory bool
+		wantErr  bool
+	}{
+		"snp in memory":            {platform: "snp", inMemory: true, wantErr: true},
+		"tdx in memory":            {platform: "tdx", inMemory: true, wantErr: true},
+		"snp-simulated in memory":  {platform: "snp-simulated", inMemory: true},
+		"tdx-simulated in memory":  {platform: "tdx-simulated", inMemory: true},
+		"snp configmaps":           {platform: "snp"},
+		"tdx-simulated configmaps": {platform: "tdx-simulated"},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			o := &Options{Platform: tc.platform, InMemoryStore: tc.inMemory, Namespace: "x", LogLevel: "info"}
+			err := o.Validate()
+			if !tc.wantErr {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "--in-memory-store")
+			assert.Contains(t, err.Error(), "--platform")
+			assert.Contains(t, err.Error(), tc.platform)
 		})
 	}
 }
