@@ -89,6 +89,8 @@ const (
 	CheckXFAM         Check = "xfam"
 	CheckTDAttributes Check = "td-attributes"
 	CheckQESVN        Check = "qe-svn"
+	CheckPCESVN       Check = "pce-svn"
+	CheckMitigation   Check = "mitigation-vector"
 	CheckReportFields Check = "report-fields"
 	CheckReference    Check = "reference-values"
 	CheckSession      Check = "session"
@@ -152,14 +154,75 @@ func (b *HexBytes) UnmarshalJSON(data []byte) error {
 func (b HexBytes) String() string { return hex.EncodeToString(b) }
 
 // FieldError names the JSON path of an invalid reference-value field.
+// Validation that finds several problems returns them joined
+// (errors.Join); FieldErrors lists them.
 type FieldError struct {
 	Path string
 	Err  error
 }
 
-func (e *FieldError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
+func (e *FieldError) Error() string {
+	if e.Path == "" {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("%s: %v", e.Path, e.Err)
+}
 
 func (e *FieldError) Unwrap() error { return e.Err }
+
+// FieldErrorf returns a *FieldError at path with a formatted cause.
+func FieldErrorf(path, format string, args ...any) *FieldError {
+	return &FieldError{Path: path, Err: fmt.Errorf(format, args...)}
+}
+
+// JoinPath appends a relative JSON path to prefix: "a" + "b" is "a.b",
+// "a" + "[1].b" is "a[1].b"; an empty side leaves the other unchanged.
+func JoinPath(prefix, path string) string {
+	switch {
+	case prefix == "":
+		return path
+	case path == "":
+		return prefix
+	case path[0] == '[':
+		return prefix + path
+	default:
+		return prefix + "." + path
+	}
+}
+
+// FieldErrors flattens err, which may join several errors (errors.Join,
+// nested), into its field errors in order. An error that is not a
+// *FieldError becomes one with an empty path. FieldErrors(nil) is nil.
+func FieldErrors(err error) []*FieldError {
+	if err == nil {
+		return nil
+	}
+	if fe, ok := err.(*FieldError); ok { //nolint:errorlint // this error itself, not one it wraps
+		return []*FieldError{fe}
+	}
+	if u, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // walking the join tree
+		var out []*FieldError
+		for _, e := range u.Unwrap() {
+			out = append(out, FieldErrors(e)...)
+		}
+		return out
+	}
+	return []*FieldError{{Err: err}}
+}
+
+// PrefixFieldErrors returns err with prefix joined (JoinPath) to the path of
+// every field error in it, all errors joined; nil stays nil.
+func PrefixFieldErrors(prefix string, err error) error {
+	fes := FieldErrors(err)
+	if len(fes) == 0 {
+		return nil
+	}
+	errs := make([]error, len(fes))
+	for i, fe := range fes {
+		errs[i] = &FieldError{Path: JoinPath(prefix, fe.Path), Err: fe.Err}
+	}
+	return errors.Join(errs...)
+}
 
 // ValidateAny accepts evidence if any validator accepts it. With one
 // validator its error is returned unchanged; with several, the errors are

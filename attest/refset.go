@@ -16,9 +16,9 @@ type ReferenceEntry interface {
 // CheckReferenceSet validates every entry of one platform's reference values
 // and that all of them name the same platform, real or simulated, and when
 // simulated the same root. Real and simulated evidence can therefore never be
-// accepted by the same validator. Field errors carry the entry's index
-// (`[1].PlatformInfo`). It returns the platform and the simulated root ("" for
-// real hardware).
+// accepted by the same validator. Every problem is reported (errors.Join of
+// *FieldError), with the entry's index in the path (`[1].PlatformInfo`). It
+// returns the platform and the simulated root ("" for real hardware).
 func CheckReferenceSet[E any, P interface {
 	*E
 	ReferenceEntry
@@ -28,14 +28,12 @@ func CheckReferenceSet[E any, P interface {
 	}
 	var platform Platform
 	root := ""
+	var errs []error
 	for i := range entries {
 		e := P(&entries[i])
+		index := fmt.Sprintf("[%d]", i)
 		if err := e.Validate(); err != nil {
-			var fe *FieldError
-			if errors.As(err, &fe) {
-				return "", "", &FieldError{Path: fmt.Sprintf("[%d].%s", i, fe.Path), Err: fe.Err}
-			}
-			return "", "", fmt.Errorf("reference values [%d]: %w", i, err)
+			errs = append(errs, PrefixFieldErrors(index, err))
 		}
 		p := real
 		if e.Simulated() {
@@ -43,13 +41,16 @@ func CheckReferenceSet[E any, P interface {
 		}
 		if i == 0 {
 			platform, root = p, simRoot(&entries[i])
+			continue
 		}
 		if p != platform {
-			return "", "", &FieldError{Path: fmt.Sprintf("[%d].Platform", i), Err: fmt.Errorf("real and simulated %s reference values must not mix", real)}
+			errs = append(errs, &FieldError{Path: index + ".Platform", Err: fmt.Errorf("real and simulated %s reference values must not mix", real)})
+		} else if simRoot(&entries[i]) != root {
+			errs = append(errs, &FieldError{Path: index + ".SimulatedRoot", Err: errors.New("all simulated entries must carry the same root")})
 		}
-		if simRoot(&entries[i]) != root {
-			return "", "", &FieldError{Path: fmt.Sprintf("[%d].SimulatedRoot", i), Err: errors.New("all simulated entries must carry the same root")}
-		}
+	}
+	if len(errs) > 0 {
+		return "", "", errors.Join(errs...)
 	}
 	return platform, root, nil
 }

@@ -54,3 +54,17 @@ func TestCheckReferenceSet(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckReferenceSetReportsEveryProblem(t *testing.T) {
+	entries := []fakeEntry{
+		{err: errors.Join(&FieldError{Path: "ProductName", Err: errors.New("unknown")}, &FieldError{Path: "TrustedMeasurement", Err: errors.New("missing")})},
+		{sim: true, root: "r"},
+		{err: &FieldError{Path: "PlatformInfo", Err: errors.New("missing")}},
+	}
+	_, _, err := CheckReferenceSet(entries, PlatformSNP, PlatformSimulatedSNP, func(f *fakeEntry) string { return f.root })
+	var paths []string
+	for _, fe := range FieldErrors(err) {
+		paths = append(paths, fe.Path)
+	}
+	assert.Equal(t, []string{"[0].ProductName", "[0].TrustedMeasurement", "[1].Platform", "[2].PlatformInfo"}, paths)
+}
