@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
@@ -15,12 +16,15 @@ import (
 
 // ReferenceValues are the manifest's expectations of SNP evidence. Field
 // names follow the original Contrast manifest so existing manifests read
-// unchanged. Every field is checked; none is optional unless stated.
+// unchanged. Every field is checked unless its comment says otherwise.
 type ReferenceValues struct {
 	// Name identifies the entry in results and logs (optional).
 	Name string `json:",omitempty"`
 	// Platform is "snp" (or empty) for hardware, "snp-simulated" for the
-	// simulated device. A validator never mixes the two.
+	// simulated device. The original Contrast's SNP platform names
+	// (Metal-QEMU-SNP, Metal-QEMU-SNP-GPU, K3s-QEMU-SNP, K3s-QEMU-SNP-GPU,
+	// AKS-CLH-SNP; any case) also mean hardware. A validator never mixes
+	// hardware and simulated entries.
 	Platform attest.Platform `json:",omitempty"`
 	// ProductName is the product line: Milan, Genoa or Turin.
 	ProductName string
@@ -38,8 +42,20 @@ type ReferenceValues struct {
 	AllowDebug bool `json:",omitempty"`
 	// PlatformInfo is the most permissive PLATFORM_INFO accepted.
 	PlatformInfo *abi.SnpPlatformInfo
+	// MinimumMitigationVector lists mitigation bits that must all be set in
+	// the report's launch and current mitigation vectors (report version 5
+	// and later; an older report has none, so a non-zero value rejects it).
+	MinimumMitigationVector uint64 `json:",omitempty"`
 	// AllowedChipIDs lists accepted CHIP_IDs (64 bytes each); empty accepts any chip.
 	AllowedChipIDs []attest.HexBytes `json:",omitempty"`
+	// CPUs is the number of vCPUs, informative only as in the original
+	// Contrast: TrustedMeasurement already covers it. Not checked.
+	CPUs uint64 `json:",omitempty"`
+	// APEIP is the original Contrast's AP reset EIP (4 bytes) from which it
+	// recomputes the measurement for every vCPU count. Parsed and its
+	// length checked, but not used: TrustedMeasurement is matched exactly,
+	// so a VM with a vCPU count other than the measurement's is rejected.
+	APEIP attest.HexBytes `json:",omitempty"`
 	// SimulatedRoot is the PEM ARK (and optionally ASK) of the simulated
 	// platform. Required for, and only allowed with, snp-simulated.
 	SimulatedRoot string `json:",omitempty"`
@@ -63,62 +79,104 @@ func (t TCB) parts() kds.TCBParts {
 	return kds.TCBParts{BlSpl: v(t.BootloaderVersion), TeeSpl: v(t.TEEVersion), SnpSpl: v(t.SNPVersion), UcodeSpl: v(t.MicrocodeVersion)}
 }
 
-func (t TCB) validate(path string) error {
-	for name, p := range map[string]*uint8{
-		"BootloaderVersion": t.BootloaderVersion, "TEEVersion": t.TEEVersion,
-		"SNPVersion": t.SNPVersion, "MicrocodeVersion": t.MicrocodeVersion,
+// errMissing reports a required field that is absent.
+var errMissing = errors.New("missing")
+
+func (t TCB) validate(path string) []error {
+	var errs []error
+	for _, c := range []struct {
+		name string
+		v    *uint8
+	}{
+		{"BootloaderVersion", t.BootloaderVersion}, {"TEEVersion", t.TEEVersion},
+		{"SNPVersion", t.SNPVersion}, {"MicrocodeVersion", t.MicrocodeVersion},
 	} {
-		if p == nil {
-			return &attest.FieldError{Path: path + "." + name, Err: errors.New("must be set")}
+		if c.v == nil {
+			errs = append(errs, &attest.FieldError{Path: path + "." + c.name, Err: errMissing})
 		}
 	}
-	return nil
+	return errs
+}
+
+// originalPlatforms are the original Contrast's names of SNP hardware
+// platforms, compared case-insensitively as the original does.
+var originalPlatforms = []string{"Metal-QEMU-SNP", "Metal-QEMU-SNP-GPU", "K3s-QEMU-SNP", "K3s-QEMU-SNP-GPU", "AKS-CLH-SNP"}
+
+// hardware reports whether p names SNP hardware.
+func hardware(p attest.Platform) bool {
+	if p == "" || p == attest.PlatformSNP {
+		return true
+	}
+	for _, o := range originalPlatforms {
+		if strings.EqualFold(string(p), o) {
+			return true
+		}
+	}
+	return false
 }
 
 // Simulated reports whether r names the simulated platform.
 func (r *ReferenceValues) Simulated() bool { return r.Platform == attest.PlatformSimulatedSNP }
 
-// Validate checks that r is complete and consistent. Errors are
-// *attest.FieldError with the JSON path relative to the entry.
+// Validate checks that r is complete and consistent. It reports every
+// problem: the error joins (errors.Join) *attest.FieldError values with the
+// JSON path relative to the entry; attest.FieldErrors lists them.
 func (r *ReferenceValues) Validate() error {
-	switch r.Platform {
-	case "", attest.PlatformSNP:
-		if r.SimulatedRoot != "" {
-			return &attest.FieldError{Path: "SimulatedRoot", Err: errors.New("only allowed for platform snp-simulated")}
-		}
-	case attest.PlatformSimulatedSNP:
+	var errs []error
+	field := func(path string, err error) { errs = append(errs, &attest.FieldError{Path: path, Err: err}) }
+	switch {
+	case r.Simulated():
 		if _, err := parseRoots(r.SimulatedRoot); err != nil {
-			return &attest.FieldError{Path: "SimulatedRoot", Err: err}
+			field("SimulatedRoot", err)
+		}
+	case hardware(r.Platform):
+		if r.SimulatedRoot != "" {
+			field("SimulatedRoot", errors.New("only allowed for platform snp-simulated"))
 		}
 	default:
-		return &attest.FieldError{Path: "Platform", Err: fmt.Errorf("unknown SNP platform %q", r.Platform)}
+		field("Platform", fmt.Errorf("unknown SNP platform %q", r.Platform))
 	}
-	if _, err := kds.ParseProductLine(r.ProductName); err != nil {
-		return &attest.FieldError{Path: "ProductName", Err: err}
+	if r.ProductName == "" {
+		field("ProductName", errMissing)
+	} else if _, err := kds.ParseProductLine(r.ProductName); err != nil {
+		field("ProductName", err)
 	}
-	if len(r.TrustedMeasurement) != abi.MeasurementSize {
-		return &attest.FieldError{Path: "TrustedMeasurement", Err: fmt.Errorf("must be %d bytes, got %d", abi.MeasurementSize, len(r.TrustedMeasurement))}
+	switch len(r.TrustedMeasurement) {
+	case 0:
+		field("TrustedMeasurement", errMissing)
+	case abi.MeasurementSize:
+	default:
+		field("TrustedMeasurement", fmt.Errorf("must be %d bytes, got %d", abi.MeasurementSize, len(r.TrustedMeasurement)))
 	}
-	if err := r.MinimumTCB.validate("MinimumTCB"); err != nil {
-		return err
-	}
+	errs = append(errs, r.MinimumTCB.validate("MinimumTCB")...)
 	if r.MinimumLaunchTCB != nil {
-		if err := r.MinimumLaunchTCB.validate("MinimumLaunchTCB"); err != nil {
-			return err
-		}
+		errs = append(errs, r.MinimumLaunchTCB.validate("MinimumLaunchTCB")...)
 	}
 	if r.GuestPolicy.Debug && !r.AllowDebug {
-		return &attest.FieldError{Path: "GuestPolicy.Debug", Err: errors.New("debug policy requires AllowDebug")}
+		field("GuestPolicy.Debug", errors.New("debug policy requires AllowDebug"))
 	}
 	if r.PlatformInfo == nil {
-		return &attest.FieldError{Path: "PlatformInfo", Err: errors.New("must be set")}
+		field("PlatformInfo", errMissing)
 	}
 	for i, id := range r.AllowedChipIDs {
 		if len(id) != abi.ChipIDSize {
-			return &attest.FieldError{Path: fmt.Sprintf("AllowedChipIDs[%d]", i), Err: fmt.Errorf("must be %d bytes, got %d", abi.ChipIDSize, len(id))}
+			field(fmt.Sprintf("AllowedChipIDs[%d]", i), fmt.Errorf("must be %d bytes, got %d", abi.ChipIDSize, len(id)))
 		}
 	}
-	return nil
+	if len(r.APEIP) != 0 && len(r.APEIP) != 4 {
+		field("APEIP", fmt.Errorf("must be 4 bytes, got %d", len(r.APEIP)))
+	}
+	return errors.Join(errs...)
+}
+
+// Unenforced lists the fields of r that are set but that the validator does
+// not check, each with what that means, as *attest.FieldError values.
+func (r *ReferenceValues) Unenforced() []*attest.FieldError {
+	var out []*attest.FieldError
+	if len(r.APEIP) > 0 {
+		out = append(out, attest.FieldErrorf("APEIP", "not used: TrustedMeasurement is matched exactly, a VM with another vCPU count is rejected"))
+	}
+	return out
 }
 
 // parseRoots parses a PEM bundle holding the ARK and optionally the ASK of

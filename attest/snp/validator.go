@@ -400,6 +400,16 @@ func (v *Validator) checkEntry(att *spb.Attestation, rv *ReferenceValues, produc
 			return attest.Errorf(attest.CheckTCB, "%s TCB (%s) is below the minimum (%s)", t.name, tcbString(got), tcbString(t.min))
 		}
 	}
+	if want := rv.MinimumMitigationVector; want != 0 {
+		for _, mv := range []struct {
+			name string
+			got  uint64
+		}{{"launch", report.GetLaunchMitVector()}, {"current", report.GetCurrentMitVector()}} {
+			if mv.got&want != want {
+				return attest.Errorf(attest.CheckMitigation, "%s mitigation vector %#x lacks required bits %#x", mv.name, mv.got, want&^mv.got)
+			}
+		}
+	}
 	if len(rv.AllowedChipIDs) > 0 {
 		ok := false
 		for _, id := range rv.AllowedChipIDs {
@@ -413,15 +423,17 @@ func (v *Validator) checkEntry(att *spb.Attestation, rv *ReferenceValues, produc
 	guestPolicy.Debug = rv.AllowDebug
 	vmpl := 0
 	opts := &validate.Options{
-		GuestPolicy:               guestPolicy,
-		Measurement:               rv.TrustedMeasurement,
-		ReportData:                report.GetReportData(), // checked against the session above
-		HostData:                  v.cfg.ExpectedHostData,
-		MinimumTCB:                minTCB,
-		MinimumLaunchTCB:          minLaunch,
-		PermitProvisionalFirmware: true,
-		PlatformInfo:              rv.PlatformInfo,
-		VMPL:                      &vmpl,
+		GuestPolicy:                    guestPolicy,
+		Measurement:                    rv.TrustedMeasurement,
+		ReportData:                     report.GetReportData(), // checked against the session above
+		HostData:                       v.cfg.ExpectedHostData,
+		MinimumTCB:                     minTCB,
+		MinimumLaunchTCB:               minLaunch,
+		PermitProvisionalFirmware:      true,
+		PlatformInfo:                   rv.PlatformInfo,
+		MinimumLaunchMitigationVector:  rv.MinimumMitigationVector,
+		MinimumCurrentMitigationVector: rv.MinimumMitigationVector,
+		VMPL:                           &vmpl,
 	}
 	if err := validate.SnpAttestation(att, opts); err != nil {
 		pi, perr := abi.ParseSnpPlatformInfo(report.GetPlatformInfo())

@@ -5,17 +5,21 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/contrast-cc/contrast/attest"
 )
 
-// ReferenceValues are the manifest's expectations of TDX evidence. Every
-// field is checked; none is optional unless stated.
+// ReferenceValues are the manifest's expectations of TDX evidence. Field
+// names follow the original Contrast manifest so existing manifests read
+// unchanged. Every field is checked unless its comment says otherwise.
 type ReferenceValues struct {
 	// Name identifies the entry in results and logs (optional).
 	Name string `json:",omitempty"`
 	// Platform is "tdx" (or empty) for hardware, "tdx-simulated" for the
-	// simulated device.
+	// simulated device. The original Contrast's TDX platform names
+	// (Metal-QEMU-TDX, Metal-QEMU-TDX-GPU, K3s-QEMU-TDX, RKE2-QEMU-TDX; any
+	// case) also mean hardware.
 	Platform attest.Platform `json:",omitempty"`
 	// MrTd is the 48-byte TD measurement.
 	MrTd attest.HexBytes
@@ -23,73 +27,199 @@ type ReferenceValues struct {
 	MrSeam attest.HexBytes
 	// Rtmrs are the four 48-byte runtime measurement registers.
 	Rtmrs [4]attest.HexBytes
+	// Rtrms is how early releases of the original Contrast spelled Rtmrs;
+	// it is read as Rtmrs (giving both is an error).
+	Rtrms *[4]attest.HexBytes `json:",omitempty"`
 	// Xfam is the 8-byte XFAM.
 	Xfam attest.HexBytes
-	// TdAttributes is the 8-byte TD_ATTRIBUTES. Bit 0 (DEBUG) requires AllowDebug.
-	TdAttributes attest.HexBytes
+	// TdAttributes is the exact 8-byte TD_ATTRIBUTES. Omitted, it is
+	// DefaultTdAttributes (only SEPT_VE_DISABLE, as the original Contrast
+	// requires). Bit 0 (DEBUG) requires AllowDebug.
+	TdAttributes attest.HexBytes `json:",omitempty"`
 	// AllowDebug must be true for a debug TD to be accepted.
 	AllowDebug bool `json:",omitempty"`
-	// MinimumTeeTcbSvn is the component-wise minimum TEE_TCB_SVN (16 bytes).
-	MinimumTeeTcbSvn attest.HexBytes
-	// MinimumQeSvn is the minimum quoting enclave SVN.
-	MinimumQeSvn *uint16
+	// MinimumTeeTcbSvn is the component-wise minimum TEE_TCB_SVN (16
+	// bytes). Omitted, there is no minimum beyond the TCB status of
+	// Intel's collateral.
+	MinimumTeeTcbSvn attest.HexBytes `json:",omitempty"`
+	// MinimumQeSvn is the minimum quoting enclave SVN; omitted, 0.
+	MinimumQeSvn *uint16 `json:",omitempty"`
+	// MinimumPceSvn is the minimum provisioning certification enclave SVN
+	// of the quote header; omitted, 0.
+	MinimumPceSvn *uint16 `json:",omitempty"`
 	// AllowedPIIDs lists accepted platform IDs (the 16-byte PPID of the PCK
 	// certificate); empty accepts any platform.
 	AllowedPIIDs []attest.HexBytes `json:",omitempty"`
+	// MinTCBEvaluationDataNumber is the original Contrast's minimum
+	// tcbEvaluationDataNumber of Intel's TCB info collateral. Parsed but
+	// NOT enforced yet (go-tdx-guest v0.3.1 has no option for it); see
+	// Unenforced.
+	MinTCBEvaluationDataNumber int `json:",omitempty"`
+	// MemoryIntegrity, SMTDisabled and StaticPlatform are the original
+	// Contrast's requirements on the PCK certificate's SGX type (scalable
+	// with integrity), SMT and dynamic-platform flags. Parsed but NOT
+	// enforced yet (go-tdx-guest v0.3.1 does not parse these extensions);
+	// see Unenforced.
+	MemoryIntegrity bool `json:",omitempty"`
+	SMTDisabled     bool `json:",omitempty"`
+	StaticPlatform  bool `json:",omitempty"`
+	// CPUs is the number of vCPUs, informative only as in the original
+	// Contrast: the measurements already cover it. Not checked.
+	CPUs uint64 `json:",omitempty"`
 	// SimulatedRoot is the PEM root of the simulated platform. Required
 	// for, and only allowed with, tdx-simulated.
 	SimulatedRoot string `json:",omitempty"`
 }
 
+// DefaultTdAttributes is the TD_ATTRIBUTES required when a reference value
+// omits TdAttributes: only bit 28 (SEPT_VE_DISABLE) set, as Kata's QEMU
+// configures a TD and the original Contrast requires. DEBUG is clear.
+var DefaultTdAttributes = attest.HexBytes{0, 0, 0, 0x10, 0, 0, 0, 0}
+
+// originalPlatforms are the original Contrast's names of TDX hardware
+// platforms, compared case-insensitively as the original does.
+var originalPlatforms = []string{"Metal-QEMU-TDX", "Metal-QEMU-TDX-GPU", "K3s-QEMU-TDX", "RKE2-QEMU-TDX"}
+
+// hardware reports whether p names TDX hardware.
+func hardware(p attest.Platform) bool {
+	if p == "" || p == attest.PlatformTDX {
+		return true
+	}
+	for _, o := range originalPlatforms {
+		if strings.EqualFold(string(p), o) {
+			return true
+		}
+	}
+	return false
+}
+
 // Simulated reports whether r names the simulated platform.
 func (r *ReferenceValues) Simulated() bool { return r.Platform == attest.PlatformSimulatedTDX }
 
-func fixed(path string, b []byte, n int) error {
-	if len(b) != n {
+// errMissing reports a required field that is absent.
+var errMissing = errors.New("missing")
+
+func fixed(path string, b []byte, n int, required bool) error {
+	switch {
+	case len(b) == 0 && required:
+		return &attest.FieldError{Path: path, Err: errMissing}
+	case len(b) == 0, len(b) == n:
+		return nil
+	default:
 		return &attest.FieldError{Path: path, Err: fmt.Errorf("must be %d bytes, got %d", n, len(b))}
 	}
-	return nil
 }
 
-// Validate checks that r is complete and consistent.
-func (r *ReferenceValues) Validate() error {
-	switch r.Platform {
-	case "", attest.PlatformTDX:
-		if r.SimulatedRoot != "" {
-			return &attest.FieldError{Path: "SimulatedRoot", Err: errors.New("only allowed for platform tdx-simulated")}
+func empty(rtmrs [4]attest.HexBytes) bool {
+	for _, m := range rtmrs {
+		if len(m) > 0 {
+			return false
 		}
-	case attest.PlatformSimulatedTDX:
+	}
+	return true
+}
+
+// rtmrs returns the RTMRs and the field they were given in.
+func (r *ReferenceValues) rtmrs() ([4]attest.HexBytes, string) {
+	if r.Rtrms != nil && empty(r.Rtmrs) {
+		return *r.Rtrms, "Rtrms"
+	}
+	return r.Rtmrs, "Rtmrs"
+}
+
+// withDefaults returns r with omitted optional fields set to their
+// defaults (and Rtrms read as Rtmrs), as the validator checks them.
+func (r *ReferenceValues) withDefaults() ReferenceValues {
+	d := *r
+	d.Rtmrs, _ = r.rtmrs()
+	d.Rtrms = nil
+	if len(d.TdAttributes) == 0 {
+		d.TdAttributes = DefaultTdAttributes
+	}
+	if len(d.MinimumTeeTcbSvn) == 0 {
+		d.MinimumTeeTcbSvn = make(attest.HexBytes, 16)
+	}
+	var zero uint16
+	if d.MinimumQeSvn == nil {
+		d.MinimumQeSvn = &zero
+	}
+	if d.MinimumPceSvn == nil {
+		d.MinimumPceSvn = &zero
+	}
+	return d
+}
+
+// Validate checks that r is complete and consistent. It reports every
+// problem: the error joins (errors.Join) *attest.FieldError values with the
+// JSON path relative to the entry; attest.FieldErrors lists them.
+func (r *ReferenceValues) Validate() error {
+	var errs []error
+	field := func(path string, err error) { errs = append(errs, &attest.FieldError{Path: path, Err: err}) }
+	switch {
+	case r.Simulated():
 		if _, err := parseRoot(r.SimulatedRoot); err != nil {
-			return &attest.FieldError{Path: "SimulatedRoot", Err: err}
+			field("SimulatedRoot", err)
+		}
+	case hardware(r.Platform):
+		if r.SimulatedRoot != "" {
+			field("SimulatedRoot", errors.New("only allowed for platform tdx-simulated"))
 		}
 	default:
-		return &attest.FieldError{Path: "Platform", Err: fmt.Errorf("unknown TDX platform %q", r.Platform)}
+		field("Platform", fmt.Errorf("unknown TDX platform %q", r.Platform))
 	}
+	if r.Rtrms != nil && !empty(r.Rtmrs) {
+		field("Rtrms", errors.New("the original's misspelling of Rtmrs; give only Rtmrs"))
+	}
+	rtmrs, rtmrsName := r.rtmrs()
 	for _, f := range []struct {
-		path string
-		b    []byte
-		n    int
+		path     string
+		b        []byte
+		n        int
+		required bool
 	}{
-		{"MrTd", r.MrTd, 48}, {"MrSeam", r.MrSeam, 48}, {"Rtmrs[0]", r.Rtmrs[0], 48}, {"Rtmrs[1]", r.Rtmrs[1], 48},
-		{"Rtmrs[2]", r.Rtmrs[2], 48}, {"Rtmrs[3]", r.Rtmrs[3], 48}, {"Xfam", r.Xfam, 8},
-		{"TdAttributes", r.TdAttributes, 8}, {"MinimumTeeTcbSvn", r.MinimumTeeTcbSvn, 16},
+		{"MrTd", r.MrTd, 48, true}, {"MrSeam", r.MrSeam, 48, true},
+		{rtmrsName + "[0]", rtmrs[0], 48, true}, {rtmrsName + "[1]", rtmrs[1], 48, true},
+		{rtmrsName + "[2]", rtmrs[2], 48, true}, {rtmrsName + "[3]", rtmrs[3], 48, true},
+		{"Xfam", r.Xfam, 8, true},
+		{"TdAttributes", r.TdAttributes, 8, false}, {"MinimumTeeTcbSvn", r.MinimumTeeTcbSvn, 16, false},
 	} {
-		if err := fixed(f.path, f.b, f.n); err != nil {
-			return err
+		if err := fixed(f.path, f.b, f.n, f.required); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if r.TdAttributes[0]&1 == 1 && !r.AllowDebug {
-		return &attest.FieldError{Path: "TdAttributes", Err: errors.New("debug attribute requires AllowDebug")}
+	if len(r.TdAttributes) == 8 && r.TdAttributes[0]&1 == 1 && !r.AllowDebug {
+		field("TdAttributes", errors.New("debug attribute requires AllowDebug"))
 	}
-	if r.MinimumQeSvn == nil {
-		return &attest.FieldError{Path: "MinimumQeSvn", Err: errors.New("must be set")}
+	if r.MinTCBEvaluationDataNumber < 0 {
+		field("MinTCBEvaluationDataNumber", errors.New("must not be negative"))
 	}
 	for i, id := range r.AllowedPIIDs {
-		if err := fixed(fmt.Sprintf("AllowedPIIDs[%d]", i), id, 16); err != nil {
-			return err
+		if len(id) != 16 {
+			field(fmt.Sprintf("AllowedPIIDs[%d]", i), fmt.Errorf("must be 16 bytes, got %d", len(id)))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// Unenforced lists the fields of r that are set but that the validator does
+// not check yet, each with what that means, as *attest.FieldError values.
+// Each would make validation stricter, so a manifest relying on one is
+// weaker here than in the original Contrast.
+func (r *ReferenceValues) Unenforced() []*attest.FieldError {
+	var out []*attest.FieldError
+	if r.MinTCBEvaluationDataNumber > 0 {
+		out = append(out, attest.FieldErrorf("MinTCBEvaluationDataNumber", "not enforced: collateral of any TCB evaluation data number is accepted"))
+	}
+	if r.MemoryIntegrity {
+		out = append(out, attest.FieldErrorf("MemoryIntegrity", "not enforced: the PCK certificate's SGX type is not checked"))
+	}
+	if r.SMTDisabled {
+		out = append(out, attest.FieldErrorf("SMTDisabled", "not enforced: a platform with SMT enabled is accepted"))
+	}
+	if r.StaticPlatform {
+		out = append(out, attest.FieldErrorf("StaticPlatform", "not enforced: a dynamic platform is accepted"))
+	}
+	return out
 }
 
 func parseRoot(pemData string) (*x509.Certificate, error) {

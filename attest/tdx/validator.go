@@ -440,7 +440,9 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	return e, nil
 }
 
-func checkEntry(q *pb.QuoteV4, rv *ReferenceValues, ppid []byte) error {
+func checkEntry(q *pb.QuoteV4, entry *ReferenceValues, ppid []byte) error {
+	withDefaults := entry.withDefaults()
+	rv := &withDefaults
 	body := q.GetTdQuoteBody()
 	if !bytes.Equal(body.GetMrTd(), rv.MrTd) {
 		return attest.Errorf(attest.CheckMeasurement, "MRTD %x is not the trusted %x", body.GetMrTd(), []byte(rv.MrTd))
@@ -470,6 +472,9 @@ func checkEntry(q *pb.QuoteV4, rv *ReferenceValues, ppid []byte) error {
 	if qe := binary.LittleEndian.Uint16(q.GetHeader().GetQeSvn()); qe < *rv.MinimumQeSvn {
 		return attest.Errorf(attest.CheckQESVN, "QE SVN %d is below the minimum %d", qe, *rv.MinimumQeSvn)
 	}
+	if pce := binary.LittleEndian.Uint16(q.GetHeader().GetPceSvn()); pce < *rv.MinimumPceSvn {
+		return attest.Errorf(attest.CheckPCESVN, "PCE SVN %d is below the minimum %d", pce, *rv.MinimumPceSvn)
+	}
 	if len(rv.AllowedPIIDs) > 0 {
 		ok := false
 		for _, id := range rv.AllowedPIIDs {
@@ -484,7 +489,7 @@ func checkEntry(q *pb.QuoteV4, rv *ReferenceValues, ppid []byte) error {
 		rtmrs[i] = rv.Rtmrs[i]
 	}
 	opts := &validate.Options{
-		HeaderOptions: validate.HeaderOptions{MinimumQeSvn: *rv.MinimumQeSvn},
+		HeaderOptions: validate.HeaderOptions{MinimumQeSvn: *rv.MinimumQeSvn, MinimumPceSvn: *rv.MinimumPceSvn},
 		TdQuoteBodyOptions: validate.TdQuoteBodyOptions{
 			MinimumTeeTcbSvn: rv.MinimumTeeTcbSvn, MrSeam: rv.MrSeam, TdAttributes: rv.TdAttributes,
 			Xfam: rv.Xfam, MrTd: rv.MrTd, Rtmrs: rtmrs, ReportData: body.GetReportData(),
