@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path"
 	"slices"
@@ -22,7 +23,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // Mirror is a registry host that serves a registry's content, like a
@@ -30,7 +30,7 @@ import (
 type Mirror struct {
 	// Host is host[:port] of the mirror.
 	Host string
-	// Insecure selects plain HTTP.
+	// Insecure selects plain HTTP (HTTPS is tried first).
 	Insecure bool
 }
 
@@ -47,8 +47,16 @@ type RegistryConfig struct {
 	Platform *v1.Platform
 	// MaxConcurrent bounds concurrent registry operations (default 8).
 	MaxConcurrent int
+	// Insecure lists registries (host[:port] as written in image names) that
+	// are reached over plain HTTP. Every other registry, and every mirror
+	// without Insecure, is reached over HTTPS only: go-containerregistry's
+	// plain-HTTP fallback for local and private addresses does not apply.
+	Insecure []string
 	// Transport is the HTTP transport (default remote.DefaultTransport).
 	Transport http.RoundTripper
+	// Logger receives failed registry requests at debug level, classified,
+	// with status code and URL but never a response body (default none).
+	Logger *slog.Logger
 	// Observer receives every manifest, config and accounts lookup with
 	// its result (cache hit, fetched, failed) and duration (default none).
 	Observer Observer
@@ -80,8 +88,20 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	if cfg.Transport == nil {
 		cfg.Transport = remote.DefaultTransport
 	}
+	insecure := slices.Clone(cfg.Insecure)
+	for _, ms := range cfg.Mirrors {
+		for _, m := range ms {
+			if m.Insecure {
+				insecure = append(insecure, m.Host)
+			}
+		}
+	}
+	cfg.Transport = newHTTPSOnly(cfg.Transport, insecure)
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
 		cfg:      cfg,
@@ -133,8 +153,8 @@ func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keycha
 	if kc == nil {
 		return digest, true
 	}
-	eps, err := r.endpoints(repo)
-	if err != nil {
+	eps, rs := r.endpoints(repo)
+	if rs != nil {
 		return "", false
 	}
 	h := sha256.New()
@@ -164,14 +184,16 @@ type endpoint struct {
 	repo name.Repository
 }
 
-func (r *Registry) endpoints(repo name.Repository) ([]endpoint, error) {
+// endpoints returns the mirrors of repo's registry and, unless skipped, the
+// registry itself.
+func (r *Registry) endpoints(repo name.Repository) ([]endpoint, *reason) {
 	reg := repo.RegistryStr()
 	keys := []string{reg}
 	if reg == name.DefaultRegistry {
 		keys = append(keys, "docker.io")
 	}
 	var eps []endpoint
-	skip := false
+	skip, insecure := false, false
 	for _, k := range keys {
 		for _, m := range r.cfg.Mirrors[k] {
 			var opts []name.Option
@@ -180,17 +202,26 @@ func (r *Registry) endpoints(repo name.Repository) ([]endpoint, error) {
 			}
 			mr, err := name.NewRepository(m.Host+"/"+repo.RepositoryStr(), opts...)
 			if err != nil {
-				return nil, fmt.Errorf("mirror %q: %w", m.Host, err)
+				r.cfg.Logger.Debug("invalid mirror", "mirror", m.Host, "registry", k, "error", err.Error())
+				return nil, newReason(ErrNoEndpoint, 5, "a mirror of the registry is invalid")
 			}
 			eps = append(eps, endpoint{repo: mr})
 		}
 		skip = skip || slices.Contains(r.cfg.SkipOrigin, k)
+		insecure = insecure || slices.Contains(r.cfg.Insecure, k)
 	}
 	if !skip {
-		eps = append(eps, endpoint{repo: repo})
+		origin := repo
+		if insecure {
+			var err error
+			if origin, err = name.NewRepository(repo.Name(), name.Insecure); err != nil {
+				return nil, newReason(ErrInvalidReference, 5, "invalid image reference")
+			}
+		}
+		eps = append(eps, endpoint{repo: origin})
 	}
 	if len(eps) == 0 {
-		return nil, errors.New("no endpoint: origin skipped and no mirror configured")
+		return nil, newReason(ErrNoEndpoint, 5, "no registry endpoint: the registry is reached only through mirrors and none is configured")
 	}
 	return eps, nil
 }
@@ -208,7 +239,8 @@ func (r *Registry) options(ctx context.Context, kc authn.Keychain) []remote.Opti
 }
 
 // Resolve implements Source. It fetches only the manifest (and index) and
-// the config blob; configs are cached by digest.
+// the config blob; configs are cached by digest. Its errors are *Error with
+// a classified reason (see errors.go).
 func (r *Registry) Resolve(ctx context.Context, image string, kc authn.Keychain) (*Image, error) {
 	img, err := r.resolve(ctx, image, kc)
 	if err != nil {
@@ -217,10 +249,22 @@ func (r *Registry) Resolve(ctx context.Context, image string, kc authn.Keychain)
 	return img, nil
 }
 
+// fail logs err, a failure at endpoint host (empty if no registry was
+// contacted), at debug level and returns its reason.
+func (r *Registry) fail(image, host, step string, err error) *reason {
+	rs := classify(err)
+	attrs := append([]any{"image", image, "step", step, "reason", rs.msg}, logAttrs(err)...)
+	if host != "" {
+		attrs = append(attrs, "endpoint", host)
+	}
+	r.cfg.Logger.Debug("registry request failed", attrs...)
+	return rs
+}
+
 func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain) (*Image, error) {
 	ref, err := name.ParseReference(image)
 	if err != nil {
-		return nil, fmt.Errorf("parsing reference: %w", err)
+		return nil, newReason(ErrInvalidReference, 5, "invalid image reference")
 	}
 	out := &Image{Repository: ref.Context().Name()}
 	start := time.Now()
@@ -236,10 +280,10 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	}
 	if err := r.acquire(ctx); err != nil {
 		r.observe(KindManifest, ResultError, start)
-		return nil, err
+		return nil, r.fail(image, "", "waiting for a free slot", err)
 	}
 	defer r.release()
-	img, digest, host, err := r.manifest(ctx, ref, out.Digest, kc)
+	img, digest, host, err := r.manifest(ctx, image, ref, out.Digest, kc)
 	if err != nil {
 		r.observe(KindManifest, ResultError, start)
 		return nil, err
@@ -257,7 +301,7 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	cf, err := img.ConfigFile()
 	if err != nil {
 		r.observe(KindConfig, ResultError, start)
-		return nil, fmt.Errorf("reading config from %s: %w", host, err)
+		return nil, r.fail(image, host, "reading the image configuration", err)
 	}
 	out.Config = configFrom(cf)
 	if cacheable {
@@ -271,29 +315,32 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 
 // manifest fetches the manifest of ref from the first endpoint that has it
 // and returns the image, its digest and the registry host that served it.
-// A non-empty want is the digest the reference pins.
-func (r *Registry) manifest(ctx context.Context, ref name.Reference, want string, kc authn.Keychain) (v1.Image, string, string, error) {
-	eps, err := r.endpoints(ref.Context())
-	if err != nil {
-		return nil, "", "", err
+// A non-empty want is the digest the reference pins. The error is a
+// *reason: that of the most telling endpoint failure.
+func (r *Registry) manifest(ctx context.Context, image string, ref name.Reference, want string, kc authn.Keychain) (v1.Image, string, string, error) {
+	eps, ers := r.endpoints(ref.Context())
+	if ers != nil {
+		return nil, "", "", ers
 	}
-	var errs []error
+	var rs []*reason
 	for _, ep := range eps {
 		host := ep.repo.RegistryStr()
-		img, digest, err := r.fetch(ctx, ep, ref, kc)
+		img, digest, err := r.fetch(ctx, image, ep, ref, kc)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", host, err))
+			rs = append(rs, err)
 			continue
 		}
 		if want != "" && digest != want {
-			return nil, "", "", fmt.Errorf("%s served digest %s for %s", host, digest, want)
+			r.cfg.Logger.Debug("registry served another digest", "image", image, "endpoint", host, "digest", digest, "want", want)
+			return nil, "", "", newReason(ErrInvalidImage, 5, "the registry served another digest than the reference pins")
 		}
 		return img, digest, host, nil
 	}
-	return nil, "", "", errors.Join(errs...)
+	return nil, "", "", worst(rs)
 }
 
-func (r *Registry) fetch(ctx context.Context, ep endpoint, ref name.Reference, kc authn.Keychain) (v1.Image, string, error) {
+func (r *Registry) fetch(ctx context.Context, image string, ep endpoint, ref name.Reference, kc authn.Keychain) (v1.Image, string, *reason) {
+	host := ep.repo.RegistryStr()
 	var target name.Reference
 	switch t := ref.(type) {
 	case name.Digest:
@@ -301,19 +348,20 @@ func (r *Registry) fetch(ctx context.Context, ep endpoint, ref name.Reference, k
 	case name.Tag:
 		target = ep.repo.Tag(t.TagStr())
 	default:
-		return nil, "", fmt.Errorf("unsupported reference %T", ref)
+		return nil, "", newReason(ErrInvalidReference, 5, "invalid image reference")
 	}
 	desc, err := remote.Get(target, r.options(ctx, kc)...)
 	if err != nil {
-		var terr *transport.Error
-		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-			return nil, "", fmt.Errorf("%w: %w", ErrNotFound, err)
-		}
-		return nil, "", err
+		return nil, "", r.fail(image, host, "fetching the manifest", err)
 	}
 	img, err := desc.Image() // selects the platform of an index
 	if err != nil {
-		return nil, "", fmt.Errorf("selecting image: %w", err)
+		rs := r.fail(image, host, "selecting the platform image", err)
+		if errors.Is(rs, ErrInvalidImage) && desc.MediaType.IsIndex() {
+			p := r.cfg.Platform
+			rs = newReason(ErrInvalidImage, 5, "the image has no variant for platform %s/%s", p.OS, p.Architecture)
+		}
+		return nil, "", rs
 	}
 	return img, desc.Digest.String(), nil
 }
@@ -342,7 +390,7 @@ func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) 
 	repo, err := name.NewRepository(img.Repository)
 	if err != nil {
 		r.observe(KindAccounts, ResultError, start)
-		return nil, &Error{Image: img.Reference(), Err: err}
+		return nil, &Error{Image: img.Reference(), Err: newReason(ErrInvalidReference, 5, "invalid image reference")}
 	}
 	key, cacheable := r.cacheKey(repo, img.Digest, kc)
 	r.mu.Lock()
@@ -352,10 +400,10 @@ func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) 
 		r.observe(KindAccounts, ResultHit, start)
 		return a, nil
 	}
-	a, err = r.readAccounts(ctx, img, kc)
-	if err != nil {
+	a, rs := r.readAccounts(ctx, repo, img, kc)
+	if rs != nil {
 		r.observe(KindAccounts, ResultError, start)
-		return nil, &Error{Image: img.Reference(), Err: fmt.Errorf("reading /etc/passwd: %w", err)}
+		return nil, &Error{Image: img.Reference(), Err: newReason(rs.class, rs.rank, "reading /etc/passwd and /etc/group: %s", rs.msg)}
 	}
 	if cacheable {
 		r.mu.Lock()
@@ -366,29 +414,30 @@ func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) 
 	return a, nil
 }
 
-func (r *Registry) readAccounts(ctx context.Context, img *Image, kc authn.Keychain) (*Accounts, error) {
-	repo, err := name.NewRepository(img.Repository)
-	if err != nil {
-		return nil, err
-	}
-	eps, err := r.endpoints(repo)
-	if err != nil {
-		return nil, err
+func (r *Registry) readAccounts(ctx context.Context, repo name.Repository, img *Image, kc authn.Keychain) (*Accounts, *reason) {
+	image := img.Reference()
+	eps, ers := r.endpoints(repo)
+	if ers != nil {
+		return nil, ers
 	}
 	if err := r.acquire(ctx); err != nil {
-		return nil, err
+		return nil, r.fail(image, "", "waiting for a free slot", err)
 	}
 	defer r.release()
-	var errs []error
+	var rs []*reason
 	for _, ep := range eps {
-		im, _, err := r.fetch(ctx, ep, repo.Digest(img.Digest), kc)
+		im, _, err := r.fetch(ctx, image, ep, repo.Digest(img.Digest), kc)
 		if err != nil {
-			errs = append(errs, err)
+			rs = append(rs, err)
 			continue
 		}
-		return accountsFromImage(im)
+		a, aerr := accountsFromImage(im)
+		if aerr != nil {
+			return nil, r.fail(image, ep.repo.RegistryStr(), "reading layers", aerr)
+		}
+		return a, nil
 	}
-	return nil, errors.Join(errs...)
+	return nil, worst(rs)
 }
 
 func accountsFromImage(img v1.Image) (*Accounts, error) {

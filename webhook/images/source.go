@@ -5,7 +5,6 @@ package images
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -100,10 +99,10 @@ type Source interface {
 	Accounts(ctx context.Context, img *Image, keychain authn.Keychain) (*Accounts, error)
 }
 
-// ErrNotFound is returned (wrapped) when an image or tag does not exist.
-var ErrNotFound = errors.New("image not found")
-
-// Error is the error of a failed image resolution; it names the image.
+// Error is the error of a failed image resolution; it names the image as
+// written in the pod. The Registry's Err is one of the classes in errors.go
+// with a fixed message: an Error never contains text of a registry's
+// response, so it can be shown to the pod's author.
 type Error struct {
 	Image string
 	Err   error
