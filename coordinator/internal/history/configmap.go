@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -74,15 +75,36 @@ func (s *ConfigMapStore) configMap(name, kind string, data []byte) *corev1.Confi
 
 func ptr[T any](v T) *T { return &v }
 
-// PutBlob implements Store.
+// PutBlob implements Store. If the ConfigMap exists already, its content is
+// read back and must equal data: anyone who can create ConfigMaps in the
+// namespace can squat a content address, and accepting the squatted blob
+// would let SetManifest succeed with a history that no read can verify.
+// A matching blob that is not immutable is made immutable.
 func (s *ConfigMapStore) PutBlob(ctx context.Context, kind Kind, hash string, data []byte) error {
-	_, err := s.client.CoreV1().ConfigMaps(s.namespace).Create(ctx, s.configMap(blobName(kind, hash), string(kind), data), metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		// Content-addressed: the existing blob is verified by hash on read.
+	name := blobName(kind, hash)
+	cms := s.client.CoreV1().ConfigMaps(s.namespace)
+	_, err := cms.Create(ctx, s.configMap(name, string(kind), data), metav1.CreateOptions{})
+	if err == nil {
 		return nil
 	}
-	if err != nil {
+	if !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating ConfigMap for %s %s: %w", kind, hash, err)
+	}
+	existing, err := s.get(ctx, name)
+	if err != nil {
+		return fmt.Errorf("reading back existing ConfigMap for %s %s: %w", kind, hash, err)
+	}
+	if got, ok := existing.BinaryData[dataKey]; !ok || !bytes.Equal(got, data) || len(existing.Data) != 0 || len(existing.BinaryData) != 1 {
+		return fmt.Errorf("%w: ConfigMap %s/%s exists with other content than the %s it is named after", ErrCorrupt, s.namespace, name, kind)
+	}
+	if existing.Immutable != nil && *existing.Immutable {
+		return nil
+	}
+	// Same content but mutable (not created by a Coordinator): freeze it,
+	// under the resourceVersion just read, so it cannot change later.
+	existing.Immutable = ptr(true)
+	if _, err := cms.Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("making existing ConfigMap %s/%s immutable: %w", s.namespace, name, err)
 	}
 	return nil
 }

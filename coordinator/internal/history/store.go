@@ -6,8 +6,10 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 )
@@ -24,7 +26,9 @@ var ErrConflict = errors.New("latest transition changed concurrently")
 type Store interface {
 	// GetBlob returns the blob of kind with the hex SHA-256 hash.
 	GetBlob(ctx context.Context, kind Kind, hash string) ([]byte, error)
-	// PutBlob stores an immutable blob; storing the same blob again is a no-op.
+	// PutBlob stores an immutable blob; storing the same blob again is a
+	// no-op. If a blob with other content is stored under the address, it
+	// fails with ErrCorrupt.
 	PutBlob(ctx context.Context, kind Kind, hash string, data []byte) error
 	// GetLatest returns the latest pointer and its version (ErrNotFound if unset).
 	GetLatest(ctx context.Context) (data []byte, version string, err error)
@@ -71,7 +75,14 @@ func (s *MemStore) GetBlob(_ context.Context, kind Kind, hash string) ([]byte, e
 func (s *MemStore) PutBlob(_ context.Context, kind Kind, hash string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.blobs[string(kind)+"/"+hash] = append([]byte(nil), data...)
+	key := string(kind) + "/" + hash
+	if old, ok := s.blobs[key]; ok {
+		if !bytes.Equal(old, data) {
+			return fmt.Errorf("%w: %s %s exists with other content", ErrCorrupt, kind, hash)
+		}
+		return nil
+	}
+	s.blobs[key] = append([]byte(nil), data...)
 	return nil
 }
 

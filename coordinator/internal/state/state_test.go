@@ -281,3 +281,18 @@ func verify(t *testing.T, leaf, mesh, root *x509.Certificate) {
 	_, err := leaf.Verify(x509.VerifyOptions{Roots: pool(root), Intermediates: pool(mesh), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	require.NoError(t, err)
 }
+
+// A blob squatted under the content address of the manifest (by anyone who
+// can create ConfigMaps) must make SetManifest fail, not succeed with a
+// history that GetManifests and Recover can never verify.
+func TestSquattedBlobFailsSetManifest(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	f.store.Corrupt(history.KindManifest, history.HashOf(m1).String(), []byte(`{"squatted":true}`))
+	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.ErrorIs(t, err, history.ErrCorrupt)
+	assert.Equal(t, state.ModeEmpty, a.Mode())
+	assert.Nil(t, a.Current())
+}
