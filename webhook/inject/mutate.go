@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
@@ -106,17 +107,38 @@ func policyError(ctx context.Context, err error, final, orig *corev1.PodSpec) er
 	if errors.As(err, &fe) {
 		field = submittedField(fe.Field, final, orig)
 	}
-	var ie *images.Error
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("generating policy: %w", ctx.Err())
-	case errors.As(err, &ie):
-		return &DenyError{Code: DenyImage, Field: field, Reason: "image cannot be resolved", Err: err}
+	case fe != nil && strings.HasSuffix(fe.Field, ".image") && !errors.Is(err, policy.ErrUnsupported) && !errors.Is(err, policy.ErrInvalidInput):
+		return imageDenial(field, "", err)
 	case errors.Is(err, policy.ErrUnsupported), errors.Is(err, policy.ErrInvalidInput):
 		return &DenyError{Code: DenyPolicy, Field: field, Reason: "no policy can be generated", Err: err}
 	}
 	return fmt.Errorf("generating policy: %w", err)
 }
+
+// imageDenial denies a pod whose image at field cannot be resolved. The
+// message quotes only an *images.Error, whose text is classified and never
+// contains what a registry answered (a registry named in a pod may be an
+// internal service); the text of any other error is withheld.
+func imageDenial(field, image string, err error) *DenyError {
+	var ie *images.Error
+	if errors.As(err, &ie) {
+		return &DenyError{Code: DenyImage, Field: field, Reason: "cannot be resolved", Err: ie}
+	}
+	reason := "cannot be resolved"
+	if image != "" {
+		reason = fmt.Sprintf("image %q cannot be resolved", image)
+	}
+	return &DenyError{Code: DenyImage, Field: field, Reason: reason, Err: withheld{err}}
+}
+
+// withheld keeps an error for errors.Is and errors.As without printing it.
+type withheld struct{ err error }
+
+func (withheld) Error() string   { return "the image source failed" }
+func (w withheld) Unwrap() error { return w.err }
 
 var (
 	containerFieldRe = regexp.MustCompile(`^spec\.(initContainers|containers)\[([0-9]+)\](.*)$`)
@@ -198,11 +220,7 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 					// the request was canceled or timed out: not the pod's fault
 					return fmt.Errorf("resolving %s: %w", t.field, ctx.Err())
 				}
-				var ie *images.Error
-				if errors.As(err, &ie) {
-					return &DenyError{Code: DenyImage, Field: t.field, Reason: "cannot be resolved", Err: err}
-				}
-				return &DenyError{Code: DenyImage, Field: t.field, Reason: fmt.Sprintf("image %q cannot be resolved", *t.image), Err: err}
+				return imageDenial(t.field, *t.image, err)
 			}
 			resolved[i] = img.Reference()
 			return nil
