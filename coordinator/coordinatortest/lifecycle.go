@@ -69,7 +69,11 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	_, err := anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
 	RequireCode(t, err, codes.FailedPrecondition, "no manifest")
 	web := h.Pod(t, d.Web, nil)
-	_, err = NewMeshCert(ctx, c1.MeshAddr(), Issuer(web.Device), web.Key)
+	// A connection that attests before the first manifest is told to reconnect once there is one.
+	early, earlyConn, err := DialMesh(c1.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err)
+	defer earlyConn.Close()
+	_, err = early.NewMeshCert(ctx, &meshpb.NewMeshCertRequest{})
 	RequireCode(t, err, codes.FailedPrecondition, "no manifest")
 
 	// An invalid manifest lists every error with its JSON path.
@@ -88,6 +92,8 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	mesh1 := ParseCerts(t, set1.GetMeshCa())
 	code, _ := Probe(t, c1, "/readyz")
 	require.Equal(t, 200, code)
+	_, err = early.NewMeshCert(ctx, &meshpb.NewMeshCertRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "manifest generation 1 became active", "reconnect")
 
 	// Accepted policy → certificate with the policy's SANs for the pod's key.
 	meshConn, conn, err := DialMesh(c1.MeshAddr(), Issuer(web.Device), web.Key)
@@ -159,7 +165,10 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	code, body := Probe(t, c2, "/readyz")
 	require.Equal(t, 503, code, body)
 	assert.Contains(t, body, "secrets failed")
-	_, err = NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)
+	recMesh, recConn, err := DialMesh(c2.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err)
+	defer recConn.Close()
+	_, err = recMesh.NewMeshCert(ctx, &meshpb.NewMeshCertRequest{})
 	RequireCode(t, err, codes.FailedPrecondition, "recovery mode")
 	anon2 := h.User(t, c2, nil)
 	_, err = anon2.GetManifests(ctx, &userpb.GetManifestsRequest{})
@@ -169,6 +178,10 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	wrongSeed := sha256.Sum256([]byte("wrong"))
 	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:], Salt: set1.GetSalt()})
 	RequireCode(t, err, codes.PermissionDenied, "seed does not match")
+	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:16], Salt: set1.GetSalt()})
+	RequireCode(t, err, codes.InvalidArgument, "32 bytes")
+	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:], Salt: nil})
+	RequireCode(t, err, codes.InvalidArgument, "32 bytes")
 
 	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
 	rec, err := anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
@@ -177,6 +190,9 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	assert.Equal(t, set2.GetMeshCa(), rec.GetMeshCa(), "same mesh CA")
 	code, _ = Probe(t, c2, "/readyz")
 	require.Equal(t, 200, code)
+	// The connection that attested in recovery mode must reconnect.
+	_, err = recMesh.NewMeshCert(ctx, &meshpb.NewMeshCertRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "manifest generation 2 became active", "reconnect")
 	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
 	RequireCode(t, err, codes.FailedPrecondition, "not in recovery mode")
 	resp3, err := NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)

@@ -130,6 +130,17 @@ func (s *Server) authorize(ctx context.Context) (*state.Snapshot, *atls.Peer, er
 		return nil, nil, status.Error(codes.Unauthenticated, "not an attested aTLS connection")
 	}
 	vd := s.lookup(p.Result)
+	if vd != nil && vd.snap == nil && isModeError(vd.err) {
+		// The connection attested while there was no active manifest
+		// (none yet, or recovery mode). If one is active now, its evidence
+		// was never checked against it: the same answer as a stale
+		// generation, so the client reconnects instead of giving up.
+		if cur := s.auth.Current(); cur != nil {
+			s.metrics.Attestation(metrics.ResultRejected, reasonStale)
+			return nil, nil, status.Errorf(codes.FailedPrecondition,
+				"manifest generation %d became active since this connection attested (%v); reconnect", cur.Generation, vd.err)
+		}
+	}
 	switch {
 	case vd == nil:
 		s.metrics.Attestation(metrics.ResultRejected, reasonOther)
@@ -162,6 +173,12 @@ func (s *Server) authorize(ctx context.Context) (*state.Snapshot, *atls.Peer, er
 			"manifest generation %d replaced generation %d since this connection attested; reconnect", cur.Generation, vd.snap.Generation)
 	}
 	return vd.snap, p, nil
+}
+
+// isModeError reports a verdict that says nothing about the evidence, only
+// that no manifest was active to check it against.
+func isModeError(err error) bool {
+	return errors.Is(err, state.ErrRecoveryMode) || errors.Is(err, state.ErrNoManifest)
 }
 
 // UnaryInterceptor enforces the attestation verdict on every mesh API call.

@@ -38,6 +38,8 @@ var (
 	ErrInvalidPolicies = errors.New("policy documents do not match the manifest")
 	// ErrNotInRecovery: Recover called while not in recovery mode (FailedPrecondition).
 	ErrNotInRecovery = errors.New("coordinator is not in recovery mode")
+	// ErrInvalidSeed: the seed or salt has the wrong length (InvalidArgument).
+	ErrInvalidSeed = errors.New("invalid recovery request")
 	// ErrWrongSeed: the recovered seed does not match the signed history (PermissionDenied).
 	ErrWrongSeed = errors.New("seed does not match the signed history")
 	// ErrUnknownPolicy: the attested policy hash is not in the manifest (PermissionDenied).
@@ -353,14 +355,16 @@ func checkPolicies(m *manifest.Manifest, docs [][]byte) ([]history.Hash, error) 
 // accepted only if the key derived from it verifies the signed latest
 // pointer and the derived CA keys match the stored CA certificates.
 func (a *Authority) Recover(ctx context.Context, seedBytes, salt []byte) (*Snapshot, error) {
+	secrets, err := seed.FromBytes(seedBytes, salt)
+	if err != nil {
+		// A malformed request, not a wrong credential: the message names
+		// only the expected sizes.
+		return nil, fmt.Errorf("%w: %w", ErrInvalidSeed, err)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.Mode() != ModeRecovery {
 		return nil, ErrNotInRecovery
-	}
-	secrets, err := seed.FromBytes(seedBytes, salt)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrWrongSeed, err)
 	}
 	h := a.cfg.History
 	latest, err := h.GetLatest(ctx)

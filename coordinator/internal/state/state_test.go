@@ -139,7 +139,10 @@ func TestLifecycle(t *testing.T) {
 	_, err = b.Recover(ctx, make([]byte, 32), wrong.Salt())
 	require.ErrorIs(t, err, state.ErrWrongSeed)
 	_, err = b.Recover(ctx, []byte("short"), res.Salt)
-	require.ErrorIs(t, err, state.ErrWrongSeed)
+	require.ErrorIs(t, err, state.ErrInvalidSeed)
+	require.NotErrorIs(t, err, state.ErrWrongSeed)
+	_, err = b.Recover(ctx, make([]byte, 32), []byte("short"))
+	require.ErrorIs(t, err, state.ErrInvalidSeed)
 
 	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
 	require.NoError(t, err)

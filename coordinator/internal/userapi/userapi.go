@@ -43,7 +43,7 @@ func New(auth *state.Authority, log *slog.Logger) *Server {
 func (s *Server) toStatus(op string, err error) error {
 	var ve *manifest.ValidationError
 	switch {
-	case errors.As(err, &ve), errors.Is(err, state.ErrInvalidPolicies):
+	case errors.As(err, &ve), errors.Is(err, state.ErrInvalidPolicies), errors.Is(err, state.ErrInvalidSeed):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, state.ErrNotOwner), errors.Is(err, state.ErrWrongSeed):
 		return status.Error(codes.PermissionDenied, err.Error())
