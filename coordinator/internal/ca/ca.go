@@ -213,7 +213,7 @@ func (m *CA) IssueLeaf(req LeafRequest, now time.Time) (*x509.Certificate, error
 
 func commonName(req LeafRequest) string {
 	for _, s := range req.SANs {
-		if s != "*" && !strings.Contains(s, "://") && net.ParseIP(s) == nil {
+		if s != "*" && !isURI(s) && net.ParseIP(s) == nil {
 			return s
 		}
 	}
@@ -223,11 +223,18 @@ func commonName(req LeafRequest) string {
 	return "contrast-workload"
 }
 
+// isURI applies the manifest package's rule (manifest.ValidateSAN): a SAN
+// with a ':' that is not an IP address is an absolute URI, with or without
+// "//" (`spiffe://…`, `urn:uuid:…`).
+func isURI(s string) bool {
+	return strings.Contains(s, ":") && net.ParseIP(s) == nil
+}
+
 // addSANs sorts the manifest's SANs (syntax-checked by the manifest package)
 // into the certificate's DNS, IP and URI fields.
 func addSANs(tmpl *x509.Certificate, sans []string) {
 	for _, s := range sans {
-		if strings.Contains(s, "://") {
+		if isURI(s) {
 			if u, err := url.Parse(s); err == nil {
 				tmpl.URIs = append(tmpl.URIs, u)
 			}

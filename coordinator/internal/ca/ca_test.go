@@ -31,15 +31,16 @@ func TestChainSANsAndClaims(t *testing.T) {
 	claims := ca.Claims{PolicyHash: "ab12", Platform: "snp-simulated", TransitionHash: "cd34"}
 	leaf, err := mesh.IssueLeaf(ca.LeafRequest{
 		PublicKey: &leafKey.PublicKey,
-		SANs:      []string{"*", "web", "*.web.svc", "10.0.0.1", "2001:db8::1", "spiffe://cluster/web"},
+		SANs:      []string{"*", "web", "*.web.svc", "10.0.0.1", "2001:db8::1", "spiffe://cluster/web", "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"},
 		Claims:    claims,
 	}, now)
 	require.NoError(t, err)
 
 	assert.Equal(t, []string{"*", "web", "*.web.svc"}, leaf.DNSNames)
 	assert.Len(t, leaf.IPAddresses, 2)
-	require.Len(t, leaf.URIs, 1)
+	require.Len(t, leaf.URIs, 2)
 	assert.Equal(t, "spiffe://cluster/web", leaf.URIs[0].String())
+	assert.Equal(t, "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", leaf.URIs[1].String())
 	assert.Equal(t, "web", leaf.Subject.CommonName)
 	assert.True(t, leafKey.PublicKey.Equal(leaf.PublicKey))
 	got, err := ca.ParseClaims(leaf)
