@@ -5,13 +5,18 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -181,21 +186,53 @@ func toMap(v any) map[string]any {
 
 func TestValidateSAN(t *testing.T) {
 	testCases := map[string]bool{
+		// DNS names and IP addresses
 		"web": true, "web.emojivoto.svc.cluster.local": true, "*.example.com": true, "*": true,
-		"10.1.2.3": true, "2001:db8::1": true, "spiffe://cluster.local/ns/x/sa/y": true, "urn://x": true,
+		"10.1.2.3": true, "2001:db8::1": true, "::1": true,
 		"": false, "a..b": false, "*.*.example.com": false, "ex*ample.com": false, "-web": false, "web-": false,
-		"web/path": false, "fe80::1%eth0": false, strings.Repeat("a", 64): false, "://x": false, "héllo": false,
+		"web/path": false, "fe80::1%eth0": false, strings.Repeat("a", 64): false, "héllo": false, "web.": false,
+		// absolute URIs (RFC 3986)
+		"spiffe://cluster.local/ns/x/sa/y": true, "spiffe://trust_domain/workload": true, "urn://x": true,
+		"urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6": true, "urn:ietf:params:oauth:x": true,
+		"https://example.com:8443/a/b?q=1#frag": true, "https://[2001:db8::1]/x": true, "file:///etc/hosts": true,
+		"mailto:owner@example.com": true, "tag:example.com,2026:web": true, "x-scheme+v1.2:opaque": true,
+		"https://example.com/%20x": true, "https://user@example.com/": true,
+		"://x": false, "1http://x": false, "-a:b": false, "urn:": false, "http://": false, "spiffe://": false,
+		"web:8080": false, "10.0.0.1:443": false, "http://exa mple.com/": false, "a:b c": false, `urn:x"y`: false,
+		"urn:uuid:%zz": false, "urn:x%4": false, "http://bad..host/x": false, "http://host./x": false,
+		"http://*.example.com/": false, "http://[::1/x": false, "hé:x": false, "urn:x\\y": false, "urn:{x}": false,
+		"http://example.com:port/": false, "urn:x\x00": false,
 	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
 	for san, ok := range testCases {
 		t.Run(san, func(t *testing.T) {
 			err := manifest.ValidateSAN(san)
-			if ok {
-				assert.NoError(t, err)
-			} else {
+			if !ok {
 				assert.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			if _, ipErr := netip.ParseAddr(san); ipErr != nil && strings.Contains(san, ":") {
+				requireX509URI(t, key, san)
 			}
 		})
 	}
+}
+
+// requireX509URI checks that crypto/x509 writes and reads back a
+// certificate with the URI SAN, as the mesh CA issues it.
+func requireX509URI(t *testing.T, key *ecdsa.PrivateKey, san string) {
+	t.Helper()
+	u, err := url.Parse(san)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	require.Len(t, cert.URIs, 1)
+	assert.Equal(t, san, cert.URIs[0].String())
 }
 
 func TestPolicyHashFromDigest(t *testing.T) {

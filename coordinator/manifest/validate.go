@@ -186,21 +186,14 @@ func attestFieldError(c *collector, path string, before int, err error) {
 
 // ValidateSAN checks the syntax of a subject alternative name: a DNS name
 // (optionally with a leading "*." wildcard label, or "*" alone, as the
-// original Contrast generates), an IPv4 or IPv6 address, or an absolute URI.
+// original Contrast generates), an IPv4 or IPv6 address, or an absolute URI
+// (RFC 3986: a scheme, ":", and more; e.g. `spiffe://cluster.local/ns/a`,
+// `urn:uuid:…`). Anything with a ":" that is not an IP address is a URI.
 func ValidateSAN(san string) error {
 	switch {
 	case san == "":
 		return errors.New("empty SAN")
 	case san == "*":
-		return nil
-	case strings.Contains(san, "://"):
-		u, err := url.Parse(san)
-		if err != nil {
-			return fmt.Errorf("invalid URI SAN %q", san)
-		}
-		if u.Scheme == "" || (u.Host == "" && u.Opaque == "" && u.Path == "") {
-			return fmt.Errorf("URI SAN %q needs a scheme and a host or path", san)
-		}
 		return nil
 	}
 	if _, err := netip.ParseAddr(san); err == nil {
@@ -209,30 +202,104 @@ func ValidateSAN(san string) error {
 		}
 		return nil
 	}
-	return validateDNSName(san)
+	if strings.Contains(san, ":") {
+		return validateURI(san)
+	}
+	if err := validateDNSName(san, true); err != nil {
+		return fmt.Errorf("invalid DNS SAN %q: %w", san, err)
+	}
+	return nil
 }
 
-func validateDNSName(name string) error {
+// validateURI checks an absolute URI (RFC 3986 §4.3, with a fragment
+// allowed as in a URI SAN). An authority's host must be a DNS name or an IP
+// literal, as crypto/x509 requires of the SANs it parses.
+func validateURI(uri string) error {
+	scheme, rest, _ := strings.Cut(uri, ":")
+	if !validScheme(scheme) {
+		return fmt.Errorf("invalid URI SAN %q: %q is not a scheme (a letter, then letters, digits, '+', '-', '.')", uri, scheme)
+	}
+	if rest == "" {
+		return fmt.Errorf("invalid URI SAN %q: nothing after the scheme", uri)
+	}
+	if strings.Trim(rest, "0123456789") == "" {
+		return fmt.Errorf("invalid SAN %q: looks like host:port, but a SAN has no port (a DNS name is just the host)", uri)
+	}
+	for i := 0; i < len(uri); i++ {
+		ch := uri[i]
+		switch {
+		case ch == '%':
+			if i+2 >= len(uri) || !isHex(uri[i+1]) || !isHex(uri[i+2]) {
+				return fmt.Errorf("invalid URI SAN %q: '%%' not followed by two hex digits", uri)
+			}
+		case !uriChar(ch):
+			return fmt.Errorf("invalid URI SAN %q: character %q not allowed (percent-encode it)", uri, ch)
+		}
+	}
+	u, err := url.Parse(uri)
+	if err != nil {
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // *url.Error repeats the URI
+		}
+		return fmt.Errorf("invalid URI SAN %q: %w", uri, err)
+	}
+	if strings.HasPrefix(rest, "//") {
+		if u.Host == "" && u.Path == "" && u.RawQuery == "" && u.Fragment == "" {
+			return fmt.Errorf("invalid URI SAN %q: neither host nor path", uri)
+		}
+		if host := u.Hostname(); host != "" && !strings.HasPrefix(u.Host, "[") {
+			if err := validateDNSName(host, false); err != nil {
+				return fmt.Errorf("invalid URI SAN %q: host %w", uri, err)
+			}
+		}
+	}
+	return nil
+}
+
+func validScheme(s string) bool {
+	if s == "" || !isAlpha(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !isAlpha(s[i]) && !isDigit(s[i]) && s[i] != '+' && s[i] != '-' && s[i] != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// uriChar reports whether ch may appear in a URI unencoded (RFC 3986
+// unreserved, gen-delims, sub-delims).
+func uriChar(ch byte) bool {
+	return isAlpha(ch) || isDigit(ch) || strings.IndexByte("-._~:/?#[]@!$&'()*+,;=", ch) >= 0
+}
+
+func isAlpha(ch byte) bool { return ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' }
+func isDigit(ch byte) bool { return ch >= '0' && ch <= '9' }
+func isHex(ch byte) bool   { return isDigit(ch) || ch >= 'a' && ch <= 'f' || ch >= 'A' && ch <= 'F' }
+
+// validateDNSName checks a DNS name; wildcard allows a leading "*." label.
+func validateDNSName(name string, wildcard bool) error {
 	if len(name) > 253 {
-		return fmt.Errorf("DNS SAN %q longer than 253 characters", name)
+		return fmt.Errorf("%q is longer than 253 characters", name)
 	}
 	labels := strings.Split(name, ".")
 	for i, l := range labels {
-		if l == "*" && i == 0 && len(labels) > 1 {
+		if wildcard && l == "*" && i == 0 && len(labels) > 1 {
 			continue
 		}
 		if l == "" || len(l) > 63 {
-			return fmt.Errorf("invalid DNS SAN %q: label %d is empty or longer than 63 characters", name, i)
+			return fmt.Errorf("%q: label %d is empty or longer than 63 characters", name, i)
 		}
 		for j := 0; j < len(l); j++ {
 			ch := l[j]
 			ok := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_'
 			if !ok {
-				return fmt.Errorf("invalid DNS SAN %q: character %q not allowed", name, ch)
+				return fmt.Errorf("%q: character %q not allowed", name, ch)
 			}
 		}
 		if l[0] == '-' || l[len(l)-1] == '-' {
-			return fmt.Errorf("invalid DNS SAN %q: label %q starts or ends with '-'", name, l)
+			return fmt.Errorf("%q: label %q starts or ends with '-'", name, l)
 		}
 	}
 	return nil
