@@ -8,13 +8,10 @@
 package manifest
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/contrast-cc/contrast/attest/snp"
 	"github.com/contrast-cc/contrast/attest/tdx"
@@ -78,41 +75,22 @@ func (h HexString) Bytes() ([]byte, error) { return hex.DecodeString(string(h)) 
 func (h HexString) String() string { return string(h) }
 
 // Parse decodes and validates a manifest. Unknown fields are rejected, so a
-// misspelled field never silently weakens a check. A validation failure is a
-// *ValidationError listing every problem with its JSON path.
+// misspelled field never silently weakens a check. A failure is a
+// *ValidationError listing every problem with its JSON path: first every
+// decoding problem (unknown fields, values of the wrong type), else every
+// validation problem.
 func Parse(data []byte) (*Manifest, error) {
 	if len(data) > MaxSize {
 		return nil, &ValidationError{Errors: []FieldError{{Path: "", Msg: fmt.Sprintf("manifest of %d bytes exceeds %d", len(data), MaxSize)}}}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var m Manifest
-	if err := dec.Decode(&m); err != nil {
-		return nil, &ValidationError{Errors: []FieldError{{Path: decodePath(err), Msg: decodeMsg(err)}}}
-	}
-	if dec.More() {
-		return nil, &ValidationError{Errors: []FieldError{{Path: "", Msg: "trailing data after the manifest"}}}
+	if errs := decode(data, &m); len(errs) > 0 {
+		return nil, &ValidationError{Errors: errs}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
 	return &m, nil
-}
-
-func decodePath(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return te.Field
-	}
-	return ""
-}
-
-func decodeMsg(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("cannot decode JSON %s into %s", te.Value, te.Type)
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // Marshal encodes m as indented JSON, as `contrast generate` writes it.

@@ -60,6 +60,7 @@ func TestParseValidation(t *testing.T) {
 		mutate  func(map[string]any)
 		raw     string
 		wantErr []string // every one must appear
+		notErr  []string // none may appear
 	}{
 		"valid": {mutate: func(map[string]any) {}},
 		"missing SNPVersion": {
@@ -122,7 +123,21 @@ func TestParseValidation(t *testing.T) {
 				rv := r["ReferenceValues"].(map[string]any)
 				rv["tdx"] = []any{toMap(tdx.ReferenceValues{Platform: attest.PlatformTDX})}
 			},
-			wantErr: []string{"ReferenceValues.tdx[0].MrTd: missing", "ReferenceValues.tdx[0].MinimumQeSvn: missing", "ReferenceValues.tdx[0].Rtmrs[3]: missing"},
+			wantErr: []string{"ReferenceValues.tdx[0].MrTd: missing", "ReferenceValues.tdx[0].Xfam: missing", "ReferenceValues.tdx[0].Rtmrs[3]: missing"},
+		},
+		"every reference-value error of an entry": {
+			mutate: func(r map[string]any) {
+				snp0(r)["ProductName"] = "Naples"
+				snp0(r)["TrustedMeasurement"] = "abcd"
+				snp0(r)["PlatformInfo"] = nil
+				snp0(r)["Platform"] = "Metal-QEMU-TDX"
+			},
+			wantErr: []string{
+				"ReferenceValues.snp[0].ProductName: ",
+				"ReferenceValues.snp[0].TrustedMeasurement: must be 48 bytes, got 2",
+				"ReferenceValues.snp[0].PlatformInfo: missing",
+				`ReferenceValues.snp[0].Platform: unknown SNP platform "Metal-QEMU-TDX"`,
+			},
 		},
 		"no reference values": {
 			mutate:  func(r map[string]any) { r["ReferenceValues"] = map[string]any{} },
@@ -144,13 +159,56 @@ func TestParseValidation(t *testing.T) {
 		},
 		"unknown field": {
 			mutate:  func(r map[string]any) { r["WorkloadOwnerKeys"] = []any{} },
-			wantErr: []string{`unknown field "WorkloadOwnerKeys"`},
+			wantErr: []string{"WorkloadOwnerKeys: unknown field"},
+		},
+		"unknown fields carry their path": {
+			mutate: func(r map[string]any) {
+				snp0(r)["MinimumMitigationVectr"] = 1 // typo of an original field
+				snp0(r)["MinimumTCB"].(map[string]any)["SNPVer"] = 1
+				r["Policies"].(map[string]any)[coordHash].(map[string]any)["Sans"] = []any{"x"} // case-insensitive: SANs
+				r["Policies"].(map[string]any)[coordHash].(map[string]any)["Roles"] = "x"
+			},
+			wantErr: []string{
+				"ReferenceValues.snp[0].MinimumMitigationVectr: unknown field",
+				"ReferenceValues.snp[0].MinimumTCB.SNPVer: unknown field",
+				"Policies[" + coordHash + "].Roles: unknown field",
+			},
+			notErr: []string{"Sans"},
+		},
+		"type errors keep the index": {
+			mutate: func(r map[string]any) {
+				snp0(r)["MinimumTCB"].(map[string]any)["SNPVersion"] = "23"
+				snp0(r)["MinimumTCB"].(map[string]any)["TEEVersion"] = 300
+				snp0(r)["TrustedMeasurement"] = "zz"
+				snp0(r)["AllowedChipIDs"] = []any{"00", 7}
+				r["Policies"].(map[string]any)[coordHash].(map[string]any)["SANs"] = []any{"ok", 1}
+			},
+			wantErr: []string{
+				"ReferenceValues.snp[0].MinimumTCB.SNPVersion: cannot decode JSON string into uint8",
+				"ReferenceValues.snp[0].MinimumTCB.TEEVersion: cannot decode JSON number 300 into uint8",
+				"ReferenceValues.snp[0].TrustedMeasurement: hex bytes: encoding/hex: invalid byte",
+				"ReferenceValues.snp[0].AllowedChipIDs[1]: cannot decode JSON number",
+				"Policies[" + coordHash + "].SANs[1]: cannot decode JSON number into string",
+			},
+		},
+		"too many array elements": {
+			mutate: func(r map[string]any) {
+				rv := r["ReferenceValues"].(map[string]any)
+				rv["tdx"] = []any{map[string]any{"Rtmrs": []any{"", "", "", "", ""}}}
+			},
+			wantErr: []string{"ReferenceValues.tdx[0].Rtmrs: has 5 elements, at most 4 allowed"},
 		},
 		"wrong type": {
 			mutate:  func(r map[string]any) { r["Policies"] = []any{} },
 			wantErr: []string{"Policies: cannot decode JSON array"},
 		},
+		"wrong container type nested": {
+			mutate:  func(r map[string]any) { snp0(r)["MinimumTCB"] = []any{} },
+			wantErr: []string{"ReferenceValues.snp[0].MinimumTCB: cannot decode JSON array into snp.TCB"},
+		},
+		"not an object": {raw: "[]", wantErr: []string{"cannot decode JSON array into manifest.Manifest"}},
 		"trailing data": {raw: "{} {}", wantErr: []string{"trailing data"}},
+		"trailing junk": {raw: "{} ]", wantErr: []string{"trailing data"}},
 		"not JSON":      {raw: "nope", wantErr: []string{"invalid character"}},
 	}
 	for name, tc := range testCases {
@@ -172,6 +230,9 @@ func TestParseValidation(t *testing.T) {
 			require.ErrorAs(t, err, &ve)
 			for _, w := range tc.wantErr {
 				assert.Contains(t, err.Error(), w)
+			}
+			for _, w := range tc.notErr {
+				assert.NotContains(t, err.Error(), w)
 			}
 		})
 	}

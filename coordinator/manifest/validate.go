@@ -131,57 +131,40 @@ func (m *Manifest) validateReferenceValues(c *collector) {
 	}
 }
 
-func missing(c *collector, path string, isNil bool) {
-	if isNil {
-		c.add(path, "missing")
-	}
-}
-
-// validateSNP reports every missing required field, then the first problem
-// the attest package finds (its checks stop at the first one), unless that
-// path was already reported.
+// validateSNP and validateTDX report every problem the attest package finds
+// in an entry (it reports all of them, absent required fields as
+// "missing"), at its path under the entry's.
 func validateSNP(c *collector, path string, r *snp.ReferenceValues) {
-	before := len(c.errs)
-	missing(c, path+".ProductName", r.ProductName == "")
-	missing(c, path+".TrustedMeasurement", len(r.TrustedMeasurement) == 0)
-	missing(c, path+".MinimumTCB.BootloaderVersion", r.MinimumTCB.BootloaderVersion == nil)
-	missing(c, path+".MinimumTCB.TEEVersion", r.MinimumTCB.TEEVersion == nil)
-	missing(c, path+".MinimumTCB.SNPVersion", r.MinimumTCB.SNPVersion == nil)
-	missing(c, path+".MinimumTCB.MicrocodeVersion", r.MinimumTCB.MicrocodeVersion == nil)
-	missing(c, path+".PlatformInfo", r.PlatformInfo == nil)
-	attestFieldError(c, path, before, r.Validate())
+	c.addAttest(path, r.Validate())
 }
 
 func validateTDX(c *collector, path string, r *tdx.ReferenceValues) {
-	before := len(c.errs)
-	missing(c, path+".MrTd", len(r.MrTd) == 0)
-	missing(c, path+".MrSeam", len(r.MrSeam) == 0)
-	for i := range r.Rtmrs {
-		missing(c, fmt.Sprintf("%s.Rtmrs[%d]", path, i), len(r.Rtmrs[i]) == 0)
-	}
-	missing(c, path+".Xfam", len(r.Xfam) == 0)
-	missing(c, path+".TdAttributes", len(r.TdAttributes) == 0)
-	missing(c, path+".MinimumTeeTcbSvn", len(r.MinimumTeeTcbSvn) == 0)
-	missing(c, path+".MinimumQeSvn", r.MinimumQeSvn == nil)
-	attestFieldError(c, path, before, r.Validate())
+	c.addAttest(path, r.Validate())
 }
 
-func attestFieldError(c *collector, path string, before int, err error) {
-	if err == nil {
-		return
+func (c *collector) addAttest(path string, err error) {
+	for _, fe := range attest.FieldErrors(err) {
+		c.add(attest.JoinPath(path, fe.Path), "%v", fe.Err)
 	}
-	var fe *attest.FieldError
-	if !errors.As(err, &fe) {
-		c.add(path, "%v", err)
-		return
-	}
-	full := path + "." + fe.Path
-	for _, e := range c.errs[before:] {
-		if e.Path == full || strings.HasPrefix(full, e.Path+".") || strings.HasPrefix(e.Path, full+".") {
-			return // already reported as missing
+}
+
+// Unenforced lists the reference-value fields the manifest sets that are
+// parsed for compatibility with the original Contrast but not checked yet
+// (see the attest package): each would make validation stricter, so a
+// caller should show them to the workload owner. Sorted by path.
+func (m *Manifest) Unenforced() []FieldError {
+	var out []FieldError
+	for i := range m.ReferenceValues.SNP {
+		for _, fe := range m.ReferenceValues.SNP[i].Unenforced() {
+			out = append(out, FieldError{Path: attest.JoinPath(fmt.Sprintf("ReferenceValues.snp[%d]", i), fe.Path), Msg: fe.Err.Error()})
 		}
 	}
-	c.add(full, "%v", fe.Err)
+	for i := range m.ReferenceValues.TDX {
+		for _, fe := range m.ReferenceValues.TDX[i].Unenforced() {
+			out = append(out, FieldError{Path: attest.JoinPath(fmt.Sprintf("ReferenceValues.tdx[%d]", i), fe.Path), Msg: fe.Err.Error()})
+		}
+	}
+	return out
 }
 
 // ValidateSAN checks the syntax of a subject alternative name: a DNS name
