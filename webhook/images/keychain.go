@@ -124,6 +124,40 @@ func normalizeHost(h string) string {
 	return h
 }
 
+// NewPodKeychain returns the keychain for a pod's own images: its pull
+// secrets first and, for registries they have nothing for, the webhook's own
+// credentials (as the kubelet combines a pod's pull secrets with the node's
+// credentials). A Registry uses its RegistryConfig.Keychain as the webhook's
+// credentials, other Sources authn.DefaultKeychain. NewPodKeychain(nil) is
+// nil: the webhook's credentials alone.
+//
+// Without it, a keychain given to a Registry replaces the webhook's
+// credentials.
+func NewPodKeychain(pullSecrets authn.Keychain) authn.Keychain {
+	if pullSecrets == nil {
+		return nil
+	}
+	return &podKeychain{pull: pullSecrets}
+}
+
+type podKeychain struct {
+	pull authn.Keychain
+}
+
+// Resolve implements authn.Keychain.
+func (k *podKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	return authn.NewMultiKeychain(k.pull, authn.DefaultKeychain).Resolve(r)
+}
+
+// Malformed returns the malformed pull secrets that were skipped, if the
+// pull secrets are a *PullSecretKeychain.
+func (k *podKeychain) Malformed() []string {
+	if m, ok := k.pull.(interface{ Malformed() []string }); ok {
+		return m.Malformed()
+	}
+	return nil
+}
+
 // Resolve implements authn.Keychain.
 func (k *PullSecretKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	if a, ok := k.auths[normalizeHost(r.RegistryStr())]; ok {

@@ -3,16 +3,25 @@ package images_test
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/images/imagestest"
 )
 
 // leakedToken stands for credential bytes in a malformed pull secret; no
@@ -84,4 +93,95 @@ func TestPullSecretKeychain(t *testing.T) {
 	assert.Empty(t, kc.Malformed(), "secrets of other types are not pull secrets")
 	assert.Equal(t, &authn.AuthConfig{Username: "alice", Password: "pw:with:colons"}, authFor(t, kc, "library/busybox:1"))
 	assert.Equal(t, &authn.AuthConfig{IdentityToken: "tok"}, authFor(t, kc, "quay.io/acme/app:1"))
+}
+
+// staticKeychain gives user:pw for every registry.
+type staticKeychain struct{ user, pw string }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return &authn.Basic{Username: k.user, Password: k.pw}, nil
+}
+
+// privateRegistry serves a private image (plain HTTP, configured insecure)
+// to the given users, who include "webhook", and returns its host and
+// pinned reference.
+func privateRegistry(t *testing.T, users map[string]string) (host, pinned string) {
+	t.Helper()
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || users[u] != p {
+			w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host = strings.TrimPrefix(srv.URL, "http://")
+	img := imagestest.Build(t, imagestest.Spec{
+		Config: v1.Config{Entrypoint: []string{"/app"}, User: "app"},
+		Files:  map[string]string{"etc/passwd": "app:x:1001:1001::/:/bin/sh\n", "etc/group": "app:x:1001:\n"},
+	})
+	ref, err := name.ParseReference(host+"/acme/private:1", name.Insecure)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "webhook", Password: users["webhook"]})))
+	d, err := img.Digest()
+	require.NoError(t, err)
+	return host, host + "/acme/private@" + d.String()
+}
+
+func keychainFor(t *testing.T, host, user, pw string) authn.Keychain {
+	t.Helper()
+	kc, err := images.NewPullSecretKeychain([]corev1.Secret{pullSecret("pull", corev1.SecretTypeDockerConfigJson,
+		fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, host, user, pw))})
+	require.NoError(t, err)
+	return kc
+}
+
+// TestRegistryPodKeychain: a pod's pull secrets come first; for registries
+// they have nothing for, the webhook's own credentials are used, as the
+// kubelet adds the node's. A bare keychain still replaces them.
+func TestRegistryPodKeychain(t *testing.T) {
+	host, pinned := privateRegistry(t, map[string]string{"webhook": "webhook-pw", "alice": "alice-pw"})
+	rec := &recorder{}
+	src := images.NewRegistry(images.RegistryConfig{
+		Insecure: []string{host},
+		Keychain: staticKeychain{"webhook", "webhook-pw"},
+		Observer: rec,
+	})
+	otherRegistry := keychainFor(t, "registry-a.example", "someone", "pw")
+
+	// the webhook's credentials alone
+	_, err := src.Resolve(t.Context(), pinned, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"manifest/miss", "config/miss"}, kindsAndResults(rec.take()))
+
+	// pull secrets for another registry: they replace the webhook's
+	// credentials unless combined with NewPodKeychain
+	_, err = src.Resolve(t.Context(), pinned, otherRegistry)
+	require.ErrorIs(t, err, images.ErrAccessDenied)
+	rec.take()
+	got, err := src.Resolve(t.Context(), pinned, images.NewPodKeychain(otherRegistry))
+	require.NoError(t, err)
+	// ... and then use exactly the webhook's credentials: its cache scope
+	assert.Equal(t, []string{"manifest/hit", "config/hit"}, kindsAndResults(rec.take()))
+	_, err = src.Accounts(t.Context(), got, images.NewPodKeychain(otherRegistry))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"accounts/miss"}, kindsAndResults(rec.take()))
+	_, err = src.Accounts(t.Context(), got, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"accounts/hit"}, kindsAndResults(rec.take()))
+
+	// pull secrets for the registry come first, in a scope of their own
+	_, err = src.Resolve(t.Context(), pinned, images.NewPodKeychain(keychainFor(t, host, "alice", "alice-pw")))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"manifest/miss", "config/miss"}, kindsAndResults(rec.take()))
+	// wrong ones are not rescued by the webhook's (authn.NewMultiKeychain
+	// takes the first credentials found), and the cache does not answer
+	_, err = src.Resolve(t.Context(), pinned, images.NewPodKeychain(keychainFor(t, host, "mallory", "guess")))
+	require.ErrorIs(t, err, images.ErrAccessDenied)
+	assert.Equal(t, []string{"manifest/error"}, kindsAndResults(rec.take()))
+
+	assert.Nil(t, images.NewPodKeychain(nil))
 }

@@ -54,6 +54,10 @@ type RegistryConfig struct {
 	Insecure []string
 	// Transport is the HTTP transport (default remote.DefaultTransport).
 	Transport http.RoundTripper
+	// Keychain is the webhook's own credentials (default
+	// authn.DefaultKeychain): used for lookups without a keychain and after
+	// the pull secrets of a NewPodKeychain.
+	Keychain authn.Keychain
 	// Logger receives failed registry requests at debug level, classified,
 	// with status code and URL but never a response body (default none).
 	Logger *slog.Logger
@@ -103,6 +107,9 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Keychain == nil {
+		cfg.Keychain = authn.DefaultKeychain
+	}
 	return &Registry{
 		cfg:      cfg,
 		sem:      make(chan struct{}, cfg.MaxConcurrent),
@@ -148,7 +155,9 @@ func (r *Registry) cachedConfig(key string) (Config, bool) {
 // every endpoint of the repository (origin and mirrors), so a pod without
 // them cannot learn a private image's configuration or accounts from the
 // cache. Lookups without a keychain share one scope, the webhook's own
-// (like the kubelet's node credentials).
+// (like the kubelet's node credentials); so do the lookups of a
+// NewPodKeychain whose pull secrets have nothing for any endpoint, which
+// use exactly the webhook's credentials.
 func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keychain) (string, bool) {
 	if kc == nil {
 		return digest, true
@@ -157,12 +166,26 @@ func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keycha
 	if rs != nil {
 		return "", false
 	}
+	pod, fallback := kc.(*podKeychain)
+	if fallback {
+		kc = pod.pull
+	}
 	h := sha256.New()
+	own := true
 	for _, ep := range eps {
 		a, err := kc.Resolve(ep.repo)
 		if err != nil {
 			return "", false
 		}
+		h.Write([]byte(ep.repo.RegistryStr()))
+		h.Write([]byte{0})
+		if fallback && a == authn.Anonymous {
+			// the multi-keychain goes on to the webhook's credentials,
+			// as authn.NewMultiKeychain does
+			h.Write([]byte{'w'})
+			continue
+		}
+		own = false
 		cfg, err := a.Authorization()
 		if err != nil {
 			return "", false
@@ -171,12 +194,26 @@ func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keycha
 		if err != nil {
 			return "", false
 		}
-		h.Write([]byte(ep.repo.RegistryStr()))
-		h.Write([]byte{0})
+		h.Write([]byte{'c'})
 		h.Write(b)
 		h.Write([]byte{0})
 	}
+	if fallback && own {
+		return digest, true
+	}
 	return digest + "|" + hex.EncodeToString(h.Sum(nil)), true
+}
+
+// keychain returns the keychain lookups with kc use.
+func (r *Registry) keychain(kc authn.Keychain) authn.Keychain {
+	switch k := kc.(type) {
+	case nil:
+		return r.cfg.Keychain
+	case *podKeychain:
+		return authn.NewMultiKeychain(k.pull, r.cfg.Keychain)
+	default:
+		return kc
+	}
 }
 
 // endpoint is one place to fetch a repository from.
@@ -227,12 +264,9 @@ func (r *Registry) endpoints(repo name.Repository) ([]endpoint, *reason) {
 }
 
 func (r *Registry) options(ctx context.Context, kc authn.Keychain) []remote.Option {
-	if kc == nil {
-		kc = authn.DefaultKeychain
-	}
 	return []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(kc),
+		remote.WithAuthFromKeychain(r.keychain(kc)),
 		remote.WithTransport(r.cfg.Transport),
 		remote.WithPlatform(*r.cfg.Platform),
 	}

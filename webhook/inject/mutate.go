@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
@@ -34,21 +35,31 @@ type Mutator struct {
 	// MaxPolicyBytes is the budget of the policy annotation (default
 	// DefaultMaxPolicyBytes).
 	MaxPolicyBytes int
+	// Logger receives warnings about a pod's pull secrets (default none).
+	Logger *slog.Logger
 }
 
 // MutatePod returns the Contrast pod for an admitted pod, with the policy
 // computed over it. Errors wrapping ErrDenied are reasons to deny the pod.
+//
+// kc is the pod's pull secrets (nil if it has none). The pod's images are
+// resolved with them and then the Source's own credentials
+// (images.NewPodKeychain), the injected Initializer and proxy with the
+// Source's own credentials only.
 func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keychain) (*corev1.Pod, *policy.Result, error) {
+	m.warnMalformed(pod.Namespace, kc)
 	out, err := Inject(pod, m.Config)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := PinImages(ctx, &out.Spec, m.Images, kc); err != nil {
-		return nil, nil, err
+	podKC := images.NewPodKeychain(kc)
+	if err := PinImages(ctx, &out.Spec, m.Images, podKC); err != nil {
+		return nil, nil, withMalformed(err, kc)
 	}
-	res, err := policy.Generate(ctx, policy.GenerateInput{Pod: out, Images: m.Images, Keychain: kc, Legacy: m.Legacy})
+	src := injectedOwnCredentials(m.Images, &out.Spec)
+	res, err := policy.Generate(ctx, policy.GenerateInput{Pod: out, Images: src, Keychain: podKC, Legacy: m.Legacy})
 	if err != nil {
-		return nil, nil, policyError(ctx, err, &out.Spec, &pod.Spec)
+		return nil, nil, withMalformed(policyError(ctx, err, &out.Spec, &pod.Spec), kc)
 	}
 	if err := m.setPolicy(&out.ObjectMeta, res); err != nil {
 		return nil, nil, err
@@ -57,24 +68,102 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 }
 
 // MutateWorkload applies the same mutation to the pod template of a
-// workload decoded from YAML (contrast generate), in place.
+// workload decoded from YAML (contrast generate), in place. kc is used as
+// by MutatePod.
 func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc authn.Keychain) (*policy.Result, error) {
+	m.warnMalformed(w.Namespace, kc)
 	t := &w.Template
 	orig := t.Spec.DeepCopy()
 	if err := Template(&t.ObjectMeta, &t.Spec, m.Config); err != nil {
 		return nil, err
 	}
-	if err := PinImages(ctx, &t.Spec, m.Images, kc); err != nil {
-		return nil, err
+	podKC := images.NewPodKeychain(kc)
+	if err := PinImages(ctx, &t.Spec, m.Images, podKC); err != nil {
+		return nil, withMalformed(err, kc)
 	}
-	res, err := policy.Generate(ctx, policy.GenerateInput{Workload: w, Images: m.Images, Keychain: kc, Legacy: m.Legacy})
+	src := injectedOwnCredentials(m.Images, &t.Spec)
+	res, err := policy.Generate(ctx, policy.GenerateInput{Workload: w, Images: src, Keychain: podKC, Legacy: m.Legacy})
 	if err != nil {
-		return nil, policyError(ctx, err, &t.Spec, orig)
+		return nil, withMalformed(policyError(ctx, err, &t.Spec, orig), kc)
 	}
 	if err := m.setPolicy(&t.ObjectMeta, res); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// malformed returns the pull secrets of kc that were skipped as malformed
+// (see images.PullSecretKeychain).
+func malformed(kc authn.Keychain) []string {
+	if m, ok := kc.(interface{ Malformed() []string }); ok {
+		return m.Malformed()
+	}
+	return nil
+}
+
+func (m *Mutator) warnMalformed(namespace string, kc authn.Keychain) {
+	if names := malformed(kc); len(names) > 0 && m.Logger != nil {
+		m.Logger.Warn("skipping malformed pull secrets", "namespace", namespace, "secrets", names)
+	}
+}
+
+// withMalformed adds the names of skipped pull secrets to an image denial:
+// they may be why the image cannot be pulled.
+func withMalformed(err error, kc authn.Keychain) error {
+	var de *DenyError
+	names := malformed(kc)
+	if len(names) == 0 || !errors.As(err, &de) || de.Code != DenyImage {
+		return err
+	}
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = strconv.Quote(n)
+	}
+	de.Reason += fmt.Sprintf(" (malformed pull secrets were skipped: %s)", strings.Join(quoted, ", "))
+	return err
+}
+
+// isInjected reports whether c is a container Contrast injects (check
+// reserves the names).
+func isInjected(c *corev1.Container) bool {
+	return c.Name == InitializerName || c.Name == ProxyName
+}
+
+// ownCredentials resolves the images in refs, the pinned images of the
+// injected containers, with the Source's own credentials: they are
+// Contrast's images, which the pod's pull secrets have nothing to do with.
+type ownCredentials struct {
+	images.Source
+	refs map[string]bool
+}
+
+func injectedOwnCredentials(src images.Source, spec *corev1.PodSpec) images.Source {
+	refs := map[string]bool{}
+	for i := range spec.InitContainers {
+		if c := &spec.InitContainers[i]; isInjected(c) {
+			refs[c.Image] = true
+		}
+	}
+	if len(refs) == 0 {
+		return src
+	}
+	return ownCredentials{Source: src, refs: refs}
+}
+
+// Resolve implements images.Source.
+func (s ownCredentials) Resolve(ctx context.Context, image string, kc authn.Keychain) (*images.Image, error) {
+	if s.refs[image] {
+		kc = nil
+	}
+	return s.Source.Resolve(ctx, image, kc)
+}
+
+// Accounts implements images.Source.
+func (s ownCredentials) Accounts(ctx context.Context, img *images.Image, kc authn.Keychain) (*images.Accounts, error) {
+	if s.refs[img.Reference()] {
+		kc = nil
+	}
+	return s.Source.Accounts(ctx, img, kc)
 }
 
 func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
@@ -195,17 +284,26 @@ func submittedField(field string, final, orig *corev1.PodSpec) string {
 }
 
 // PinImages resolves every image of spec and rewrites it to name@digest.
+// The images of the containers Contrast injects (named InitializerName and
+// ProxyName) are resolved with the Source's own credentials (no keychain),
+// all others with kc.
 func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc authn.Keychain) error {
 	type target struct {
 		field string
 		image *string
+		kc    authn.Keychain
 	}
 	var targets []target
 	for i := range spec.InitContainers {
-		targets = append(targets, target{fmt.Sprintf("spec.initContainers[%d].image", i), &spec.InitContainers[i].Image})
+		c := &spec.InitContainers[i]
+		t := target{fmt.Sprintf("spec.initContainers[%d].image", i), &c.Image, kc}
+		if isInjected(c) {
+			t.kc = nil
+		}
+		targets = append(targets, t)
 	}
 	for i := range spec.Containers {
-		targets = append(targets, target{fmt.Sprintf("spec.containers[%d].image", i), &spec.Containers[i].Image})
+		targets = append(targets, target{fmt.Sprintf("spec.containers[%d].image", i), &spec.Containers[i].Image, kc})
 	}
 	resolved := make([]string, len(targets))
 	g, gctx := errgroup.WithContext(ctx)
@@ -214,7 +312,7 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 			if *t.image == "" {
 				return deny(DenyImage, t.field, "no image")
 			}
-			img, err := src.Resolve(gctx, *t.image, kc)
+			img, err := src.Resolve(gctx, *t.image, t.kc)
 			if err != nil {
 				if ctx.Err() != nil {
 					// the request was canceled or timed out: not the pod's fault
