@@ -387,6 +387,17 @@ func TestUpdateFuzzSeed(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"Policies":{"00":{"SANs":["*"]}},"ReferenceValues":{"tdx":[{}]}}`))
 	f.Add([]byte(`{}`))
+	originals, err := filepath.Glob(filepath.Join("testdata", "original-*.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range originals {
+		data, err := os.ReadFile(name) //nolint:gosec // test data
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := manifest.Parse(data)
 		if err != nil {
