@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -76,12 +77,26 @@ func (c *Config) Validate() error {
 		if f.v == "" {
 			return fmt.Errorf("%s is required", f.name)
 		}
-		if !strings.Contains(f.v, "@sha256:") {
-			return fmt.Errorf("%s %q must be pinned by digest (name@sha256:...)", f.name, f.v)
+		if err := CheckPinnedImage(f.v); err != nil {
+			return fmt.Errorf("%s %q: %w", f.name, f.v, err)
 		}
 	}
 	if c.CoordinatorAddress == "" {
 		return errors.New("coordinator address is required")
+	}
+	return nil
+}
+
+// CheckPinnedImage checks that image is a complete reference pinned by a
+// SHA-256 digest: registry/repository[:tag]@sha256:<64 hex digits>, parsed
+// strictly by go-containerregistry (no implied registry or library/).
+func CheckPinnedImage(image string) error {
+	d, err := name.NewDigest(image, name.StrictValidation)
+	if err != nil {
+		return fmt.Errorf("must be pinned by digest (registry/repository@sha256:<64 hex digits>): %w", err)
+	}
+	if !strings.HasPrefix(d.DigestStr(), "sha256:") {
+		return fmt.Errorf("must be pinned by a sha256 digest, not %s", d.DigestStr())
 	}
 	return nil
 }

@@ -13,16 +13,27 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
-// DefaultMaxPolicyBytes is the default budget for the policy annotation.
-// The API server refuses objects whose annotations exceed 256 KiB in total;
-// the rest is left to the pod's own annotations.
-const DefaultMaxPolicyBytes = 192 << 10
+// Annotation size limits.
+const (
+	// MaxAnnotationBytes is the API server's limit for all annotations of
+	// an object together, keys and values (256 KiB).
+	MaxAnnotationBytes = apivalidation.TotalAnnotationSizeLimitB
+	// MaxPolicyBudget is the largest budget for the policy annotation: the
+	// API server's limit less 4 KiB for the annotations' keys and
+	// Contrast's other annotations. Every pod is also checked against
+	// MaxAnnotationBytes with all its annotations.
+	MaxPolicyBudget = MaxAnnotationBytes - 4<<10
+	// DefaultMaxPolicyBytes is the default budget for the policy
+	// annotation; the rest is left to the pod's own annotations.
+	DefaultMaxPolicyBytes = 192 << 10
+)
 
 // Mutator injects, pins images and computes the policy over the final pod.
 type Mutator struct {
@@ -176,6 +187,9 @@ func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
 			return deny(DenyPolicySize, "metadata.annotations["+k+"]", "policy annotation of %d bytes exceeds the budget of %d bytes", len(v), budget)
 		}
 	}
+	if err := checkAnnotationsSize(meta.Annotations, res.Annotations); err != nil {
+		return err
+	}
 	if meta.Annotations == nil {
 		meta.Annotations = map[string]string{}
 	}
@@ -183,6 +197,46 @@ func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
 		meta.Annotations[k] = v
 	}
 	return nil
+}
+
+// checkAnnotationsSize denies a pod whose annotations, own merged with
+// added, would exceed the API server's limit (which would refuse the pod
+// with a less helpful message). The denial names annotations and their
+// sizes, never values.
+func checkAnnotationsSize(own, added map[string]string) error {
+	size := func(k, v string) int { return len(k) + len(v) }
+	total, addedTotal := 0, 0
+	type entry struct {
+		key  string
+		size int
+	}
+	var others []entry
+	for k, v := range added {
+		total += size(k, v)
+		addedTotal += size(k, v)
+	}
+	for k, v := range own {
+		if _, replaced := added[k]; !replaced {
+			total += size(k, v)
+			others = append(others, entry{k, size(k, v)})
+		}
+	}
+	if total <= MaxAnnotationBytes {
+		return nil
+	}
+	slices.SortFunc(others, func(a, b entry) int {
+		if a.size != b.size {
+			return b.size - a.size
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	var largest []string
+	for _, e := range others[:min(3, len(others))] {
+		largest = append(largest, fmt.Sprintf("%q (%d bytes)", e.key, e.size))
+	}
+	return deny(DenyPolicySize, "metadata.annotations",
+		"the annotations would total %d bytes with the policy, over the API server's limit of %d bytes: the policy annotations take %d bytes, the pod's other annotations %d (largest: %s)",
+		total, MaxAnnotationBytes, addedTotal, total-addedTotal, strings.Join(largest, ", "))
 }
 
 // policyError turns a generator error into a denial where the pod is at
