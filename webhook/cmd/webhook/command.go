@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -31,6 +33,13 @@ import (
 // envPrefix: every flag can also be set as CONTRAST_WEBHOOK_<FLAG>, e.g.
 // CONTRAST_WEBHOOK_INITIALIZER_IMAGE; a flag given on the command line wins.
 const envPrefix = "CONTRAST_WEBHOOK_"
+
+// serviceAccountNamespaceFile holds the namespace of the pod's service
+// account (and so of the pod) in every pod that mounts its token.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// alwaysExcluded are namespaces never mutated, whatever the flags say.
+var alwaysExcluded = []string{"kube-system"}
 
 type options struct {
 	listen, probeListen   string
@@ -48,17 +57,26 @@ type options struct {
 	maxPolicyBytes        int
 	mirrors               []string
 	skipOrigin            []string
+	insecureRegistries    []string
 	hostsDir              string
 	platform              string
 	excludedNamespaces    []string
+	namespace             string
 	pullSecrets           bool
 	kubeconfig            string
 	logLevel              string
 	registryMaxConcurrent int
+
+	// lookupEnv reads the environment (os.LookupEnv; replaced in tests).
+	lookupEnv func(string) (string, bool)
+	// namespaceFile is serviceAccountNamespaceFile (replaced in tests).
+	namespaceFile string
 }
 
 // NewWebhookCommand returns the webhook command.
-func NewWebhookCommand() *cobra.Command { return newCommand(&options{}) }
+func NewWebhookCommand() *cobra.Command {
+	return newCommand(&options{lookupEnv: os.LookupEnv, namespaceFile: serviceAccountNamespaceFile})
+}
 
 func newCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
@@ -68,7 +86,7 @@ func newCommand(o *options) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), os.LookupEnv); err != nil {
+			if err := applyEnv(cmd.Flags(), o.lookupEnv); err != nil {
 				return err
 			}
 			cfg, err := o.config()
@@ -93,13 +111,15 @@ func newCommand(o *options) *cobra.Command {
 	f.StringVar(&o.proxyImage, "proxy-image", "", "service-mesh proxy image, pinned by digest (name@sha256:...)")
 	f.StringVar(&o.coordinatorAddress, "coordinator-address", "coordinator.contrast-system.svc:7777", "host:port of the Coordinator's mesh API, given to the Initializer")
 	f.StringVar(&o.policyMode, "policy-mode", "initdata", "policy annotation: initdata or legacy")
-	f.IntVar(&o.maxPolicyBytes, "max-policy-bytes", inject.DefaultMaxPolicyBytes, "pods whose policy annotation is larger are denied")
+	f.IntVar(&o.maxPolicyBytes, "max-policy-bytes", inject.DefaultMaxPolicyBytes, fmt.Sprintf("pods whose policy annotation is larger are denied (at most %d; pods whose annotations together would exceed the API server's limit of %d bytes are denied too)", inject.MaxPolicyBudget, inject.MaxAnnotationBytes))
 	f.StringSliceVar(&o.mirrors, "registry-mirror", nil, "registry mirror as registry=URL (http:// for plain HTTP), repeatable, tried in order before the registry")
 	f.StringSliceVar(&o.skipOrigin, "registry-skip-origin", nil, "registry reached only through its mirrors (air-gapped), repeatable")
+	f.StringSliceVar(&o.insecureRegistries, "registry-insecure", nil, "registry (host[:port] as written in image names) reached over plain HTTP, repeatable; every other registry and every mirror without http:// is reached over HTTPS only")
 	f.StringVar(&o.hostsDir, "registry-hosts-dir", "", "containerd certs.d directory (<registry>/hosts.toml) with mirrors")
 	f.StringVar(&o.platform, "registry-platform", "linux/amd64", "platform selected from multi-platform images")
 	f.IntVar(&o.registryMaxConcurrent, "registry-max-concurrent", 8, "concurrent registry requests")
-	f.StringSliceVar(&o.excludedNamespaces, "excluded-namespaces", []string{"kube-system"}, "namespaces never mutated (the webhook's own namespace, from POD_NAMESPACE, is always added)")
+	f.StringSliceVar(&o.excludedNamespaces, "excluded-namespaces", nil, "namespaces never mutated, in addition to kube-system and the webhook's own namespace (always excluded)")
+	f.StringVar(&o.namespace, "namespace", "", "the webhook's own namespace, if neither POD_NAMESPACE nor "+serviceAccountNamespaceFile+" gives it")
 	f.BoolVar(&o.pullSecrets, "pull-secrets", true, "read the pull secrets of pods and their service accounts from the API server")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (default: in-cluster)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -170,7 +190,17 @@ func (o *options) config() (*config, error) {
 		ProxyImage:         o.proxyImage,
 		CoordinatorAddress: o.coordinatorAddress,
 	}
-	if err := c.inject.Validate(); err != nil {
+	var imageErrs []error
+	for _, f := range []struct{ flag, v string }{{"--initializer-image", o.initializerImage}, {"--proxy-image", o.proxyImage}} {
+		switch err := inject.CheckPinnedImage(f.v); {
+		case f.v == "":
+			imageErrs = append(imageErrs, fmt.Errorf("%s is required", f.flag))
+		case err != nil:
+			imageErrs = append(imageErrs, fmt.Errorf("%s %q: %w", f.flag, f.v, err))
+		}
+	}
+	errs = append(errs, imageErrs...)
+	if err := c.inject.Validate(); err != nil && len(imageErrs) == 0 {
 		errs = append(errs, err)
 	}
 	if _, _, err := net.SplitHostPort(o.coordinatorAddress); o.coordinatorAddress != "" && err != nil {
@@ -183,8 +213,8 @@ func (o *options) config() (*config, error) {
 	default:
 		errs = append(errs, fmt.Errorf("--policy-mode %q: want initdata or legacy", o.policyMode))
 	}
-	if o.maxPolicyBytes <= 0 || o.maxPolicyBytes > 256<<10 {
-		errs = append(errs, fmt.Errorf("--max-policy-bytes %d: want 1 to %d (the API server's annotation limit)", o.maxPolicyBytes, 256<<10))
+	if o.maxPolicyBytes <= 0 || o.maxPolicyBytes > inject.MaxPolicyBudget {
+		errs = append(errs, fmt.Errorf("--max-policy-bytes %d: want 1 to %d (the API server's limit of %d bytes is for all annotations of a pod together)", o.maxPolicyBytes, inject.MaxPolicyBudget, inject.MaxAnnotationBytes))
 	}
 	reg, err := o.registryConfig()
 	if err != nil {
@@ -194,14 +224,65 @@ func (o *options) config() (*config, error) {
 	if err := c.logLevel.UnmarshalText([]byte(o.logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: %w", o.logLevel, err))
 	}
-	c.excluded = slices.Clone(o.excludedNamespaces)
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" && !slices.Contains(c.excluded, ns) {
-		c.excluded = append(c.excluded, ns)
+	excluded, err := o.excluded()
+	if err != nil {
+		errs = append(errs, err)
 	}
+	c.excluded = excluded
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// excluded returns the namespaces never mutated: kube-system, the webhook's
+// own namespace and --excluded-namespaces.
+func (o *options) excluded() ([]string, error) {
+	own, err := o.ownNamespace()
+	if err != nil {
+		return nil, err
+	}
+	out := append(slices.Clone(alwaysExcluded), own)
+	for _, ns := range o.excludedNamespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			return nil, fmt.Errorf("--excluded-namespaces: %q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+		out = append(out, ns)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// ownNamespace returns the webhook's namespace: POD_NAMESPACE (downward
+// API), else the service account's namespace file, else --namespace. A
+// --namespace that contradicts the namespace found is an error.
+func (o *options) ownNamespace() (string, error) {
+	var own, from string
+	if v, ok := o.lookupEnv("POD_NAMESPACE"); ok && strings.TrimSpace(v) != "" {
+		own, from = strings.TrimSpace(v), "POD_NAMESPACE"
+	}
+	if own == "" && o.namespaceFile != "" {
+		b, err := os.ReadFile(o.namespaceFile)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return "", fmt.Errorf("reading the webhook's own namespace: %w", err)
+		default:
+			own, from = strings.TrimSpace(string(b)), o.namespaceFile
+		}
+	}
+	switch {
+	case own == "" && o.namespace == "":
+		return "", fmt.Errorf("the webhook's own namespace, which is never mutated, is unknown: set POD_NAMESPACE (downward API), mount the service account token (%s) or pass --namespace", serviceAccountNamespaceFile)
+	case own == "":
+		own, from = o.namespace, "--namespace"
+	case o.namespace != "" && o.namespace != own:
+		return "", fmt.Errorf("--namespace %q contradicts the namespace %q from %s", o.namespace, own, from)
+	}
+	if msgs := validation.IsDNS1123Label(own); len(msgs) > 0 {
+		return "", fmt.Errorf("the webhook's own namespace %q (from %s) is not a namespace name: %s", own, from, strings.Join(msgs, "; "))
+	}
+	return own, nil
 }
 
 func (o *options) registryConfig() (images.RegistryConfig, error) {
@@ -236,6 +317,12 @@ func (o *options) registryConfig() (images.RegistryConfig, error) {
 		}
 		cfg.SkipOrigin = append(cfg.SkipOrigin, r)
 	}
+	for _, r := range o.insecureRegistries {
+		if r == "" || strings.ContainsAny(r, "/ ") {
+			return cfg, fmt.Errorf("--registry-insecure %q: want host[:port] as written in image names", r)
+		}
+		cfg.Insecure = append(cfg.Insecure, r)
+	}
 	osName, arch, ok := strings.Cut(o.platform, "/")
 	if !ok || osName == "" || arch == "" {
 		return cfg, fmt.Errorf("--registry-platform %q: want os/arch", o.platform)
@@ -258,11 +345,13 @@ func run(ctx context.Context, cfg *config) error {
 
 	registryCfg := cfg.registry
 	registryCfg.Observer = metrics // the registry client's own caches and fetches
+	registryCfg.Logger = log       // failed registry requests at debug level, never a response body
 	mutator := &inject.Mutator{
 		Config:         cfg.inject,
 		Images:         server.NewCachingSource(images.NewRegistry(registryCfg), metrics),
 		Legacy:         cfg.legacy,
 		MaxPolicyBytes: cfg.maxPolicyBytes,
+		Logger:         log,
 	}
 	var client kubernetes.Interface
 	if cfg.pullSecrets || cfg.selfManaged {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,13 +27,31 @@ func validArgs() []string {
 }
 
 // parse runs flag parsing, the environment and validation like RunE does,
-// without starting the servers.
+// without starting the servers. Without POD_NAMESPACE in env, it is
+// contrast-system.
 func parse(t *testing.T, args []string, env map[string]string) (*config, error) {
 	t.Helper()
-	o := &options{}
+	if _, ok := env["POD_NAMESPACE"]; !ok {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["POD_NAMESPACE"] = "contrast-system"
+	}
+	return parseIn(t, args, env, filepath.Join(t.TempDir(), "no-such-file"))
+}
+
+// parseIn is parse with the environment as given and the service account's
+// namespace file at namespaceFile.
+func parseIn(t *testing.T, args []string, env map[string]string, namespaceFile string) (*config, error) {
+	t.Helper()
+	o := &options{
+		lookupEnv:     func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+		namespaceFile: namespaceFile,
+	}
 	cmd := newCommand(o)
 	require.NoError(t, cmd.ParseFlags(args))
-	if err := applyEnv(cmd.Flags(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := applyEnv(cmd.Flags(), o.lookupEnv); err != nil {
 		return nil, err
 	}
 	return o.config()
@@ -49,8 +70,10 @@ func TestCommandFlags(t *testing.T) {
 				assert.Equal(t, "contrast-cc", c.inject.RuntimeClassName)
 				assert.Equal(t, "coordinator.contrast-system.svc:7777", c.inject.CoordinatorAddress)
 				assert.False(t, c.legacy)
-				assert.Equal(t, []string{"kube-system"}, c.excluded)
+				assert.Equal(t, []string{"contrast-system", "kube-system"}, c.excluded)
 				assert.Equal(t, "linux", c.registry.Platform.OS)
+				assert.Empty(t, c.registry.Insecure)
+				assert.Equal(t, 192<<10, c.maxPolicyBytes)
 			},
 		},
 		"legacy mode and runtime class": {
@@ -82,11 +105,33 @@ func TestCommandFlags(t *testing.T) {
 		},
 		"image by tag": {
 			args:    append(validArgs(), "--initializer-image=registry.example/contrast/initializer:latest"),
-			wantErr: "initializer image \"registry.example/contrast/initializer:latest\" must be pinned by digest",
+			wantErr: `--initializer-image "registry.example/contrast/initializer:latest": must be pinned by digest`,
+		},
+		"image with a short digest": {
+			args:    append(validArgs(), "--proxy-image=registry.example/contrast/mesh-proxy@sha256:abc"),
+			wantErr: `--proxy-image "registry.example/contrast/mesh-proxy@sha256:abc": must be pinned by digest`,
+		},
+		"image with a non-hex digest": {
+			args:    append(validArgs(), "--proxy-image=registry.example/contrast/mesh-proxy@sha256:"+strings.Repeat("z", 64)),
+			wantErr: `--proxy-image "registry.example/contrast/mesh-proxy@sha256:zzz`,
+		},
+		"image without registry": {
+			args:    append(validArgs(), "--initializer-image=initializer@sha256:"+strings.Repeat("a", 64)),
+			wantErr: `--initializer-image "initializer@sha256:`,
+		},
+		"image merely containing @sha256:": {
+			args:    append(validArgs(), "--initializer-image=Not An Image@sha256:"+strings.Repeat("a", 64)),
+			wantErr: `--initializer-image "Not An Image@sha256:`,
+		},
+		"image with a tag and a digest": {
+			args: append(validArgs(), "--initializer-image=registry.example/contrast/initializer:v1@sha256:"+strings.Repeat("a", 64)),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, "registry.example/contrast/initializer:v1@sha256:"+strings.Repeat("a", 64), c.inject.InitializerImage)
+			},
 		},
 		"missing proxy image": {
 			args:    []string{"--tls-cert-file=/a", "--tls-key-file=/b", "--initializer-image=" + initImage},
-			wantErr: "proxy image is required",
+			wantErr: "--proxy-image is required",
 		},
 		"missing certificate": {
 			args:    validArgs()[2:],
@@ -134,6 +179,25 @@ func TestCommandFlags(t *testing.T) {
 			args:    append(validArgs(), "--max-policy-bytes=300000"),
 			wantErr: "--max-policy-bytes 300000",
 		},
+		"policy budget at the annotation limit": {
+			args:    append(validArgs(), "--max-policy-bytes=262144"),
+			wantErr: "--max-policy-bytes 262144: want 1 to 258048",
+		},
+		"policy budget at its maximum": {
+			args:  append(validArgs(), "--max-policy-bytes=258048"),
+			check: func(t *testing.T, c *config) { assert.Equal(t, 258048, c.maxPolicyBytes) },
+		},
+		"insecure registries": {
+			args: append(validArgs(), "--registry-insecure=10.0.0.5:5000", "--registry-insecure=registry.lan"),
+			env:  map[string]string{"CONTRAST_WEBHOOK_REGISTRY_INSECURE": "ignored:1"},
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, []string{"10.0.0.5:5000", "registry.lan"}, c.registry.Insecure)
+			},
+		},
+		"insecure registry as URL": {
+			args:    append(validArgs(), "--registry-insecure=http://10.0.0.5:5000"),
+			wantErr: `--registry-insecure "http://10.0.0.5:5000": want host[:port]`,
+		},
 		"bad mirror": {
 			args:    append(validArgs(), "--registry-mirror=docker.io"),
 			wantErr: `--registry-mirror "docker.io": want registry=URL`,
@@ -161,6 +225,97 @@ func TestCommandFlags(t *testing.T) {
 			}
 			require.NoError(t, err)
 			tc.check(t, c)
+		})
+	}
+}
+
+// TestExcludedNamespaces: kube-system and the webhook's own namespace are
+// always excluded; --excluded-namespaces adds to them.
+func TestExcludedNamespaces(t *testing.T) {
+	dir := t.TempDir()
+	saFile := filepath.Join(dir, "namespace")
+	require.NoError(t, os.WriteFile(saFile, []byte("from-file\n"), 0o600))
+	emptyFile := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(emptyFile, nil, 0o600))
+	missing := filepath.Join(dir, "missing")
+
+	testCases := map[string]struct {
+		args    []string
+		env     map[string]string
+		file    string
+		want    []string
+		wantErr string
+	}{
+		"POD_NAMESPACE": {
+			env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: missing,
+			want: []string{"contrast-system", "kube-system"},
+		},
+		"POD_NAMESPACE wins over the service account file": {
+			env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: saFile,
+			want: []string{"contrast-system", "kube-system"},
+		},
+		"service account file": {
+			file: saFile,
+			want: []string{"from-file", "kube-system"},
+		},
+		"--namespace as the last resort": {
+			args: []string{"--namespace=from-flag"}, file: emptyFile,
+			want: []string{"from-flag", "kube-system"},
+		},
+		"--namespace from the environment": {
+			env: map[string]string{"CONTRAST_WEBHOOK_NAMESPACE": "from-env"}, file: missing,
+			want: []string{"from-env", "kube-system"},
+		},
+		"--namespace agreeing": {
+			args: []string{"--namespace=from-file"}, file: saFile,
+			want: []string{"from-file", "kube-system"},
+		},
+		"--namespace contradicting": {
+			args: []string{"--namespace=elsewhere"}, env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: missing,
+			wantErr: `--namespace "elsewhere" contradicts the namespace "contrast-system" from POD_NAMESPACE`,
+		},
+		"unknown": {
+			file:    missing,
+			wantErr: "the webhook's own namespace, which is never mutated, is unknown",
+		},
+		"empty POD_NAMESPACE": {
+			env: map[string]string{"POD_NAMESPACE": " "}, file: missing,
+			wantErr: "is unknown",
+		},
+		"unreadable service account file": {
+			file:    dir, // a directory
+			wantErr: "reading the webhook's own namespace",
+		},
+		"flag adds, kube-system cannot be dropped": {
+			args: []string{"--excluded-namespaces=monitoring,contrast-system"}, env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: missing,
+			want: []string{"contrast-system", "kube-system", "monitoring"},
+		},
+		"flag naming kube-system": {
+			args: []string{"--excluded-namespaces=kube-system"}, env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: missing,
+			want: []string{"contrast-system", "kube-system"},
+		},
+		"flag set empty": {
+			args: []string{"--excluded-namespaces="}, env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: missing,
+			want: []string{"contrast-system", "kube-system"},
+		},
+		"invalid excluded namespace": {
+			args: []string{"--excluded-namespaces=Not_A_Namespace"}, env: map[string]string{"POD_NAMESPACE": "contrast-system"}, file: missing,
+			wantErr: `--excluded-namespaces: "Not_A_Namespace" is not a namespace name`,
+		},
+		"invalid own namespace": {
+			args: []string{"--namespace=a/b"}, file: missing,
+			wantErr: `the webhook's own namespace "a/b" (from --namespace) is not a namespace name`,
+		},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			c, err := parseIn(t, append(validArgs(), tc.args...), tc.env, tc.file)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.excluded)
 		})
 	}
 }
