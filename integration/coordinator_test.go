@@ -45,6 +45,11 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 		}
 	})
 
+	t.Run("rollback", func(t *testing.T) {
+		h := configMapHarness(t, c, "coordinator-rollback")
+		coordinatortest.RunRollback(t, h)
+	})
+
 	t.Run("concurrent owners", func(t *testing.T) {
 		ns := namespace(t, c.Client, "coordinator-race")
 		h := coordinatortest.NewHarness(t, func(cfg *server.Config) {
@@ -52,6 +57,18 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 		})
 		coordinatortest.RunConcurrentOwners(t, h)
 	})
+}
+
+// configMapHarness returns a harness whose Coordinators keep their history
+// in ConfigMaps of a new namespace, and tampers with it through the API.
+func configMapHarness(t *testing.T, c *cluster.Cluster, name string) *coordinatortest.Harness {
+	t.Helper()
+	ns := namespace(t, c.Client, name)
+	h := coordinatortest.NewHarness(t, func(cfg *server.Config) {
+		cfg.Kubernetes, cfg.Namespace = c.Client, ns
+	})
+	h.Latest = coordinatortest.ConfigMapLatest(c.Client, ns)
+	return h
 }
 
 func namespace(t *testing.T, client kubernetes.Interface, name string) string {

@@ -184,10 +184,14 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	RequireCode(t, err, codes.InvalidArgument, "32 bytes")
 
 	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
-	rec, err := anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
+	_, err = anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: []byte("short")})
+	RequireCode(t, err, codes.InvalidArgument, "expected_latest_transition")
+	rec, err := anon2.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: set2.GetTransitionHash()})
 	require.NoError(t, err)
 	assert.Equal(t, set1.GetRootCa(), rec.GetRootCa(), "same root CA")
 	assert.Equal(t, set2.GetMeshCa(), rec.GetMeshCa(), "same mesh CA")
+	assert.Equal(t, set2.GetTransitionHash(), rec.GetLatestTransition())
+	assert.EqualValues(t, 2, rec.GetGeneration())
 	code, _ = Probe(t, c2, "/readyz")
 	require.Equal(t, 200, code)
 	// The connection that attested in recovery mode must reconnect.
@@ -215,6 +219,52 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	} {
 		assert.Contains(t, metrics, m)
 	}
+}
+
+// RunRollback puts an older signed latest pointer back into the store, as
+// whoever controls the API server can: the signature still verifies, so
+// only the owner, who knows a later transition, can detect it. Recover
+// with expected_latest_transition fails with FailedPrecondition naming
+// both generations and restores nothing; without it, the response tells
+// the owner which (older) generation was restored.
+func RunRollback(t *testing.T, h *Harness) {
+	require.NotNil(t, h.Latest, "the rollback scenario needs Harness.Latest")
+	ctx := context.Background()
+	d := NewDeployment(1)
+	c1 := h.Start(t)
+	set1, err := h.User(t, c1, nil).SetManifest(ctx, h.Request(d, nil))
+	require.NoError(t, err)
+	old, err := h.Latest.Latest(ctx)
+	require.NoError(t, err)
+	require.NotNil(t, old)
+	set2, err := h.User(t, c1, d.Owners[0]).SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "10.0.0.7"))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, set2.GetGeneration())
+	c1.Stop()
+
+	require.NoError(t, h.Latest.SetLatest(ctx, old), "the attacker puts back the pointer of generation 1")
+	c2 := h.Start(t)
+	anon := h.User(t, c2, nil)
+	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
+	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: set2.GetTransitionHash()})
+	RequireCode(t, err, codes.FailedPrecondition, "stored latest pointer is generation 1", "is generation 2", "rolled back", "nothing was restored")
+	code, _ := Probe(t, c2, "/readyz")
+	require.Equal(t, 503, code, "still in recovery mode")
+	_, err = anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "recovery mode")
+
+	// A wrong seed is told so before anything about the history.
+	wrongSeed := sha256.Sum256([]byte("wrong"))
+	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:], Salt: set1.GetSalt(), ExpectedLatestTransition: set2.GetTransitionHash()})
+	RequireCode(t, err, codes.PermissionDenied, "seed does not match")
+
+	// Without an expectation the rolled-back generation is restored, and
+	// the response says which one: the owner compares it.
+	rec, err := anon.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, rec.GetGeneration())
+	assert.Equal(t, set1.GetTransitionHash(), rec.GetLatestTransition())
+	assert.Equal(t, set1.GetMeshCa(), rec.GetMeshCa())
 }
 
 // RunConcurrentOwners races two owners that both read the latest

@@ -37,6 +37,9 @@ type Harness struct {
 	Configure func(*server.Config)
 	// Logger receives the Coordinators' logs; nil discards them.
 	Logger *slog.Logger
+	// Latest tampers with the store's latest pointer; scenarios of attacks
+	// on the store need it.
+	Latest LatestStore
 }
 
 // NewHarness returns a harness on the shared simulated platform.

@@ -70,6 +70,23 @@ type MemoryStore struct{ s *history.MemStore }
 // NewMemoryStore returns an empty in-memory history store.
 func NewMemoryStore() *MemoryStore { return &MemoryStore{s: history.NewMemStore()} }
 
+// Latest returns the stored latest pointer (nil if there is none), for
+// tests that tamper with the history.
+func (m *MemoryStore) Latest(ctx context.Context) ([]byte, error) {
+	b, _, err := m.s.GetLatest(ctx)
+	if errors.Is(err, history.ErrNotFound) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// SetLatest overwrites the latest pointer behind the Coordinators' backs,
+// as someone controlling the store could; nil deletes it.
+func (m *MemoryStore) SetLatest(_ context.Context, data []byte) error {
+	m.s.SetLatestRaw(data)
+	return nil
+}
+
 // Coordinator is a configured Coordinator with bound listeners.
 type Coordinator struct {
 	cfg     Config

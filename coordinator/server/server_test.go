@@ -21,6 +21,13 @@ func TestLifecycle(t *testing.T) {
 	coordinatortest.RunLifecycle(t, memoryHarness(t))
 }
 
+func TestRollback(t *testing.T) {
+	store := server.NewMemoryStore()
+	h := coordinatortest.NewHarness(t, func(c *server.Config) { c.MemoryStore = store })
+	h.Latest = store
+	coordinatortest.RunRollback(t, h)
+}
+
 func TestConcurrentOwners(t *testing.T) {
 	coordinatortest.RunConcurrentOwners(t, memoryHarness(t))
 }

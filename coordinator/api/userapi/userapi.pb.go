@@ -274,7 +274,8 @@ type GetManifestsResponse struct {
 	Policies [][]byte `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"`
 	RootCa   []byte   `protobuf:"bytes,3,opt,name=root_ca,json=rootCa,proto3" json:"root_ca,omitempty"`
 	MeshCa   []byte   `protobuf:"bytes,4,opt,name=mesh_ca,json=meshCa,proto3" json:"mesh_ca,omitempty"`
-	// Hash of the latest transition, for SetManifest's compare-and-swap.
+	// Hash of the latest transition, for SetManifest's compare-and-swap and
+	// Recover's expected_latest_transition.
 	LatestTransition []byte `protobuf:"bytes,5,opt,name=latest_transition,json=latestTransition,proto3" json:"latest_transition,omitempty"`
 	// Generation of the latest manifest.
 	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -357,12 +358,24 @@ func (x *GetManifestsResponse) GetGeneration() uint64 {
 // RecoverRequest carries the decrypted seed share. The Coordinator accepts it
 // only if the history-signing key derived from it verifies the signed latest
 // transition and the derived root CA key matches the stored root CA.
+//
+// The signed latest pointer cannot prove that it is the newest one: whoever
+// controls the history store can put back an older signed pointer, and
+// recovery would then restore an older manifest (older owner keys and
+// reference values). Only someone who remembers a later transition can tell.
 type RecoverRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seed          []byte                 `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`
-	Salt          []byte                 `protobuf:"bytes,2,opt,name=salt,proto3" json:"salt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The seed, 32 bytes.
+	Seed []byte `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`
+	// The salt returned with the seed shares, 32 bytes.
+	Salt []byte `protobuf:"bytes,2,opt,name=salt,proto3" json:"salt,omitempty"`
+	// Optional: the hash of the latest transition the client knows of (from
+	// SetManifestResponse.transition_hash or GetManifestsResponse.latest_transition).
+	// If set and the stored latest transition differs, Recover fails with
+	// FailedPrecondition naming both generations and restores nothing.
+	ExpectedLatestTransition []byte `protobuf:"bytes,3,opt,name=expected_latest_transition,json=expectedLatestTransition,proto3" json:"expected_latest_transition,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *RecoverRequest) Reset() {
@@ -409,10 +422,24 @@ func (x *RecoverRequest) GetSalt() []byte {
 	return nil
 }
 
+func (x *RecoverRequest) GetExpectedLatestTransition() []byte {
+	if x != nil {
+		return x.ExpectedLatestTransition
+	}
+	return nil
+}
+
 type RecoverResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RootCa        []byte                 `protobuf:"bytes,1,opt,name=root_ca,json=rootCa,proto3" json:"root_ca,omitempty"`
-	MeshCa        []byte                 `protobuf:"bytes,2,opt,name=mesh_ca,json=meshCa,proto3" json:"mesh_ca,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RootCa []byte                 `protobuf:"bytes,1,opt,name=root_ca,json=rootCa,proto3" json:"root_ca,omitempty"`
+	MeshCa []byte                 `protobuf:"bytes,2,opt,name=mesh_ca,json=meshCa,proto3" json:"mesh_ca,omitempty"`
+	// Hash of the latest transition that was restored. A client that did not
+	// set expected_latest_transition must compare it (or the generation) with
+	// the latest transition it knows of: a mismatch means the history was
+	// rolled back.
+	LatestTransition []byte `protobuf:"bytes,3,opt,name=latest_transition,json=latestTransition,proto3" json:"latest_transition,omitempty"`
+	// Generation of the restored manifest.
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +488,20 @@ func (x *RecoverResponse) GetMeshCa() []byte {
 	return nil
 }
 
+func (x *RecoverResponse) GetLatestTransition() []byte {
+	if x != nil {
+		return x.LatestTransition
+	}
+	return nil
+}
+
+func (x *RecoverResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_userapi_userapi_proto protoreflect.FileDescriptor
 
 const file_userapi_userapi_proto_rawDesc = "" +
@@ -492,13 +533,18 @@ const file_userapi_userapi_proto_rawDesc = "" +
 	"\x11latest_transition\x18\x05 \x01(\fR\x10latestTransition\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x06 \x01(\x04R\n" +
-	"generation\"8\n" +
+	"generation\"v\n" +
 	"\x0eRecoverRequest\x12\x12\n" +
 	"\x04seed\x18\x01 \x01(\fR\x04seed\x12\x12\n" +
-	"\x04salt\x18\x02 \x01(\fR\x04salt\"C\n" +
+	"\x04salt\x18\x02 \x01(\fR\x04salt\x12<\n" +
+	"\x1aexpected_latest_transition\x18\x03 \x01(\fR\x18expectedLatestTransition\"\x90\x01\n" +
 	"\x0fRecoverResponse\x12\x17\n" +
 	"\aroot_ca\x18\x01 \x01(\fR\x06rootCa\x12\x17\n" +
-	"\amesh_ca\x18\x02 \x01(\fR\x06meshCa2\xad\x02\n" +
+	"\amesh_ca\x18\x02 \x01(\fR\x06meshCa\x12+\n" +
+	"\x11latest_transition\x18\x03 \x01(\fR\x10latestTransition\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation2\xad\x02\n" +
 	"\x0eUserAPIService\x12`\n" +
 	"\vSetManifest\x12'.contrast.userapi.v1.SetManifestRequest\x1a(.contrast.userapi.v1.SetManifestResponse\x12c\n" +
 	"\fGetManifests\x12(.contrast.userapi.v1.GetManifestsRequest\x1a).contrast.userapi.v1.GetManifestsResponse\x12T\n" +

@@ -50,6 +50,11 @@ type UserAPIServiceClient interface {
 	GetManifests(ctx context.Context, in *GetManifestsRequest, opts ...grpc.CallOption) (*GetManifestsResponse, error)
 	// Recover restores the secret seed of a Coordinator that restarted with
 	// history but without secrets.
+	// Errors: InvalidArgument (seed or salt not 32 bytes, malformed
+	// expected_latest_transition), PermissionDenied (the seed does not match
+	// the signed history), FailedPrecondition (not in recovery mode; the
+	// history's latest pointer is missing; the stored latest transition is
+	// not expected_latest_transition).
 	Recover(ctx context.Context, in *RecoverRequest, opts ...grpc.CallOption) (*RecoverResponse, error)
 }
 
@@ -117,6 +122,11 @@ type UserAPIServiceServer interface {
 	GetManifests(context.Context, *GetManifestsRequest) (*GetManifestsResponse, error)
 	// Recover restores the secret seed of a Coordinator that restarted with
 	// history but without secrets.
+	// Errors: InvalidArgument (seed or salt not 32 bytes, malformed
+	// expected_latest_transition), PermissionDenied (the seed does not match
+	// the signed history), FailedPrecondition (not in recovery mode; the
+	// history's latest pointer is missing; the stored latest transition is
+	// not expected_latest_transition).
 	Recover(context.Context, *RecoverRequest) (*RecoverResponse, error)
 	mustEmbedUnimplementedUserAPIServiceServer()
 }

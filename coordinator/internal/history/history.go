@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -66,14 +67,35 @@ type Transition struct {
 }
 
 // Latest is the signed pointer to the latest transition.
+//
+// The signature covers the generation and the transition together, so the
+// pointer states which generation it claims to be latest. It cannot prove
+// that it is the newest pointer ever signed: the store is not trusted and
+// keeps no monotonic counter, so an older signed pointer put back into the
+// store still verifies. Detecting such a rollback needs someone who
+// remembers a later generation: the workload owner, through Recover's
+// expected latest transition (see package state).
 type Latest struct {
 	Transition Hash
+	Generation uint64
 	Signature  []byte
 }
 
-const signatureContext = "contrast-history-latest-v1\x00"
+// signatureContext separates the pointer signature from every other use of
+// the history-signing key; v2 signs the generation with the transition (v1
+// signed the transition alone and is not accepted).
+const signatureContext = "contrast-history-latest-v2\x00"
 
-func signedBytes(h Hash) []byte { return append([]byte(signatureContext), h[:]...) }
+func signedBytes(generation uint64, h Hash) []byte {
+	b := make([]byte, 0, len(signatureContext)+8+len(h))
+	b = append(b, signatureContext...)
+	b = binary.BigEndian.AppendUint64(b, generation)
+	return append(b, h[:]...)
+}
+
+// ErrSignature reports a latest pointer whose signature does not verify
+// with the given key (it wraps ErrCorrupt).
+var ErrSignature = fmt.Errorf("%w: signature of the latest pointer does not verify", ErrCorrupt)
 
 // History reads and writes the history through a Store, checking content
 // hashes on every read.
@@ -153,18 +175,23 @@ func (h *History) GetLatest(ctx context.Context) (*LatestState, error) {
 	return &LatestState{Latest: l, Version: v}, nil
 }
 
-// Verify checks the signature of the latest pointer.
+// Verify checks the signature of the latest pointer over its generation and
+// transition (ErrSignature if it does not verify with pub).
 func (l *Latest) Verify(pub ed25519.PublicKey) error {
-	if !ed25519.Verify(pub, signedBytes(l.Transition), l.Signature) {
-		return fmt.Errorf("%w: signature of the latest transition does not verify with the key derived from this seed", ErrCorrupt)
+	if l.Generation == 0 || l.Transition.IsZero() {
+		return fmt.Errorf("%w: the latest pointer has no generation or transition (written by an older Coordinator?)", ErrCorrupt)
+	}
+	if !ed25519.Verify(pub, signedBytes(l.Generation, l.Transition), l.Signature) {
+		return ErrSignature
 	}
 	return nil
 }
 
-// SwapLatest signs and stores a pointer to transition, if the stored
-// pointer still has oldVersion ("" when the history is empty).
-func (h *History) SwapLatest(ctx context.Context, oldVersion string, transition Hash, key ed25519.PrivateKey) (string, error) {
-	l := Latest{Transition: transition, Signature: ed25519.Sign(key, signedBytes(transition))}
+// SwapLatest signs and stores a pointer to transition, which has
+// generation, if the stored pointer still has oldVersion ("" when the
+// history is empty).
+func (h *History) SwapLatest(ctx context.Context, oldVersion string, transition Hash, generation uint64, key ed25519.PrivateKey) (string, error) {
+	l := Latest{Transition: transition, Generation: generation, Signature: ed25519.Sign(key, signedBytes(generation, transition))}
 	b, err := json.Marshal(l)
 	if err != nil {
 		return "", fmt.Errorf("encoding latest: %w", err)

@@ -119,4 +119,16 @@ func (s *MemStore) Corrupt(kind Kind, hash string, data []byte) {
 	s.blobs[string(kind)+"/"+hash] = data
 }
 
+// SetLatestRaw overwrites the latest pointer without compare-and-swap, as
+// someone controlling the store could (for tests); nil deletes it.
+func (s *MemStore) SetLatestRaw(data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version++
+	s.latest = nil
+	if data != nil {
+		s.latest = append([]byte(nil), data...)
+	}
+}
+
 func versionString(v int) string { return strconv.Itoa(v) }

@@ -42,6 +42,9 @@ var (
 	ErrInvalidSeed = errors.New("invalid recovery request")
 	// ErrWrongSeed: the recovered seed does not match the signed history (PermissionDenied).
 	ErrWrongSeed = errors.New("seed does not match the signed history")
+	// ErrUnexpectedLatest: Recover's expected latest transition is not the
+	// stored one, a possible rollback of the history (FailedPrecondition).
+	ErrUnexpectedLatest = errors.New("the stored latest transition is not the expected one")
 	// ErrUnknownPolicy: the attested policy hash is not in the manifest (PermissionDenied).
 	ErrUnknownPolicy = errors.New("unknown policy hash")
 )
@@ -295,7 +298,7 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 	if err != nil {
 		return nil, err
 	}
-	version, err := h.SwapLatest(ctx, a.latestVersion, th, secrets.HistorySigningKey())
+	version, err := h.SwapLatest(ctx, a.latestVersion, th, gen, secrets.HistorySigningKey())
 	if errors.Is(err, history.ErrConflict) {
 		return nil, fmt.Errorf("%w: the stored history was changed by another writer: %w", ErrConflict, err)
 	}
@@ -351,11 +354,26 @@ func checkPolicies(m *manifest.Manifest, docs [][]byte) ([]history.Hash, error) 
 	return hashes, nil
 }
 
+// RecoverRequest restores the seed.
+type RecoverRequest struct {
+	Seed, Salt []byte
+	// Expected, if non-nil, is the latest transition the client knows of;
+	// recovery fails with ErrUnexpectedLatest if the stored pointer names
+	// another one.
+	Expected *history.Hash
+}
+
 // Recover restores the seed of a Coordinator in recovery mode. The seed is
 // accepted only if the key derived from it verifies the signed latest
 // pointer and the derived CA keys match the stored CA certificates.
-func (a *Authority) Recover(ctx context.Context, seedBytes, salt []byte) (*Snapshot, error) {
-	secrets, err := seed.FromBytes(seedBytes, salt)
+//
+// A verified pointer is not necessarily the newest: the store keeps every
+// signed pointer valid, so someone controlling it can put back an older one
+// and recovery would restore an older manifest. Only the client can tell,
+// by setting Expected (or comparing the returned snapshot's transition and
+// generation with what it knows).
+func (a *Authority) Recover(ctx context.Context, req RecoverRequest) (*Snapshot, error) {
+	secrets, err := seed.FromBytes(req.Seed, req.Salt)
 	if err != nil {
 		// A malformed request, not a wrong credential: the message names
 		// only the expected sizes.
@@ -371,16 +389,59 @@ func (a *Authority) Recover(ctx context.Context, seedBytes, salt []byte) (*Snaps
 	if err != nil {
 		return nil, fmt.Errorf("reading latest transition: %w", err)
 	}
-	if err := latest.Latest.Verify(secrets.HistorySigningKey().Public().(ed25519.PublicKey)); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrWrongSeed, err)
+	if err := latest.Latest.Verify(historyKey(secrets)); err != nil {
+		if errors.Is(err, history.ErrSignature) {
+			return nil, fmt.Errorf("%w: %w", ErrWrongSeed, err)
+		}
+		return nil, err
 	}
-	snap, err := a.load(ctx, secrets, latest.Latest.Transition)
+	// Only after the seed has authenticated the pointer: its generation is
+	// the one a seed holder signed.
+	if req.Expected != nil && *req.Expected != latest.Latest.Transition {
+		err := a.unexpectedLatest(ctx, latest.Latest, *req.Expected)
+		a.cfg.Logger.Error("recovery refused: the stored latest transition is not the one the client expected", "error", err)
+		return nil, err
+	}
+	snap, err := a.loadLatest(ctx, secrets, latest.Latest)
 	if err != nil {
 		return nil, err
 	}
 	a.latestVersion = latest.Version
 	a.publish(snap)
 	a.cfg.Logger.Info("recovered from seed", "generation", snap.Generation, "transition", snap.Transition.String())
+	return snap, nil
+}
+
+func historyKey(s *seed.Secrets) ed25519.PublicKey {
+	return s.HistorySigningKey().Public().(ed25519.PublicKey)
+}
+
+// unexpectedLatest describes a stored latest pointer that is not the
+// expected one, naming both generations (the expected one if its
+// transition is in the store). Hashes and generations are not secret.
+func (a *Authority) unexpectedLatest(ctx context.Context, stored history.Latest, expected history.Hash) error {
+	exp, hint := "not in the stored history", "the history may have been rolled back"
+	if t, err := a.cfg.History.GetTransition(ctx, expected); err == nil {
+		exp = fmt.Sprintf("generation %d", t.Generation)
+		if t.Generation < stored.Generation {
+			hint = "the expected transition is older than the stored one"
+		}
+	}
+	return fmt.Errorf("%w: the stored latest pointer is generation %d (transition %s), the expected transition %s is %s; %s; nothing was restored",
+		ErrUnexpectedLatest, stored.Generation, stored.Transition, expected, exp, hint)
+}
+
+// loadLatest rebuilds the snapshot of a verified latest pointer, checking
+// that the transition has the generation the pointer signs.
+func (a *Authority) loadLatest(ctx context.Context, secrets *seed.Secrets, l history.Latest) (*Snapshot, error) {
+	snap, err := a.load(ctx, secrets, l.Transition)
+	if err != nil {
+		return nil, err
+	}
+	if snap.Generation != l.Generation {
+		return nil, fmt.Errorf("%w: the latest pointer signs generation %d but transition %s has generation %d",
+			history.ErrCorrupt, l.Generation, l.Transition, snap.Generation)
+	}
 	return snap, nil
 }
 

@@ -2,7 +2,9 @@ package state_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"log/slog"
 	"sync"
@@ -136,17 +138,17 @@ func TestLifecycle(t *testing.T) {
 
 	wrong, err := seed.New()
 	require.NoError(t, err)
-	_, err = b.Recover(ctx, make([]byte, 32), wrong.Salt())
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: make([]byte, 32), Salt: wrong.Salt()})
 	require.ErrorIs(t, err, state.ErrWrongSeed)
-	_, err = b.Recover(ctx, []byte("short"), res.Salt)
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: []byte("short"), Salt: res.Salt})
 	require.ErrorIs(t, err, state.ErrInvalidSeed)
 	require.NotErrorIs(t, err, state.ErrWrongSeed)
-	_, err = b.Recover(ctx, make([]byte, 32), []byte("short"))
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: make([]byte, 32), Salt: []byte("short")})
 	require.ErrorIs(t, err, state.ErrInvalidSeed)
 
 	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
 	require.NoError(t, err)
-	snap, err := b.Recover(ctx, seedBytes, res.Salt)
+	snap, err := b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
 	require.NoError(t, err)
 	require.Equal(t, state.ModeReady, b.Mode())
 	assert.Equal(t, gen2.Root.PEM, snap.Root.PEM)
@@ -156,7 +158,7 @@ func TestLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, secret1, mc3.WorkloadSecret)
 	verify(t, parsePEM(t, mc3.Leaf), gen2.Mesh.Cert, gen1.Root.Cert)
-	_, err = b.Recover(ctx, seedBytes, res.Salt)
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
 	require.ErrorIs(t, err, state.ErrNotInRecovery)
 
 	v, err := b.History(ctx)
@@ -257,7 +259,7 @@ func TestRecoverDetectsTamperedHistory(t *testing.T) {
 	require.NoError(t, err)
 	f.store.Corrupt(history.KindManifest, res.Snapshot.ManifestHash.String(), []byte(`{}`))
 	b := f.authority(t)
-	_, err = b.Recover(ctx, seedBytes, res.Salt)
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
 	require.ErrorIs(t, err, history.ErrCorrupt)
 	assert.Equal(t, state.ModeRecovery, b.Mode())
 }
@@ -298,4 +300,112 @@ func TestSquattedBlobFailsSetManifest(t *testing.T) {
 	require.ErrorIs(t, err, history.ErrCorrupt)
 	assert.Equal(t, state.ModeEmpty, a.Mode())
 	assert.Nil(t, a.Current())
+}
+
+// A history whose latest pointer was put back to an older signed one
+// verifies with the seed; Recover detects the rollback only against the
+// owner's expected latest transition, and then restores nothing.
+func TestRecoverDetectsRollback(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	old, _, err := f.store.GetLatest(ctx)
+	require.NoError(t, err)
+	m2, pols2 := f.manifest("web", "10.0.0.7")
+	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
+	require.NoError(t, err)
+	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res1.SeedShares[0].EncryptedSeed)
+	require.NoError(t, err)
+
+	f.store.SetLatestRaw(old)
+	b := f.authority(t)
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt, Expected: &res2.Snapshot.Transition})
+	require.ErrorIs(t, err, state.ErrUnexpectedLatest)
+	assert.Contains(t, err.Error(), "generation 1 (transition "+res1.Snapshot.Transition.String())
+	assert.Contains(t, err.Error(), "transition "+res2.Snapshot.Transition.String()+" is generation 2")
+	assert.Equal(t, state.ModeRecovery, b.Mode())
+	assert.Nil(t, b.Current(), "nothing restored")
+
+	unknown := history.HashOf([]byte("never stored"))
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt, Expected: &unknown})
+	require.ErrorIs(t, err, state.ErrUnexpectedLatest)
+	assert.Contains(t, err.Error(), "not in the stored history")
+
+	snap, err := b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, snap.Generation, "without an expectation the caller must compare the generation")
+	assert.Equal(t, res1.Snapshot.Transition, snap.Transition)
+}
+
+// The pointer signs its generation: a signature over the transition alone
+// (the v1 format) or over another generation does not verify.
+func TestRecoverChecksSignedGeneration(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	m2, pols2 := f.manifest("web", "10.0.0.7")
+	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
+	require.NoError(t, err)
+	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res1.SeedShares[0].EncryptedSeed)
+	require.NoError(t, err)
+	secrets, err := seed.FromBytes(seedBytes, res1.Salt)
+	require.NoError(t, err)
+	key := secrets.HistorySigningKey()
+	th := res2.Snapshot.Transition
+
+	v1 := ed25519.Sign(key, append([]byte("contrast-history-latest-v1\x00"), th[:]...))
+	pointers := map[string]struct {
+		latest history.Latest
+		want   error
+	}{
+		"v1 pointer":                {latest: history.Latest{Transition: th, Signature: v1}, want: history.ErrCorrupt},
+		"v1 signature, generation":  {latest: history.Latest{Transition: th, Generation: 2, Signature: v1}, want: state.ErrWrongSeed},
+		"signed with another gen":   {latest: signed(key, th, 3), want: history.ErrCorrupt},
+		"generation 1 signature, 2": {latest: withGeneration(signed(key, th, 1), 2), want: state.ErrWrongSeed},
+	}
+	for name, tc := range pointers {
+		t.Run(name, func(t *testing.T) {
+			b, err := json.Marshal(tc.latest)
+			require.NoError(t, err)
+			f.store.SetLatestRaw(b)
+			r := f.authority(t)
+			_, err = r.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+			require.ErrorIs(t, err, tc.want)
+			assert.Equal(t, state.ModeRecovery, r.Mode())
+		})
+	}
+	// The genuine pointer recovers.
+	b, err := json.Marshal(signed(key, th, 2))
+	require.NoError(t, err)
+	f.store.SetLatestRaw(b)
+	snap, err := f.authority(t).Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, snap.Generation)
+}
+
+func signed(key ed25519.PrivateKey, th history.Hash, gen uint64) history.Latest {
+	s := history.NewMemStore()
+	if _, err := history.New(s).SwapLatest(context.Background(), "", th, gen, key); err != nil {
+		panic(err)
+	}
+	b, _, err := s.GetLatest(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	var l history.Latest
+	if err := json.Unmarshal(b, &l); err != nil {
+		panic(err)
+	}
+	return l
+}
+
+func withGeneration(l history.Latest, gen uint64) history.Latest {
+	l.Generation = gen
+	return l
 }

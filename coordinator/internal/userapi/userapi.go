@@ -49,7 +49,8 @@ func (s *Server) toStatus(op string, err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, state.ErrConflict):
 		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, state.ErrRecoveryMode), errors.Is(err, state.ErrNoManifest), errors.Is(err, state.ErrNotInRecovery):
+	case errors.Is(err, state.ErrRecoveryMode), errors.Is(err, state.ErrNoManifest), errors.Is(err, state.ErrNotInRecovery),
+		errors.Is(err, state.ErrUnexpectedLatest):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	s.log.Error("user API call failed", "operation", op, "error", err)
@@ -104,9 +105,22 @@ func (s *Server) GetManifests(ctx context.Context, _ *userpb.GetManifestsRequest
 
 // Recover implements userapi.UserAPIServiceServer.
 func (s *Server) Recover(ctx context.Context, req *userpb.RecoverRequest) (*userpb.RecoverResponse, error) {
-	snap, err := s.auth.Recover(ctx, req.GetSeed(), req.GetSalt())
+	rr := state.RecoverRequest{Seed: req.GetSeed(), Salt: req.GetSalt()}
+	if len(req.GetExpectedLatestTransition()) > 0 {
+		h, err := history.ParseHash(req.GetExpectedLatestTransition())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "expected_latest_transition: %v", err)
+		}
+		rr.Expected = &h
+	}
+	snap, err := s.auth.Recover(ctx, rr)
 	if err != nil {
 		return nil, s.toStatus("Recover", err)
 	}
-	return &userpb.RecoverResponse{RootCa: snap.Root.PEM, MeshCa: snap.Mesh.PEM}, nil
+	return &userpb.RecoverResponse{
+		RootCa:           snap.Root.PEM,
+		MeshCa:           snap.Mesh.PEM,
+		LatestTransition: snap.Transition[:],
+		Generation:       snap.Generation,
+	}, nil
 }
