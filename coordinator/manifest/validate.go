@@ -173,10 +173,10 @@ func (m *Manifest) Unenforced() []FieldError {
 // (RFC 3986: a scheme, ":", and more; e.g. `spiffe://cluster.local/ns/a`,
 // `urn:uuid:…`). Anything with a ":" that is not an IP address is a URI.
 func ValidateSAN(san string) error {
-	switch {
-	case san == "":
+	switch san {
+	case "":
 		return errors.New("empty SAN")
-	case san == "*":
+	case "*":
 		return nil
 	}
 	if _, err := netip.ParseAddr(san); err == nil {
