@@ -6,72 +6,165 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	admissionregistrationv1client "k8s.io/client-go/kubernetes/typed/admissionregistration/v1"
 	"k8s.io/client-go/util/retry"
 )
 
-// maxBundleCAs bounds the CAs kept in a caBundle (replicas and restarts add
-// one each until they expire).
-const maxBundleCAs = 8
+// maxBundleCAs bounds the CAs kept in a caBundle. Every replica (and every
+// restart) adds a CA that stays until it expires; only beyond this many are
+// unexpired CAs dropped, the oldest first, never the caller's. A replica
+// whose CA was dropped anyway (or removed by someone resetting the caBundle)
+// adds it again on its next check (SelfManaged).
+const maxBundleCAs = 32
 
-// WebhookConfigPatcher adds CAs to the caBundle of every webhook of a
-// MutatingWebhookConfiguration, dropping expired ones and keeping the
-// newest maxBundleCAs.
+// WebhookConfigPatcher keeps CAs in the caBundle of every webhook of a
+// MutatingWebhookConfiguration (and of the ValidatingWebhookConfiguration of
+// the same webhook server, if configured), dropping expired ones.
 type WebhookConfigPatcher struct {
 	Client admissionregistrationv1client.MutatingWebhookConfigurationInterface
 	Name   string
-	Now    func() time.Time
+	// Validating, if set, is the client of the ValidatingWebhookConfiguration
+	// ValidatingName (default Name): the webhook's /validate endpoint, served
+	// with the same certificate, needs the same CAs. A missing
+	// ValidatingWebhookConfiguration is skipped; once it is created the CAs
+	// are added by the next EnsureCAs.
+	Validating     admissionregistrationv1client.ValidatingWebhookConfigurationInterface
+	ValidatingName string
+	Now            func() time.Time
 }
 
-// AddCA implements CABundlePatcher.
-func (p *WebhookConfigPatcher) AddCA(ctx context.Context, ca *x509.Certificate) error {
+// EnsureCAs implements CABundlePatcher: it reads the configuration(s) and,
+// if a CA of cas is missing from a webhook's caBundle (or an expired CA is
+// there), updates them.
+func (p *WebhookConfigPatcher) EnsureCAs(ctx context.Context, cas ...*x509.Certificate) ([]*x509.Certificate, error) {
 	now := time.Now
 	if p.Now != nil {
 		now = p.Now
 	}
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	var missing []*x509.Certificate
+	add := func(found []*x509.Certificate) {
+		for _, c := range found {
+			if !slices.ContainsFunc(missing, c.Equal) {
+				missing = append(missing, c)
+			}
+		}
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cfg, err := p.Client.Get(ctx, p.Name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", p.Name, err)
 		}
-		changed := false
+		bundles := make([]*[]byte, len(cfg.Webhooks))
 		for i := range cfg.Webhooks {
-			merged := MergeBundle(cfg.Webhooks[i].ClientConfig.CABundle, ca, now())
-			if !bytes.Equal(merged, cfg.Webhooks[i].ClientConfig.CABundle) {
-				cfg.Webhooks[i].ClientConfig.CABundle = merged
-				changed = true
-			}
+			bundles[i] = &cfg.Webhooks[i].ClientConfig.CABundle
 		}
+		found, changed := ensureBundles(bundles, cas, now())
+		add(found)
 		if !changed {
 			return nil
 		}
-		_, err = p.Client.Update(ctx, cfg, metav1.UpdateOptions{})
-		return err
+		if _, err := p.Client.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("updating MutatingWebhookConfiguration %s: %w", p.Name, err)
+		}
+		return nil
 	})
+	if err != nil {
+		return missing, err
+	}
+	if p.Validating == nil {
+		return missing, nil
+	}
+	name := p.ValidatingName
+	if name == "" {
+		name = p.Name
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cfg, err := p.Validating.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+		}
+		found, changed := ensureBundles(validatingBundles(cfg), cas, now())
+		add(found)
+		if !changed {
+			return nil
+		}
+		if _, err := p.Validating.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("updating ValidatingWebhookConfiguration %s: %w", name, err)
+		}
+		return nil
+	})
+	return missing, err
 }
 
-// MergeBundle returns bundle with ca added, unparsable and expired
-// certificates dropped, newest first, at most maxBundleCAs.
-func MergeBundle(bundle []byte, ca *x509.Certificate, now time.Time) []byte {
-	certs := []*x509.Certificate{ca}
+func validatingBundles(cfg *admissionregistrationv1.ValidatingWebhookConfiguration) []*[]byte {
+	bundles := make([]*[]byte, len(cfg.Webhooks))
+	for i := range cfg.Webhooks {
+		bundles[i] = &cfg.Webhooks[i].ClientConfig.CABundle
+	}
+	return bundles
+}
+
+// ensureBundles merges cas into every bundle and returns the CAs that were
+// missing from at least one, and whether a bundle changed.
+func ensureBundles(bundles []*[]byte, cas []*x509.Certificate, now time.Time) (missing []*x509.Certificate, changed bool) {
+	for _, b := range bundles {
+		present := ParseBundle(*b)
+		for _, c := range cas {
+			if !slices.ContainsFunc(present, c.Equal) && !slices.ContainsFunc(missing, c.Equal) {
+				missing = append(missing, c)
+			}
+		}
+		merged := MergeBundle(*b, now, cas...)
+		if !bytes.Equal(merged, *b) {
+			*b = merged
+			changed = true
+		}
+	}
+	return missing, changed
+}
+
+// ParseBundle returns the certificates of a PEM bundle, skipping what does
+// not parse.
+func ParseBundle(bundle []byte) []*x509.Certificate {
+	var out []*x509.Certificate
 	for rest := bundle; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			break
+			return out
 		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil || !now.Before(c.NotAfter) || c.Equal(ca) {
-			continue
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			out = append(out, c)
 		}
-		certs = append(certs, c)
 	}
-	sort.SliceStable(certs[1:], func(i, j int) bool { return certs[1+i].NotBefore.After(certs[1+j].NotBefore) })
-	certs = certs[:min(len(certs), maxBundleCAs)]
+}
+
+// MergeBundle returns bundle with the CAs ours added: unparsable, duplicate
+// and expired certificates dropped, newest first. Beyond maxBundleCAs the
+// oldest certificates that are not ours are dropped.
+func MergeBundle(bundle []byte, now time.Time, ours ...*x509.Certificate) []byte {
+	var certs []*x509.Certificate
+	for _, c := range append(slices.Clone(ours), ParseBundle(bundle)...) {
+		if now.Before(c.NotAfter) && !slices.ContainsFunc(certs, c.Equal) {
+			certs = append(certs, c)
+		}
+	}
+	sort.SliceStable(certs, func(i, j int) bool { return certs[i].NotBefore.After(certs[j].NotBefore) })
+	for i := len(certs) - 1; i >= 0 && len(certs) > maxBundleCAs; i-- {
+		if !slices.ContainsFunc(ours, certs[i].Equal) {
+			certs = slices.Delete(certs, i, i+1)
+		}
+	}
 	var out bytes.Buffer
 	for _, c := range certs {
 		_ = pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})

@@ -14,15 +14,22 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
 
-// CABundlePatcher publishes a CA certificate to the API server (the caBundle
-// of the webhook's MutatingWebhookConfiguration). Implementations add ca to
-// the CAs already there, so replicas and the previous CA keep working.
+// CABundlePatcher keeps CA certificates in the caBundle the API servers
+// verify the webhook with (the webhook configurations). Implementations add
+// the CAs to those already there, so other replicas and the previous CA keep
+// working.
 type CABundlePatcher interface {
-	AddCA(ctx context.Context, ca *x509.Certificate) error
+	// EnsureCAs makes sure every CA of cas is in the caBundle, adding the
+	// missing ones (it may drop others, e.g. expired ones). It returns the
+	// CAs it found missing: added if err is nil, possibly still missing
+	// otherwise. A CA it does not return is known to be present only if err
+	// is nil (e.g. the configuration could not be read).
+	EnsureCAs(ctx context.Context, cas ...*x509.Certificate) (missing []*x509.Certificate, err error)
 }
 
 // SelfManagedConfig configures a SelfManaged source.
@@ -36,25 +43,30 @@ type SelfManagedConfig struct {
 	// CAValidity defaults to one year, LeafValidity to 30 days. Each is
 	// replaced after two thirds of its validity, counted from issuance.
 	CAValidity, LeafValidity time.Duration
-	// Interval is how often expiry is checked and a failed publication
-	// retried (default a tenth of LeafValidity, at most one minute and at
-	// least 100ms).
+	// Interval is how often expiry and the presence of the CA in the
+	// caBundle are checked and a failed publication retried (default a
+	// tenth of LeafValidity, at most one minute and at least 100ms).
 	Interval time.Duration
-	// Propagation is how long a newly published CA is left to reach every
-	// API server before a certificate of it is served; until then the
-	// current (still valid) certificate is kept, so an API server that has
-	// not yet seen the new caBundle cannot fail a call and, with
-	// failurePolicy Fail, reject a pod. Default: a tenth of LeafValidity,
-	// at most one minute. The first CA is served at once (there is no
-	// current certificate; readiness gates traffic).
+	// Propagation is how long a CA added to the caBundle is left to reach
+	// every API server before the webhook relies on it: a new CA's first
+	// certificate is served only then (the current, still valid, certificate
+	// is kept meanwhile), and the webhook is not ready until then - also for
+	// its first CA (it serves no certificate before) and when its CA had to
+	// be added again because it was missing from the caBundle. So an API
+	// server that has not yet seen the caBundle is not sent to this replica
+	// and, with failurePolicy Fail, cannot reject a pod for a TLS failure.
+	// Default: a tenth of LeafValidity, at most one minute.
 	Propagation time.Duration
 	Now         func() time.Time
 	Logger      *slog.Logger
 }
 
 // SelfManaged generates its own CA, publishes it with the Patcher, and
-// issues and rotates the serving certificate before it expires. It is not
-// ready until the CA is published and a certificate is issued.
+// issues and rotates the serving certificate before it expires. It checks
+// on every run that its CA is still in the caBundle and adds it again if
+// not. It is not ready until its CA has been in the caBundle for
+// Propagation and a certificate is issued, nor while its CA is missing from
+// the caBundle.
 type SelfManaged struct {
 	cfg SelfManagedConfig
 
@@ -63,16 +75,27 @@ type SelfManaged struct {
 	caKey  *ecdsa.PrivateKey
 	leaf   *tls.Certificate
 	status error
+	// trustedAt is when every API server can be expected to trust ca: its
+	// last addition to the caBundle plus Propagation.
+	trustedAt time.Time
+	// missing is set while ca is known to be missing from the caBundle.
+	missing error
 
-	// next is a published CA waiting for Propagation before it is used;
-	// only Rotate touches it (Run calls Rotate from one goroutine).
+	// next is a new CA waiting for publication and then Propagation before
+	// it is used; only Rotate touches it (Run calls Rotate from one
+	// goroutine).
 	next *pendingCA
 }
 
 type pendingCA struct {
-	ca        *x509.Certificate
-	key       *ecdsa.PrivateKey
+	ca  *x509.Certificate
+	key *ecdsa.PrivateKey
+	// published is when the CA was (last) added to the caBundle; zero
+	// while that is not known.
 	published time.Time
+	// failed is when publication last failed: the caBundle may or may not
+	// have been updated.
+	failed time.Time
 }
 
 // NewSelfManaged returns a SelfManaged source; Run does the work.
@@ -107,20 +130,28 @@ func NewSelfManaged(cfg SelfManagedConfig) (*SelfManaged, error) {
 	return &SelfManaged{cfg: cfg, status: ErrNotReady}, nil
 }
 
-// Run issues the certificates and keeps them fresh until ctx is done.
-// Failures (e.g. the API server unreachable) are retried every interval.
+// Run issues the certificates and keeps them fresh and published until ctx
+// is done. Failures (e.g. the API server unreachable) are retried every
+// interval; a CA waiting for Propagation is taken into use when it is over.
 func (s *SelfManaged) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		if err := s.Rotate(ctx); err != nil {
-			s.cfg.Logger.Warn("managing serving certificate", "error", err)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		if err := s.Rotate(ctx); err != nil {
+			s.cfg.Logger.Warn("managing serving certificate", "error", err)
+		}
+		wait := s.cfg.Interval
+		if n := s.next; n != nil && !n.published.IsZero() {
+			if d := n.published.Add(s.cfg.Propagation).Sub(s.cfg.Now()); d < wait {
+				wait = max(d, 10*time.Millisecond)
+			}
+		}
+		t.Reset(wait)
 	}
 }
 
@@ -135,7 +166,8 @@ func renewAt(c *x509.Certificate) time.Time {
 	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
 }
 
-// Rotate replaces the CA and the serving certificate when due.
+// Rotate makes sure the CA is in the caBundle, and replaces the CA and the
+// serving certificate when due.
 func (s *SelfManaged) Rotate(ctx context.Context) error {
 	now := s.cfg.Now()
 	s.mu.RLock()
@@ -153,28 +185,33 @@ func (s *SelfManaged) Rotate(ctx context.Context) error {
 		if err != nil {
 			return s.fail(fmt.Errorf("generating CA: %w", err))
 		}
-		// publish before serving a leaf of the new CA
-		if err := s.cfg.Patcher.AddCA(ctx, newCA); err != nil {
-			return s.fail(fmt.Errorf("publishing CA bundle: %w", err))
-		}
-		s.cfg.Logger.Info("webhook CA published", "notAfter", newCA.NotAfter, "serial", newCA.SerialNumber.String())
-		s.next = &pendingCA{ca: newCA, key: newKey, published: now}
+		s.next = &pendingCA{ca: newCA, key: newKey}
 	}
-	// switch to the published CA once every API server has had time to see
-	// it, or at once when there is no usable current certificate
-	if n := s.next; n != nil {
-		usable := leaf != nil && now.Before(leaf.Leaf.NotAfter)
-		if !usable || !now.Before(n.published.Add(s.cfg.Propagation)) {
+	// publish a new CA before serving a certificate of it; check that the
+	// current one is still there
+	bundleErr := s.ensurePublished(ctx, now, ca)
+
+	// switch to the new CA once every API server has had time to see it
+	// (or when the current one has expired: nothing better to serve)
+	if n := s.next; n != nil && !n.published.IsZero() {
+		if !now.Before(n.published.Add(s.cfg.Propagation)) || (ca != nil && !now.Before(ca.NotAfter)) {
 			ca, caKey, leaf = n.ca, n.key, nil
 			s.next = nil
 			s.mu.Lock()
-			s.ca, s.caKey = ca, caKey
+			s.ca, s.caKey, s.trustedAt, s.missing = ca, caKey, n.published.Add(s.cfg.Propagation), nil
 			s.mu.Unlock()
-		} else {
-			// keep the current certificate until the switch: it has at
-			// least a third of its validity left, Propagation is a tenth
-			return nil
 		}
+	}
+	if ca == nil {
+		// the first CA: nothing is served until the API servers trust it
+		if bundleErr != nil {
+			return s.fail(bundleErr)
+		}
+		s.mu.Lock()
+		s.status = fmt.Errorf("%w: CA added to the caBundle at %s, used from %s when every API server has had time to see it",
+			ErrNotReady, s.next.published.UTC().Format(time.RFC3339Nano), s.next.published.Add(s.cfg.Propagation).UTC().Format(time.RFC3339Nano))
+		s.mu.Unlock()
+		return nil
 	}
 	// every CA has the same subject: whether the leaf is of the current CA
 	// is decided by its signature
@@ -188,7 +225,7 @@ func (s *SelfManaged) Rotate(ctx context.Context) error {
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		})
 		if err != nil {
-			return s.fail(fmt.Errorf("issuing serving certificate: %w", err))
+			return errors.Join(bundleErr, s.fail(fmt.Errorf("issuing serving certificate: %w", err)))
 		}
 		leaf = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 		s.cfg.Logger.Info("serving certificate issued", "notAfter", cert.NotAfter, "serial", cert.SerialNumber.String())
@@ -196,6 +233,70 @@ func (s *SelfManaged) Rotate(ctx context.Context) error {
 	s.mu.Lock()
 	s.leaf, s.status = leaf, nil
 	s.mu.Unlock()
+	return bundleErr
+}
+
+// ensurePublished makes sure the current CA ca (if any) and the new CA
+// waiting in s.next (if any) are in the caBundle, and records when they were
+// added.
+func (s *SelfManaged) ensurePublished(ctx context.Context, now time.Time, ca *x509.Certificate) error {
+	var cas []*x509.Certificate
+	if ca != nil {
+		cas = append(cas, ca)
+	}
+	n := s.next
+	if n != nil {
+		cas = append(cas, n.ca)
+	}
+	missing, err := s.cfg.Patcher.EnsureCAs(ctx, cas...)
+	isMissing := func(c *x509.Certificate) bool { return slices.ContainsFunc(missing, c.Equal) }
+	if ca != nil {
+		switch {
+		case isMissing(ca) && err == nil:
+			s.cfg.Logger.Warn("webhook CA was missing from the caBundle: added again, unready until every API server has had time to see it",
+				"serial", ca.SerialNumber.String(), "propagation", s.cfg.Propagation)
+			s.mu.Lock()
+			s.trustedAt, s.missing = now.Add(s.cfg.Propagation), nil
+			s.mu.Unlock()
+		case isMissing(ca):
+			s.mu.Lock()
+			s.missing = fmt.Errorf("webhook CA missing from the caBundle, adding it failed: %w", err)
+			s.mu.Unlock()
+		case err == nil:
+			s.mu.Lock()
+			s.missing = nil
+			s.mu.Unlock()
+		}
+	}
+	if n != nil {
+		switch {
+		case isMissing(n.ca) && err == nil:
+			if n.published.IsZero() {
+				s.cfg.Logger.Info("webhook CA published", "notAfter", n.ca.NotAfter, "serial", n.ca.SerialNumber.String())
+			} else {
+				s.cfg.Logger.Warn("new webhook CA was missing from the caBundle: added again", "serial", n.ca.SerialNumber.String())
+			}
+			n.published = now
+		case isMissing(n.ca):
+			n.published, n.failed = time.Time{}, now
+		case err == nil && n.published.IsZero():
+			// there without a confirmed addition: an earlier attempt that
+			// reported failure added it, at the latest at the last one
+			n.published = n.failed
+			if n.published.IsZero() {
+				n.published = now
+			}
+			s.cfg.Logger.Info("webhook CA published", "notAfter", n.ca.NotAfter, "serial", n.ca.SerialNumber.String())
+		case err != nil && n.published.IsZero():
+			n.failed = now
+		}
+	}
+	if err != nil {
+		if n != nil && n.published.IsZero() {
+			return fmt.Errorf("publishing CA bundle: %w", err)
+		}
+		return fmt.Errorf("checking CA bundle: %w", err)
+	}
 	return nil
 }
 
@@ -218,15 +319,22 @@ func (s *SelfManaged) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	return s.leaf, nil
 }
 
-// Ready reports whether a published, unexpired certificate is served.
+// Ready reports whether an unexpired certificate is served whose CA is in
+// the caBundle and has been for Propagation.
 func (s *SelfManaged) Ready(context.Context) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.leaf == nil {
 		return s.status
 	}
-	if !s.cfg.Now().Before(s.leaf.Leaf.NotAfter) {
+	now := s.cfg.Now()
+	switch {
+	case !now.Before(s.leaf.Leaf.NotAfter):
 		return fmt.Errorf("serving certificate expired at %s", s.leaf.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	case s.missing != nil:
+		return s.missing
+	case now.Before(s.trustedAt):
+		return fmt.Errorf("webhook CA added to the caBundle: waiting until %s for every API server to see it", s.trustedAt.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }
