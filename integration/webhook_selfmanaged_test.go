@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/contrast-cc/contrast/integration/cluster"
@@ -49,7 +50,8 @@ const (
 // validities it renews the serving certificate, then publishes a new CA
 // (merged into the caBundle, the old one kept) before serving a
 // certificate of it; admissions through the API server keep succeeding
-// throughout.
+// throughout. When the caBundle is reset (a Helm upgrade), the webhook adds
+// its CA again and is unready meanwhile.
 func TestWebhookSelfManagedCerts(t *testing.T) {
 	bin := buildWebhook(t)
 	imgs := injecttest.Serve(t)
@@ -158,6 +160,38 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	assert.Empty(t, failures, "admissions through the API server failed during rotation")
 	assert.Positive(t, admitted)
 	t.Logf("%d admissions through the API server during rotation", admitted)
+
+	// a Helm upgrade or GitOps sync resets the caBundle: the webhook adds its
+	// CA again on its next check and is unready until every API server has
+	// had time to see it, then admissions work again
+	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cfg, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "contrast-webhook", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cfg.Webhooks[0].ClientConfig.CABundle = nil
+		_, err = c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, cfg, metav1.UpdateOptions{})
+		return err
+	}))
+	reset := time.Now()
+	var unready string
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		code, body := wh.probe(ctx, t, "/readyz?verbose")
+		if code != http.StatusOK {
+			if unready == "" {
+				unready = body
+				t.Logf("unready %s after the caBundle was reset: %s", time.Since(reset).Round(time.Millisecond), strings.TrimSpace(body))
+			}
+			return false, nil
+		}
+		return unready != "", nil
+	}), "the webhook must turn unready once it finds its CA missing, then ready again")
+	assert.Contains(t, unready, "caBundle")
+	t.Logf("ready again %s after the caBundle was reset", time.Since(reset).Round(time.Millisecond))
+	leaf, err := servedCertificate(ctx, wh.Addr)
+	require.NoError(t, err)
+	require.NoError(t, verifyServing(leaf, caBundle(ctx, t, c)), "the CA is back in the caBundle")
+	assertMutatedDryRun(ctx, t, c, "after-reset")
 
 	// the metrics of the binary, including the registry client's
 	code, metrics := wh.probe(ctx, t, "/metrics")
