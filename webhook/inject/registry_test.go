@@ -26,12 +26,10 @@ const (
 	internalHeader = "internal-header-8d1e"
 )
 
-// registryMutator is a Mutator whose registry serves the test catalog and
-// the Contrast images through mirrors, like testMutator's, and reaches the
-// hosts in insecure over plain HTTP.
-func registryMutator(t *testing.T, insecure ...string) *Mutator {
+// registryMutator is a Mutator whose registry serves imgs through mirrors,
+// like testMutator's, and reaches the hosts in insecure over plain HTTP.
+func registryMutator(t *testing.T, imgs *injecttest.Images, insecure ...string) *Mutator {
 	t.Helper()
-	imgs := injecttest.Serve(t)
 	mirror := []images.Mirror{{Host: imgs.Registry.Host, Insecure: true}}
 	src := images.NewRegistry(images.RegistryConfig{
 		Mirrors:    map[string][]images.Mirror{"docker.l5d.io": mirror, "registry.example": mirror},
@@ -47,6 +45,7 @@ func registryMutator(t *testing.T, insecure ...string) *Mutator {
 // as its registry is denied without any of the service's answer in the
 // message.
 func TestImageDenialsDoNotReflectResponses(t *testing.T) {
+	imgs := injecttest.Serve(t)
 	for _, status := range []int{http.StatusNotFound, http.StatusInternalServerError, http.StatusUnauthorized} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel() // 5xx answers are retried with backoff
@@ -61,7 +60,7 @@ func TestImageDenialsDoNotReflectResponses(t *testing.T) {
 			}))
 			t.Cleanup(srv.Close)
 			host := strings.TrimPrefix(srv.URL, "http://")
-			m := registryMutator(t, host)
+			m := registryMutator(t, imgs, host)
 
 			pod := basePod()
 			image := host + "/admin/config:latest"
@@ -86,7 +85,8 @@ func TestImageDenialsDoNotReflectResponses(t *testing.T) {
 // plain-HTTP request to it.
 func TestImageOnLoopbackNotFetchedOverHTTP(t *testing.T) {
 	var requests atomic.Int64
-	reg := imagestest.Serve(t)
+	imgs := injecttest.Serve(t)
+	reg := imgs.Registry
 	imagestest.Push(t, reg.Host, "acme/app:1", imagestest.Build(t, imagestest.Catalog["acme/agent:2"]))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
@@ -97,14 +97,14 @@ func TestImageOnLoopbackNotFetchedOverHTTP(t *testing.T) {
 
 	pod := basePod()
 	pod.Spec.Containers[0].Image = host + "/acme/app:1"
-	_, _, err := registryMutator(t).MutatePod(t.Context(), pod, nil)
+	_, _, err := registryMutator(t, imgs).MutatePod(t.Context(), pod, nil)
 	require.ErrorIs(t, err, ErrDenied)
 	require.ErrorIs(t, err, images.ErrUnreachable)
 	assert.Contains(t, err.Error(), "spec.containers[0].image")
 	assert.Zero(t, requests.Load(), "the webhook talked plain HTTP to a registry not configured insecure")
 
 	// configured insecure: resolved
-	_, _, err = registryMutator(t, host, reg.Host).MutatePod(t.Context(), pod, nil)
+	_, _, err = registryMutator(t, imgs, host, reg.Host).MutatePod(t.Context(), pod, nil)
 	require.NoError(t, err)
 	assert.Positive(t, requests.Load())
 }
