@@ -300,7 +300,7 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 	}
 	version, err := h.SwapLatest(ctx, a.latestVersion, th, gen, secrets.HistorySigningKey())
 	if errors.Is(err, history.ErrConflict) {
-		return nil, fmt.Errorf("%w: the stored history was changed by another writer: %w", ErrConflict, err)
+		return nil, a.reloadAfterConflict(ctx, cur, err)
 	}
 	if err != nil {
 		return nil, err
@@ -314,6 +314,87 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 	result.Snapshot = snap
 	a.cfg.Logger.Info("manifest installed", "generation", gen, "transition", th.String(), "manifest", manifestHash.String(), "policies", len(m.Policies))
 	return result, nil
+}
+
+// reloadAfterConflict handles a failed compare-and-swap of the stored
+// pointer: another writer moved it. Without a reload the Authority would
+// keep its stale version and abort every later update until a restart.
+//
+// The stored pointer is adopted only if it verifies with this Coordinator's
+// history-signing key and continues this Coordinator's chain (a later or
+// the same generation whose hash chain passes through the current
+// transition), and its CA certificates match the seed. Anything else (a
+// foreign or broken pointer, an older one put back, a deleted one) is
+// refused: the Authority stays at its generation, every update keeps
+// failing with ErrConflict, and the reason is logged. Either way the
+// update that hit the conflict is not applied: the caller re-reads and
+// retries.
+//
+// Before the first manifest (cur == nil) there is nothing to verify with:
+// another Coordinator created the history, so this one goes into recovery
+// mode, as a restart would.
+func (a *Authority) reloadAfterConflict(ctx context.Context, cur *Snapshot, swapErr error) error {
+	conflict := fmt.Errorf("%w: the stored history was changed by another writer: %w", ErrConflict, swapErr)
+	log := a.cfg.Logger
+	latest, err := a.cfg.History.GetLatest(ctx)
+	if cur == nil {
+		if err != nil {
+			log.Error("the latest pointer was created concurrently but cannot be read", "error", err)
+			return conflict
+		}
+		a.setMode(ModeRecovery)
+		log.Warn("another writer set the first manifest; in recovery mode until Recover", "latestTransition", latest.Latest.Transition.String())
+		return fmt.Errorf("%w; this Coordinator is now in recovery mode", conflict)
+	}
+	if err != nil {
+		log.Error("refusing manifest updates: the stored latest pointer changed and cannot be read; updates fail until it is restored", "error", err, "generation", cur.Generation)
+		return conflict
+	}
+	snap, err := a.continuation(ctx, cur, latest.Latest)
+	if err != nil {
+		log.Error("refusing manifest updates: the stored latest pointer changed and does not continue this Coordinator's history; updates fail until it is restored",
+			"error", err, "generation", cur.Generation, "transition", cur.Transition.String(),
+			"storedGeneration", latest.Latest.Generation, "storedTransition", latest.Latest.Transition.String())
+		return conflict
+	}
+	a.latestVersion = latest.Version
+	if snap == cur {
+		log.Info("the stored latest pointer was rewritten with the same transition; reloaded its version", "generation", cur.Generation)
+		return fmt.Errorf("%w; the stored pointer was rewritten unchanged, retry", conflict)
+	}
+	a.publish(snap)
+	log.Info("reloaded the manifest another writer installed", "generation", snap.Generation, "transition", snap.Transition.String())
+	return fmt.Errorf("%w; it installed generation %d (transition %s), retry with that expected transition", conflict, snap.Generation, snap.Transition)
+}
+
+// continuation verifies a stored latest pointer against cur: signed with
+// cur's history-signing key, not older than cur, a hash chain from the first
+// transition through cur.Transition to it, and CA certificates matching the
+// seed. It returns cur if the pointer names cur.Transition.
+func (a *Authority) continuation(ctx context.Context, cur *Snapshot, l history.Latest) (*Snapshot, error) {
+	if err := l.Verify(historyKey(cur.secrets)); err != nil {
+		return nil, err
+	}
+	if l.Generation < cur.Generation {
+		return nil, fmt.Errorf("%w: the stored pointer is generation %d, older than the active generation %d: the history was rolled back",
+			history.ErrCorrupt, l.Generation, cur.Generation)
+	}
+	if l.Generation == cur.Generation {
+		if l.Transition != cur.Transition {
+			return nil, fmt.Errorf("%w: the stored pointer names another transition %s of the active generation %d", history.ErrCorrupt, l.Transition, l.Generation)
+		}
+		return cur, nil
+	}
+	chain, err := a.cfg.History.Chain(ctx, l.Transition)
+	if err != nil {
+		return nil, err
+	}
+	// Chain checked that generations count 1, 2, …; the transition after
+	// cur must point back to it.
+	if uint64(len(chain)) != l.Generation || chain[cur.Generation].Previous != cur.Transition { //nolint:gosec // len ≥ 0
+		return nil, fmt.Errorf("%w: the stored pointer (generation %d) does not descend from the active transition %s", history.ErrCorrupt, l.Generation, cur.Transition)
+	}
+	return a.loadLatest(ctx, cur.secrets, l)
 }
 
 func (a *Authority) publish(s *Snapshot) {

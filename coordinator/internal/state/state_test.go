@@ -231,21 +231,145 @@ func TestConcurrentOwnersExactlyOneWins(t *testing.T) {
 	assert.EqualValues(t, 2, a.Current().Generation)
 }
 
+// A pointer another writer stored that does not verify is refused: the
+// Authority keeps its generation and refuses updates (fails closed).
 func TestStoreConflictFromAnotherWriter(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	a := f.authority(t)
 	m1, pols := f.manifest("web")
+	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	other, err := seed.New()
+	require.NoError(t, err)
+	pointers := map[string][]byte{
+		"garbage":        []byte(`{}`),
+		"foreign key":    mustJSON(t, signed(other.HistorySigningKey(), res1.Snapshot.Transition, 1)),
+		"foreign, later": mustJSON(t, signed(other.HistorySigningKey(), history.HashOf([]byte("x")), 2)),
+	}
+	for name, p := range pointers {
+		t.Run(name, func(t *testing.T) {
+			f.store.SetLatestRaw(p)
+			for range 2 {
+				m2, pols2 := f.manifest("web", "x")
+				_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &res1.Snapshot.Transition})
+				require.ErrorIs(t, err, state.ErrConflict)
+				assert.Equal(t, res1.Snapshot, a.Current(), "the unverified pointer is not adopted")
+			}
+		})
+	}
+}
+
+// Two Coordinators with the same seed share the store: after a conflict the
+// loser reloads what the winner installed, and its next update (with the
+// new expected transition) succeeds instead of aborting until a restart.
+func TestConflictReloadsVerifiedLatest(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res1.SeedShares[0].EncryptedSeed)
+	require.NoError(t, err)
+	b := f.authority(t)
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+	require.NoError(t, err)
+
+	m2, pols2 := f.manifest("web", "10.0.0.2")
+	res2, err := b.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &res1.Snapshot.Transition})
+	require.NoError(t, err)
+
+	// a still believes generation 1 is the latest: its own check passes and
+	// the store's compare-and-swap fails.
+	m3, pols3 := f.manifest("web", "10.0.0.3")
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res1.Snapshot.Transition})
+	require.ErrorIs(t, err, state.ErrConflict)
+	assert.Contains(t, err.Error(), "changed by another writer")
+	assert.Contains(t, err.Error(), "installed generation 2")
+	cur := a.Current()
+	assert.EqualValues(t, 2, cur.Generation)
+	assert.Equal(t, res2.Snapshot.Transition, cur.Transition)
+	assert.Equal(t, res2.Snapshot.Mesh.Cert.Raw, cur.Mesh.Cert.Raw)
+	v, err := a.History(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{m1, m2}, v.Manifests)
+
+	res3, err := a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &cur.Transition})
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, res3.Snapshot.Generation)
+
+	// And the other way round, without an expected transition.
+	m4, pols4 := f.manifest("web", "10.0.0.4")
+	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m4, Policies: pols4, Client: f.ownerPub})
+	require.ErrorIs(t, err, state.ErrConflict)
+	assert.Equal(t, res3.Snapshot.Transition, b.Current().Transition)
+	res4, err := b.SetManifest(ctx, state.SetRequest{Manifest: m4, Policies: pols4, Client: f.ownerPub})
+	require.NoError(t, err)
+	assert.EqualValues(t, 4, res4.Snapshot.Generation)
+}
+
+// An older pointer put back behind a running Coordinator's back verifies
+// with its key but is not adopted: updates fail until the genuine pointer
+// is back, and then succeed again.
+func TestConflictRefusesRollback(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
 	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
 	require.NoError(t, err)
-	// Another writer moves the latest pointer behind a's back.
-	_, v, err := f.store.GetLatest(ctx)
+	old, _, err := f.store.GetLatest(ctx)
 	require.NoError(t, err)
-	_, err = f.store.SwapLatest(ctx, v, []byte(`{}`))
+	m2, pols2 := f.manifest("web", "10.0.0.2")
+	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
 	require.NoError(t, err)
-	m2, pols2 := f.manifest("web", "x")
-	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
+	genuine, _, err := f.store.GetLatest(ctx)
+	require.NoError(t, err)
+
+	f.store.SetLatestRaw(old)
+	m3, pols3 := f.manifest("web", "10.0.0.3")
+	for range 2 {
+		_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
+		require.ErrorIs(t, err, state.ErrConflict)
+		assert.Equal(t, res2.Snapshot, a.Current(), "the rolled-back pointer is not adopted")
+	}
+	f.store.SetLatestRaw(nil)
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
+	require.ErrorIs(t, err, state.ErrConflict, "a deleted pointer is not recreated")
+	assert.Equal(t, res2.Snapshot, a.Current())
+
+	// The genuine pointer is back (with a new store version).
+	f.store.SetLatestRaw(genuine)
+	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
 	require.ErrorIs(t, err, state.ErrConflict)
+	assert.Contains(t, err.Error(), "rewritten unchanged")
+	res3, err := a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, res3.Snapshot.Generation)
+}
+
+// Two empty Coordinators on one store: the one that loses the race for the
+// first manifest has no seed to verify with and goes into recovery mode.
+func TestConflictOnFirstManifest(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a, b := f.authority(t), f.authority(t)
+	m1, pols := f.manifest("web")
+	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.ErrorIs(t, err, state.ErrConflict)
+	assert.Equal(t, state.ModeRecovery, b.Mode())
+	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.ErrorIs(t, err, state.ErrRecoveryMode)
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
 }
 
 func TestRecoverDetectsTamperedHistory(t *testing.T) {
