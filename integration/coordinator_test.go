@@ -20,7 +20,10 @@ import (
 // server of the harness, keeping its history in ConfigMaps: the user story
 // (manifest, attested mesh certificates and rejections through simulated
 // TEEs, unauthorized and authorized updates, a kill and restart into
-// recovery mode, recovery with the seed share) and two owners racing.
+// recovery mode, recovery with the seed share), attacks by whoever controls
+// the API server (an older latest pointer put back, a squatted blob), two
+// Coordinators sharing the namespace (the resourceVersion compare-and-swap
+// decides, the loser reloads) and two owners racing.
 func TestCoordinatorConfigMapStore(t *testing.T) {
 	c := cluster.Start(t, cluster.Options{})
 
@@ -46,8 +49,29 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 	})
 
 	t.Run("rollback", func(t *testing.T) {
-		h := configMapHarness(t, c, "coordinator-rollback")
+		h, _ := configMapHarness(t, c, "coordinator-rollback")
 		coordinatortest.RunRollback(t, h)
+	})
+
+	// Two Coordinators in one namespace: the latest pointer moves behind
+	// each one's back, so the API server's resourceVersion precondition
+	// decides; the loser gets Aborted, reloads and then succeeds.
+	t.Run("shared namespace", func(t *testing.T) {
+		h, _ := configMapHarness(t, c, "coordinator-shared")
+		coordinatortest.RunSharedStore(t, h)
+	})
+
+	// A ConfigMap squatted under the content address of the first manifest
+	// fails SetManifest instead of leaving a history no read can verify.
+	t.Run("squatted blob", func(t *testing.T) {
+		h, ns := configMapHarness(t, c, "coordinator-squat")
+		coordinatortest.RunSquattedBlob(t, h, func(ctx context.Context, kind, hash string) error {
+			_, err := c.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: "contrast-history-" + kind + "-" + hash},
+				BinaryData: map[string][]byte{"data": []byte(`{"squatted":true}`)},
+			}, metav1.CreateOptions{})
+			return err
+		})
 	})
 
 	t.Run("concurrent owners", func(t *testing.T) {
@@ -61,14 +85,14 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 
 // configMapHarness returns a harness whose Coordinators keep their history
 // in ConfigMaps of a new namespace, and tampers with it through the API.
-func configMapHarness(t *testing.T, c *cluster.Cluster, name string) *coordinatortest.Harness {
+func configMapHarness(t *testing.T, c *cluster.Cluster, name string) (*coordinatortest.Harness, string) {
 	t.Helper()
 	ns := namespace(t, c.Client, name)
 	h := coordinatortest.NewHarness(t, func(cfg *server.Config) {
 		cfg.Kubernetes, cfg.Namespace = c.Client, ns
 	})
 	h.Latest = coordinatortest.ConfigMapLatest(c.Client, ns)
-	return h
+	return h, ns
 }
 
 func namespace(t *testing.T, client kubernetes.Interface, name string) string {

@@ -222,32 +222,54 @@ func RunLifecycle(t *testing.T, h *Harness) {
 }
 
 // RunRollback puts an older signed latest pointer back into the store, as
-// whoever controls the API server can: the signature still verifies, so
-// only the owner, who knows a later transition, can detect it. Recover
-// with expected_latest_transition fails with FailedPrecondition naming
-// both generations and restores nothing; without it, the response tells
-// the owner which (older) generation was restored.
+// whoever controls the API server can; its signature still verifies.
+//
+// A running Coordinator does not adopt it (it is older than its active
+// generation): updates are Aborted until the genuine pointer is back. After
+// a restart only the owner, who knows a later transition, can detect it:
+// Recover with expected_latest_transition fails with FailedPrecondition
+// naming both generations and restores nothing; without it, the response
+// tells the owner which (older) generation was restored.
 func RunRollback(t *testing.T, h *Harness) {
 	require.NotNil(t, h.Latest, "the rollback scenario needs Harness.Latest")
 	ctx := context.Background()
 	d := NewDeployment(1)
+
 	c1 := h.Start(t)
-	set1, err := h.User(t, c1, nil).SetManifest(ctx, h.Request(d, nil))
+	own := h.User(t, c1, d.Owners[0])
+	set1, err := own.SetManifest(ctx, h.Request(d, nil))
 	require.NoError(t, err)
-	old, err := h.Latest.Latest(ctx)
+	gen1Pointer, err := h.Latest.Latest(ctx)
 	require.NoError(t, err)
-	require.NotNil(t, old)
-	set2, err := h.User(t, c1, d.Owners[0]).SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "10.0.0.7"))
+	require.NotNil(t, gen1Pointer)
+	set2, err := own.SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "10.0.0.7"))
 	require.NoError(t, err)
 	require.EqualValues(t, 2, set2.GetGeneration())
+	genuine, err := h.Latest.Latest(ctx)
+	require.NoError(t, err)
+
+	require.NoError(t, h.Latest.SetLatest(ctx, gen1Pointer), "the attacker puts back the pointer of generation 1")
+	for range 2 {
+		_, err = own.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "10.0.0.8"))
+		RequireCode(t, err, codes.Aborted, "changed by another writer")
+	}
+	gm, err := own.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, gm.GetGeneration(), "the running Coordinator stays at generation 2")
+	require.NoError(t, h.Latest.SetLatest(ctx, genuine), "the genuine pointer is restored")
+	_, err = own.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "10.0.0.8"))
+	RequireCode(t, err, codes.Aborted, "rewritten unchanged")
+	set3, err := own.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "10.0.0.8"))
+	require.NoError(t, err)
+	require.EqualValues(t, 3, set3.GetGeneration())
 	c1.Stop()
 
-	require.NoError(t, h.Latest.SetLatest(ctx, old), "the attacker puts back the pointer of generation 1")
+	require.NoError(t, h.Latest.SetLatest(ctx, gen1Pointer), "the attacker puts back the pointer of generation 1 and restarts the Coordinator")
 	c2 := h.Start(t)
 	anon := h.User(t, c2, nil)
 	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
-	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: set2.GetTransitionHash()})
-	RequireCode(t, err, codes.FailedPrecondition, "stored latest pointer is generation 1", "is generation 2", "rolled back", "nothing was restored")
+	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: set3.GetTransitionHash()})
+	RequireCode(t, err, codes.FailedPrecondition, "stored latest pointer is generation 1", "is generation 3", "rolled back", "nothing was restored")
 	code, _ := Probe(t, c2, "/readyz")
 	require.Equal(t, 503, code, "still in recovery mode")
 	_, err = anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
@@ -255,7 +277,7 @@ func RunRollback(t *testing.T, h *Harness) {
 
 	// A wrong seed is told so before anything about the history.
 	wrongSeed := sha256.Sum256([]byte("wrong"))
-	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:], Salt: set1.GetSalt(), ExpectedLatestTransition: set2.GetTransitionHash()})
+	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: wrongSeed[:], Salt: set1.GetSalt(), ExpectedLatestTransition: set3.GetTransitionHash()})
 	RequireCode(t, err, codes.PermissionDenied, "seed does not match")
 
 	// Without an expectation the rolled-back generation is restored, and
@@ -265,6 +287,72 @@ func RunRollback(t *testing.T, h *Harness) {
 	assert.EqualValues(t, 1, rec.GetGeneration())
 	assert.Equal(t, set1.GetTransitionHash(), rec.GetLatestTransition())
 	assert.Equal(t, set1.GetMeshCa(), rec.GetMeshCa())
+}
+
+// RunSharedStore runs two Coordinators with the same seed on one store, so
+// that the latest pointer moves behind each one's back and the store's
+// compare-and-swap (the API server's resourceVersion precondition for
+// ConfigMaps), not a Coordinator's lock, decides. The Coordinator that
+// loses gets Aborted, reloads the verified pointer, and the owner's retry
+// with the new expected transition succeeds.
+func RunSharedStore(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	d := NewDeployment(1)
+	owner := d.Owners[0]
+	c1 := h.Start(t)
+	set1, err := h.User(t, c1, nil).SetManifest(ctx, h.Request(d, nil))
+	require.NoError(t, err)
+	c2 := h.Start(t)
+	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
+	_, err = h.User(t, c2, nil).Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: set1.GetTransitionHash()})
+	require.NoError(t, err)
+	own1, own2 := h.User(t, c1, owner), h.User(t, c2, owner)
+
+	set2, err := own2.SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "via-c2"))
+	require.NoError(t, err)
+	// c1 still believes generation 1 is the latest: its own check passes,
+	// the store's compare-and-swap fails.
+	_, err = own1.SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "via-c1"))
+	RequireCode(t, err, codes.Aborted, "changed by another writer", "installed generation 2")
+	gm, err := own1.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, gm.GetGeneration(), "c1 reloaded the pointer c2 wrote")
+	assert.Equal(t, set2.GetTransitionHash(), gm.GetLatestTransition())
+	assert.Equal(t, set2.GetMeshCa(), gm.GetMeshCa())
+	require.Len(t, gm.GetManifests(), 2)
+	set3, err := own1.SetManifest(ctx, h.Request(d, gm.GetLatestTransition(), "via-c1"))
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, set3.GetGeneration())
+
+	// A mesh certificate from c2 after it reloads is of the new generation.
+	_, err = own2.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "via-c2-again"))
+	RequireCode(t, err, codes.Aborted, "installed generation 3")
+	web := h.Pod(t, d.Web, nil)
+	resp, err := NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err)
+	assert.Equal(t, set3.GetMeshCa(), resp.GetMeshCa())
+}
+
+// RunSquattedBlob: someone who can write the store has put other content
+// under the content address of the first manifest before it is set (squat
+// creates that blob, kind "manifest" and the hex SHA-256). SetManifest must
+// fail instead of succeeding with a history that no read can verify, and
+// no latest pointer may be written.
+func RunSquattedBlob(t *testing.T, h *Harness, squat func(ctx context.Context, kind, hash string) error) {
+	require.NotNil(t, h.Latest, "the squatting scenario needs Harness.Latest")
+	ctx := context.Background()
+	req := h.Request(NewDeployment(1), nil)
+	sum := sha256.Sum256(req.GetManifest())
+	require.NoError(t, squat(ctx, "manifest", hexOf(sum[:])))
+	c := h.Start(t)
+	anon := h.User(t, c, nil)
+	_, err := anon.SetManifest(ctx, req)
+	RequireCode(t, err, codes.Internal)
+	_, err = anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "no manifest")
+	latest, err := h.Latest.Latest(ctx)
+	require.NoError(t, err)
+	require.Nil(t, latest, "no latest pointer was written")
 }
 
 // RunConcurrentOwners races two owners that both read the latest

@@ -14,7 +14,9 @@ import (
 
 func memoryHarness(t testing.TB) *coordinatortest.Harness {
 	store := server.NewMemoryStore()
-	return coordinatortest.NewHarness(t, func(c *server.Config) { c.MemoryStore = store })
+	h := coordinatortest.NewHarness(t, func(c *server.Config) { c.MemoryStore = store })
+	h.Latest = store
+	return h
 }
 
 func TestLifecycle(t *testing.T) {
@@ -22,10 +24,11 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestRollback(t *testing.T) {
-	store := server.NewMemoryStore()
-	h := coordinatortest.NewHarness(t, func(c *server.Config) { c.MemoryStore = store })
-	h.Latest = store
-	coordinatortest.RunRollback(t, h)
+	coordinatortest.RunRollback(t, memoryHarness(t))
+}
+
+func TestSharedStore(t *testing.T) {
+	coordinatortest.RunSharedStore(t, memoryHarness(t))
 }
 
 func TestConcurrentOwners(t *testing.T) {
