@@ -19,6 +19,8 @@ import (
 	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
 	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
 	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -64,7 +66,7 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 		return nil, fmt.Errorf("creating webhook: %w", err)
 	}
 	h, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
-		Webhook: denyingWebhook{wh},
+		Webhook: denyingWebhook{podsOnly{wh, cfg.Metrics.observeAdmission}},
 		Logger:  kubewebhookLogger{cfg.Logger},
 	})
 	if err != nil {
@@ -107,20 +109,49 @@ type admitter struct {
 	cfg AdmissionConfig
 }
 
+// Skip reasons of requests for other objects than pods.
+const (
+	reasonNotAPod     = "not-a-pod"
+	reasonSubresource = "subresource"
+)
+
+// notAPod returns why a request is not one for a pod (core/v1 Pod, not a
+// subresource such as pods/binding or pods/ephemeralcontainers), or "" if
+// it is.
+func notAPod(ar *kwhmodel.AdmissionReview) string {
+	var kind metav1.GroupVersionKind
+	var subresource string
+	switch r := ar.OriginalAdmissionReview.(type) {
+	case *admissionv1.AdmissionReview:
+		kind, subresource = r.Request.Kind, r.Request.SubResource
+	case *admissionv1beta1.AdmissionReview:
+		kind, subresource = r.Request.Kind, r.Request.SubResource
+	default:
+		return reasonNotAPod
+	}
+	switch {
+	case kind != metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}:
+		return reasonNotAPod
+	case subresource != "":
+		return reasonSubresource
+	}
+	return ""
+}
+
 // mutate mutates the pod in place; kubewebhook derives the JSON patch from
 // the difference to the admitted object.
 func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhmutating.MutatorResult, error) {
 	start := time.Now()
-	pod, ok := obj.(*corev1.Pod)
 	log := a.cfg.Logger.With("namespace", ar.Namespace, "operation", string(ar.Operation), "dryRun", ar.DryRun)
 	skip := func(reason string) (*kwhmutating.MutatorResult, error) {
 		a.cfg.Metrics.observeAdmission(ResultSkipped, reason, time.Since(start))
 		log.Debug("admission skipped", "reason", reason)
 		return &kwhmutating.MutatorResult{}, nil
 	}
+	pod, ok := obj.(*corev1.Pod)
 	switch {
 	case !ok:
-		return skip("not-a-pod")
+		return skip(reasonNotAPod)
 	case ar.Operation != kwhmodel.OperationCreate:
 		return skip("operation")
 	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace):
@@ -155,6 +186,30 @@ func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj
 	a.cfg.Metrics.observeAdmission(ResultMutated, "ok", time.Since(start))
 	log.Info("pod mutated", "policyHash", res.Annotations["contrast.cc/policy-hash"], "kind", res.Kind)
 	return &kwhmutating.MutatorResult{}, nil
+}
+
+// podsOnly answers requests for other objects than pods (see notAPod)
+// itself, with allowed and no patch: kubewebhook would decode them into a
+// Pod all the same, and the mutating webhook would answer with a patch that
+// turns the object into what a Pod keeps of it.
+type podsOnly struct {
+	next    kwhwebhook.Webhook
+	observe func(result, reason string, d time.Duration)
+}
+
+func (w podsOnly) ID() string                 { return w.next.ID() }
+func (w podsOnly) Kind() kwhmodel.WebhookKind { return w.next.Kind() }
+
+func (w podsOnly) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
+	reason := notAPod(&ar)
+	if reason == "" {
+		return w.next.Review(ctx, ar)
+	}
+	w.observe(ResultSkipped, reason, 0)
+	if w.next.Kind() == kwhmodel.WebhookKindMutating {
+		return &kwhmodel.MutatingAdmissionResponse{ID: ar.ID}, nil
+	}
+	return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: true}, nil
 }
 
 // denyingWebhook turns denials of the mutator into a response with

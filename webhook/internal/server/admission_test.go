@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -33,7 +35,14 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	imgs := injecttest.Serve(t)
+	return fixtureOn(t, injecttest.Serve(t))
+}
+
+// fixtureOn is newFixture on images already served: the table tests share
+// one registry (building its images is what takes time) and get fresh
+// metrics and caches per case.
+func fixtureOn(t testing.TB, imgs *injecttest.Images) *fixture {
+	t.Helper()
 	metrics := NewMetrics(prometheus.NewPedanticRegistry())
 	cfg := inject.Config{InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777"}
 	require.NoError(t, cfg.Validate())
@@ -78,21 +87,30 @@ func webPod() *corev1.Pod {
 	}
 }
 
-// review is an admission.k8s.io/v1 AdmissionReview as the API server sends it.
+// review is an admission.k8s.io/v1 AdmissionReview of a pod as the API
+// server sends it.
 func review(t testing.TB, op admissionv1.Operation, namespace string, pod *corev1.Pod, dryRun bool) []byte {
 	t.Helper()
-	raw, err := json.Marshal(pod)
+	return reviewOf(t, op, namespace, metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, "", pod, dryRun)
+}
+
+// reviewOf is an admission.k8s.io/v1 AdmissionReview of any object.
+func reviewOf(t testing.TB, op admissionv1.Operation, namespace string, kind metav1.GroupVersionKind, resource metav1.GroupVersionResource, subresource string, obj any, dryRun bool) []byte {
+	t.Helper()
+	raw, err := json.Marshal(obj)
 	require.NoError(t, err)
 	ar := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
-			UID:       "0d3a1c8e-5d0e-4f5a-9a57-3b2f3c4d5e6f",
-			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: namespace,
-			Operation: op,
-			Object:    runtime.RawExtension{Raw: raw},
-			DryRun:    ptr.To(dryRun),
+			UID:         "0d3a1c8e-5d0e-4f5a-9a57-3b2f3c4d5e6f",
+			Kind:        kind,
+			Resource:    resource,
+			SubResource: subresource,
+			Namespace:   namespace,
+			Operation:   op,
+			Object:      runtime.RawExtension{Raw: raw},
+			DryRun:      ptr.To(dryRun),
 		},
 	}
 	b, err := json.Marshal(ar)
@@ -102,7 +120,12 @@ func review(t testing.TB, op admissionv1.Operation, namespace string, pod *corev
 
 func post(t *testing.T, h http.Handler, body []byte) (int, *admissionv1.AdmissionResponse) {
 	t.Helper()
-	req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/mutate", bytes.NewReader(body))
+	return postTo(t, h, MutatePath, body)
+}
+
+func postTo(t *testing.T, h http.Handler, path string, body []byte) (int, *admissionv1.AdmissionResponse) {
+	t.Helper()
+	req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -169,6 +192,7 @@ func TestAdmissionMutates(t *testing.T) {
 }
 
 func TestAdmissionSkips(t *testing.T) {
+	imgs := injecttest.Serve(t)
 	testCases := map[string]struct {
 		op        admissionv1.Operation
 		namespace string
@@ -183,7 +207,7 @@ func TestAdmissionSkips(t *testing.T) {
 	}
 	for name, tc := range testCases {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t)
+			f := fixtureOn(t, imgs)
 			pod := webPod()
 			if tc.mutate != nil {
 				tc.mutate(pod)
@@ -197,7 +221,55 @@ func TestAdmissionSkips(t *testing.T) {
 	}
 }
 
+// webDeployment is the emojivoto web Deployment.
+func webDeployment() *appsv1.Deployment {
+	pod := webPod()
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "emojivoto"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web-svc"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels}, Spec: pod.Spec},
+		},
+	}
+}
+
+// TestAdmissionSkipsOtherObjects: kubewebhook decodes any object into a
+// Pod, so whether the request is for a pod is decided by its kind and
+// subresource. A webhook configuration that (mistakenly) matches more than
+// pods must not patch those objects.
+func TestAdmissionSkipsOtherObjects(t *testing.T) {
+	imgs := injecttest.Serve(t)
+	deploymentKind := metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+	deployments := metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	podKind := metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	pods := metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
+	testCases := map[string]struct {
+		kind        metav1.GroupVersionKind
+		resource    metav1.GroupVersionResource
+		subresource string
+		obj         any
+		reason      string
+	}{
+		"deployment":  {kind: deploymentKind, resource: deployments, obj: webDeployment(), reason: "not-a-pod"},
+		"subresource": {kind: podKind, resource: pods, subresource: "status", obj: webPod(), reason: "subresource"},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			f := fixtureOn(t, imgs)
+			body := reviewOf(t, admissionv1.Create, "emojivoto", tc.kind, tc.resource, tc.subresource, tc.obj, false)
+			code, resp := post(t, f.handler, body)
+			require.Equal(t, http.StatusOK, code)
+			assert.True(t, resp.Allowed)
+			assert.Empty(t, resp.Patch, "the object must be untouched")
+			assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultSkipped, tc.reason)), 0)
+		})
+	}
+}
+
 func TestAdmissionDenies(t *testing.T) {
+	imgs := injecttest.Serve(t)
 	testCases := map[string]struct {
 		mutate  func(*corev1.Pod)
 		reason  string
@@ -227,18 +299,38 @@ func TestAdmissionDenies(t *testing.T) {
 			reason:  "privileged",
 			message: []string{"spec.containers[0].securityContext.privileged"},
 		},
-		"secret value stays out of the message": {
+		// The denials below are about the container holding the secret-looking
+		// literal, whose policy data carries the value: the message names the
+		// field and never the value.
+		"secret value stays out of the message: too long": {
 			mutate: func(p *corev1.Pod) {
-				p.Spec.HostPID = true
-				p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "API_TOKEN", Value: "s3cr3t-v4lu3"})
+				p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "API_TOKEN", Value: strings.Repeat("s3cr3t-v4lu3", 100)})
 			},
-			reason:  "host-namespace",
-			message: []string{"spec.hostPID"},
+			reason:  "policy",
+			message: []string{"spec.containers[0].env[4].value", "too long"},
+		},
+		"secret value stays out of the message: unsupported variable": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env,
+					corev1.EnvVar{Name: "API_TOKEN", Value: "s3cr3t-v4lu3"},
+					corev1.EnvVar{Name: "PHASE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.phase"}}},
+				)
+			},
+			reason:  "policy",
+			message: []string{"spec.containers[0].env[5].valueFrom.fieldRef.fieldPath", `"PHASE"`},
+		},
+		"secret value stays out of the message: referenced by an unresolvable image": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "API_TOKEN", Value: "s3cr3t-v4lu3"})
+				p.Spec.Containers[0].Image = "docker.l5d.io/buoyantio/emojivoto-web:v99"
+			},
+			reason:  "image",
+			message: []string{"spec.containers[0].image"},
 		},
 	}
 	for name, tc := range testCases {
 		t.Run(name, func(t *testing.T) {
-			f := newFixture(t)
+			f := fixtureOn(t, imgs)
 			pod := webPod()
 			tc.mutate(pod)
 			code, resp := post(t, f.handler, review(t, admissionv1.Create, "emojivoto", pod, false))
@@ -264,8 +356,8 @@ func TestAdmissionMalformedRequest(t *testing.T) {
 // FuzzAdmissionReview feeds arbitrary bodies to the admission handler: it
 // must never panic, and every 200 response must be a well-formed review.
 func FuzzAdmissionReview(f *testing.F) {
-	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","spec":{"hostNetwork":true,"containers":[{"name":"a","image":"x"}]}}}}`))
-	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"contrast.cc/injected":"{\"initContainers\":[\"a\"]}","contrast.cc/servicemesh-egress":"x#127.0.0.1:1#y:2"}},"spec":{"containers":[{"name":"a","image":"x"}]}}}}`))
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","spec":{"hostNetwork":true,"containers":[{"name":"a","image":"x"}]}}}}`))
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"contrast.cc/policy-hash":"00","contrast.cc/injected":"{\"initContainers\":[\"a\"]}","contrast.cc/servicemesh-egress":"x#127.0.0.1:1#y:2"}},"spec":{"containers":[{"name":"a","image":"x"}]}}}}`))
 	f.Add([]byte(`{}`))
 	metrics := NewMetrics(prometheus.NewRegistry())
 	cfg := inject.Config{
@@ -284,7 +376,7 @@ func FuzzAdmissionReview(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/mutate", bytes.NewReader(body))
+		req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, MutatePath, bytes.NewReader(body))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {
