@@ -28,7 +28,8 @@ func newHTTPSOnly(next http.RoundTripper, insecureHosts []string) *httpsOnly {
 
 // RoundTrip implements http.RoundTripper.
 func (t *httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" && !(req.URL.Scheme == "http" && t.insecure[strings.ToLower(req.URL.Host)]) {
+	allowed := req.URL.Scheme == "https" || req.URL.Scheme == "http" && t.insecure[strings.ToLower(req.URL.Host)]
+	if !allowed {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}

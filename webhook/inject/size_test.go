@@ -28,10 +28,10 @@ func TestCheckPinnedImage(t *testing.T) {
 	} {
 		err := CheckPinnedImage(image)
 		if wantErr == "" {
-			assert.NoError(t, err, image)
+			require.NoError(t, err, image)
 			continue
 		}
-		assert.ErrorContains(t, err, wantErr, image)
+		require.ErrorContains(t, err, wantErr, image)
 	}
 	cfg := testConfig
 	cfg.ProxyImage = "mesh-proxy@sha256:" + hex
