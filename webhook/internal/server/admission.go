@@ -19,6 +19,7 @@ import (
 	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
 	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
 	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
+	kwhvalidating "github.com/slok/kubewebhook/v2/pkg/webhook/validating"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	corev1 "k8s.io/api/core/v1"
@@ -47,7 +48,9 @@ type AdmissionConfig struct {
 	Keychain KeychainFunc
 }
 
-// NewAdmissionHandler returns the HTTP handler of the mutating webhook.
+// NewAdmissionHandler returns the HTTP handler of the admission webhook:
+// POST ValidatePath is the validating webhook (see validate), every other
+// path the mutating webhook (MutatePath).
 func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 	if cfg.Mutator == nil || cfg.Metrics == nil {
 		return nil, errors.New("mutator and metrics are required")
@@ -56,7 +59,7 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	a := &admitter{cfg: cfg}
-	wh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
+	mwh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
 		ID:      "contrast-pods",
 		Obj:     &corev1.Pod{},
 		Mutator: kwhmutating.MutatorFunc(a.mutate),
@@ -65,14 +68,37 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating webhook: %w", err)
 	}
-	h, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
-		Webhook: denyingWebhook{podsOnly{wh, cfg.Metrics.observeAdmission}},
+	mutating, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
+		Webhook: denyingWebhook{podsOnly{mwh, cfg.Metrics.observeAdmission}},
 		Logger:  kubewebhookLogger{cfg.Logger},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating handler: %w", err)
 	}
-	return requireRequest(h), nil
+	vwh, err := kwhvalidating.NewWebhook(kwhvalidating.WebhookConfig{
+		ID:        "contrast-pods-validate",
+		Obj:       &corev1.Pod{},
+		Validator: kwhvalidating.ValidatorFunc(a.validate),
+		Logger:    kubewebhookLogger{cfg.Logger},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating validating webhook: %w", err)
+	}
+	validating, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
+		Webhook: podsOnly{vwh, cfg.Metrics.observeValidation},
+		Logger:  kubewebhookLogger{cfg.Logger},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating validating handler: %w", err)
+	}
+	mutating, validating = requireRequest(mutating), requireRequest(validating)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == ValidatePath {
+			validating.ServeHTTP(w, r)
+			return
+		}
+		mutating.ServeHTTP(w, r)
+	}), nil
 }
 
 // maxReviewBytes bounds an admission review (kubewebhook's limit).

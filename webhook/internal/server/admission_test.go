@@ -264,6 +264,11 @@ func TestAdmissionSkipsOtherObjects(t *testing.T) {
 			assert.True(t, resp.Allowed)
 			assert.Empty(t, resp.Patch, "the object must be untouched")
 			assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultSkipped, tc.reason)), 0)
+
+			code, resp = postTo(t, f.handler, ValidatePath, body)
+			require.Equal(t, http.StatusOK, code)
+			assert.True(t, resp.Allowed)
+			assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.validations.WithLabelValues(ResultSkipped, tc.reason)), 0)
 		})
 	}
 }
@@ -353,8 +358,9 @@ func TestAdmissionMalformedRequest(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, code)
 }
 
-// FuzzAdmissionReview feeds arbitrary bodies to the admission handler: it
-// must never panic, and every 200 response must be a well-formed review.
+// FuzzAdmissionReview feeds arbitrary bodies to the mutating and the
+// validating admission handler: they must never panic, and every 200
+// response must be a well-formed review.
 func FuzzAdmissionReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","spec":{"hostNetwork":true,"containers":[{"name":"a","image":"x"}]}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"contrast.cc/policy-hash":"00","contrast.cc/injected":"{\"initContainers\":[\"a\"]}","contrast.cc/servicemesh-egress":"x#127.0.0.1:1#y:2"}},"spec":{"containers":[{"name":"a","image":"x"}]}}}}`))
@@ -376,15 +382,17 @@ func FuzzAdmissionReview(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, MutatePath, bytes.NewReader(body))
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			return
-		}
-		var ar admissionv1.AdmissionReview
-		if err := json.Unmarshal(rec.Body.Bytes(), &ar); err != nil || ar.Response == nil {
-			t.Fatalf("malformed 200 response %q: %v", rec.Body.String(), err)
+		for _, path := range []string{MutatePath, ValidatePath} {
+			req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, path, bytes.NewReader(body))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				continue
+			}
+			var ar admissionv1.AdmissionReview
+			if err := json.Unmarshal(rec.Body.Bytes(), &ar); err != nil || ar.Response == nil {
+				t.Fatalf("%s: malformed 200 response %q: %v", path, rec.Body.String(), err)
+			}
 		}
 	})
 }

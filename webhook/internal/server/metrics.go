@@ -24,12 +24,14 @@ const (
 // Metrics are the webhook's Prometheus metrics (docs/metrics.md). They are
 // also the images.Observer of the webhook's images.Registry.
 type Metrics struct {
-	admissions      *prometheus.CounterVec
-	latency         *prometheus.HistogramVec
-	imageCache      *prometheus.CounterVec
-	imageResolution *prometheus.HistogramVec
-	registryCache   *prometheus.CounterVec
-	registryFetch   *prometheus.HistogramVec
+	admissions        *prometheus.CounterVec
+	latency           *prometheus.HistogramVec
+	validations       *prometheus.CounterVec
+	validationLatency *prometheus.HistogramVec
+	imageCache        *prometheus.CounterVec
+	imageResolution   *prometheus.HistogramVec
+	registryCache     *prometheus.CounterVec
+	registryFetch     *prometheus.HistogramVec
 }
 
 var _ images.Observer = (*Metrics)(nil)
@@ -46,6 +48,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "contrast_webhook_admission_duration_seconds",
 			Help:    "Duration of pod admissions by result.",
+			Buckets: durationBuckets,
+		}, []string{"result"}),
+		validations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_validations_total",
+			Help: "Pod validations (the policy recomputed over the final pod) by result (allowed, skipped, denied, error) and reason.",
+		}, []string{"result", "reason"}),
+		validationLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "contrast_webhook_validation_duration_seconds",
+			Help:    "Duration of pod validations by result.",
 			Buckets: durationBuckets,
 		}, []string{"result"}),
 		imageCache: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -67,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: durationBuckets,
 		}, []string{"kind", "result"}),
 	}
-	reg.MustRegister(m.admissions, m.latency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch)
+	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch)
 	// every series of the registry metrics exists from the start, at zero
 	for _, k := range images.LookupKinds {
 		for _, r := range []string{"hit", "miss"} {
@@ -103,6 +114,11 @@ func (m *Metrics) ObserveLookup(kind images.LookupKind, result images.LookupResu
 func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {
 	m.admissions.WithLabelValues(result, reason).Inc()
 	m.latency.WithLabelValues(result).Observe(d.Seconds())
+}
+
+func (m *Metrics) observeValidation(result, reason string, d time.Duration) {
+	m.validations.WithLabelValues(result, reason).Inc()
+	m.validationLatency.WithLabelValues(result).Observe(d.Seconds())
 }
 
 // maxCachedImages bounds the webhook's cache of digest-pinned resolutions.

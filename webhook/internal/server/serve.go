@@ -19,7 +19,8 @@ type ServeConfig struct {
 	Webhook net.Listener
 	// Probes is the plain HTTP listener of /livez, /readyz and /metrics.
 	Probes net.Listener
-	// Admission handles /mutate.
+	// Admission handles MutatePath and ValidatePath (the handler of
+	// NewAdmissionHandler serves both).
 	Admission http.Handler
 	// ProbeHandler serves the probe listener.
 	ProbeHandler http.Handler
@@ -33,8 +34,12 @@ type ServeConfig struct {
 	ShutdownTimeout time.Duration
 }
 
-// MutatePath is the path of the admission handler.
-const MutatePath = "/mutate"
+// MutatePath and ValidatePath are the paths of the mutating and the
+// validating admission webhook.
+const (
+	MutatePath   = "/mutate"
+	ValidatePath = "/validate"
+)
 
 // Serve runs the HTTPS webhook and the probe server until ctx is done, then
 // shuts both down gracefully.
@@ -47,6 +52,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("POST "+MutatePath, cfg.Admission)
+	mux.Handle("POST "+ValidatePath, cfg.Admission)
 	webhook := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -69,20 +69,33 @@ func TestServe(t *testing.T) {
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(caPEM))
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+wl.Addr().String()+MutatePath,
-		bytes.NewReader(review(t, admissionv1.Create, "emojivoto", webPod(), false)))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := client.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode)
-	body, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	var ar admissionv1.AdmissionReview
-	require.NoError(t, json.Unmarshal(body, &ar))
-	assert.True(t, ar.Response.Allowed)
-	assert.NotEmpty(t, ar.Response.Patch)
+	call := func(path string, body []byte) *admissionv1.AdmissionResponse {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+wl.Addr().String()+path, bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := client.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
+		b, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		var ar admissionv1.AdmissionReview
+		require.NoError(t, json.Unmarshal(b, &ar))
+		require.NotNil(t, ar.Response)
+		return ar.Response
+	}
+	pod := webPod()
+	resp := call(MutatePath, review(t, admissionv1.Create, "emojivoto", pod, false))
+	assert.True(t, resp.Allowed)
+	assert.NotEmpty(t, resp.Patch)
+
+	// the validating webhook is served on the same port
+	mutated := applyPatch(t, pod, resp)
+	resp = call(ValidatePath, review(t, admissionv1.Create, "emojivoto", mutated, false))
+	assert.True(t, resp.Allowed, "%v", resp.Result)
+	resp = call(ValidatePath, review(t, admissionv1.Create, "emojivoto", pod, false))
+	assert.False(t, resp.Allowed, "not mutated")
 
 	cancel()
 	select {
