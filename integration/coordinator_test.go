@@ -21,7 +21,8 @@ import (
 // (manifest, attested mesh certificates and rejections through simulated
 // TEEs, unauthorized and authorized updates, a kill and restart into
 // recovery mode, recovery with the seed share), attacks by whoever controls
-// the API server (an older latest pointer put back, a squatted blob), two
+// the API server (an older latest pointer put back, the pointer deleted, a
+// squatted blob), two
 // Coordinators sharing the namespace (the resourceVersion compare-and-swap
 // decides, the loser reloads) and two owners racing.
 func TestCoordinatorConfigMapStore(t *testing.T) {
@@ -51,6 +52,13 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 	t.Run("rollback", func(t *testing.T) {
 		h, _ := configMapHarness(t, c, "coordinator-rollback")
 		coordinatortest.RunRollback(t, h)
+	})
+
+	// Deleting the latest ConfigMap does not make a restarted Coordinator
+	// accept anyone's first manifest.
+	t.Run("latest deleted", func(t *testing.T) {
+		h, _ := configMapHarness(t, c, "coordinator-takeover")
+		coordinatortest.RunLatestDeleted(t, h)
 	})
 
 	// Two Coordinators in one namespace: the latest pointer moves behind

@@ -289,6 +289,51 @@ func RunRollback(t *testing.T, h *Harness) {
 	assert.Equal(t, set1.GetMeshCa(), rec.GetMeshCa())
 }
 
+// RunLatestDeleted deletes the latest pointer and restarts the Coordinator,
+// hoping it starts empty and accepts the attacker's first manifest. It
+// refuses instead: not ready, SetManifest, GetManifests, Recover and the
+// mesh API answer FailedPrecondition naming the missing pointer. With the
+// pointer restored, a restart is in ordinary recovery mode.
+func RunLatestDeleted(t *testing.T, h *Harness) {
+	require.NotNil(t, h.Latest, "the takeover scenario needs Harness.Latest")
+	ctx := context.Background()
+	d := NewDeployment(1)
+	c1 := h.Start(t)
+	set1, err := h.User(t, c1, nil).SetManifest(ctx, h.Request(d, nil))
+	require.NoError(t, err)
+	genuine, err := h.Latest.Latest(ctx)
+	require.NoError(t, err)
+	c1.Stop()
+
+	require.NoError(t, h.Latest.SetLatest(ctx, nil), "the attacker deletes the latest pointer")
+	c2 := h.Start(t)
+	code, body := Probe(t, c2, "/readyz?verbose")
+	require.Equal(t, 503, code, body)
+	assert.Contains(t, body, "latest pointer is missing")
+	attacker := NewDeployment(1)
+	anon := h.User(t, c2, nil)
+	_, err = anon.SetManifest(ctx, h.Request(attacker, nil))
+	RequireCode(t, err, codes.FailedPrecondition, "latest pointer is missing", "refusing to start a new history")
+	_, err = anon.GetManifests(ctx, &userpb.GetManifestsRequest{})
+	RequireCode(t, err, codes.FailedPrecondition, "latest pointer is missing")
+	seed := DecryptSeedShare(t, SeedShareKey(), set1.GetSeedShares()[0])
+	_, err = anon.Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt()})
+	RequireCode(t, err, codes.FailedPrecondition, "latest pointer is missing")
+	web := h.Pod(t, d.Web, nil)
+	_, err = NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)
+	RequireCode(t, err, codes.FailedPrecondition, "latest pointer is missing")
+	_, metrics := Probe(t, c2, "/metrics")
+	assert.Contains(t, metrics, "contrast_coordinator_recovery_mode 1")
+	assert.Contains(t, metrics, `contrast_coordinator_attestations_total{reason="latest-missing",result="rejected"} 1`)
+	c2.Stop()
+
+	require.NoError(t, h.Latest.SetLatest(ctx, genuine), "an operator restores the pointer")
+	c3 := h.Start(t)
+	rec, err := h.User(t, c3, nil).Recover(ctx, &userpb.RecoverRequest{Seed: seed, Salt: set1.GetSalt(), ExpectedLatestTransition: set1.GetTransitionHash()})
+	require.NoError(t, err)
+	assert.Equal(t, set1.GetRootCa(), rec.GetRootCa())
+}
+
 // RunSharedStore runs two Coordinators with the same seed on one store, so
 // that the latest pointer moves behind each one's back and the store's
 // compare-and-swap (the API server's resourceVersion precondition for

@@ -165,8 +165,11 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	meshpb.RegisterMeshAPIServiceServer(c.mesh, meshSrv)
 
 	ready := []probes.Check{{Name: "secrets", Check: func() error {
-		if c.auth.Mode() == state.ModeRecovery {
+		switch c.auth.Mode() {
+		case state.ModeRecovery:
 			return errors.New("recovery mode: waiting for Recover")
+		case state.ModeLatestMissing:
+			return errors.New("the history's latest pointer is missing: waiting for an operator")
 		}
 		return nil
 	}}}

@@ -27,6 +27,10 @@ func TestRollback(t *testing.T) {
 	coordinatortest.RunRollback(t, memoryHarness(t))
 }
 
+func TestLatestDeleted(t *testing.T) {
+	coordinatortest.RunLatestDeleted(t, memoryHarness(t))
+}
+
 func TestSharedStore(t *testing.T) {
 	coordinatortest.RunSharedStore(t, memoryHarness(t))
 }

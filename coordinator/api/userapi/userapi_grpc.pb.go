@@ -43,7 +43,8 @@ type UserAPIServiceClient interface {
 	// in the current manifest's WorkloadOwnerPubKeys (or WorkloadOwnerKeyDigests).
 	// Errors: InvalidArgument (every manifest error with its JSON path),
 	// PermissionDenied (not an owner), Aborted (expected_latest_transition does
-	// not match), FailedPrecondition (recovery mode).
+	// not match, or another writer moved the stored history), FailedPrecondition
+	// (recovery mode, or the history's latest pointer is missing).
 	SetManifest(ctx context.Context, in *SetManifestRequest, opts ...grpc.CallOption) (*SetManifestResponse, error)
 	// GetManifests returns the manifest history, the policies it references and
 	// the current CA certificates.
@@ -115,7 +116,8 @@ type UserAPIServiceServer interface {
 	// in the current manifest's WorkloadOwnerPubKeys (or WorkloadOwnerKeyDigests).
 	// Errors: InvalidArgument (every manifest error with its JSON path),
 	// PermissionDenied (not an owner), Aborted (expected_latest_transition does
-	// not match), FailedPrecondition (recovery mode).
+	// not match, or another writer moved the stored history), FailedPrecondition
+	// (recovery mode, or the history's latest pointer is missing).
 	SetManifest(context.Context, *SetManifestRequest) (*SetManifestResponse, error)
 	// GetManifests returns the manifest history, the policies it references and
 	// the current CA certificates.

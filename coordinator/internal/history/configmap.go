@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -107,6 +109,29 @@ func (s *ConfigMapStore) PutBlob(ctx context.Context, kind Kind, hash string, da
 		return fmt.Errorf("making existing ConfigMap %s/%s immutable: %w", s.namespace, name, err)
 	}
 	return nil
+}
+
+// HasBlobs implements Store: it lists ConfigMaps by the history label.
+func (s *ConfigMapStore) HasBlobs(ctx context.Context, kinds ...Kind) (bool, error) {
+	if len(kinds) == 0 {
+		return false, nil
+	}
+	values := make([]string, len(kinds))
+	for i, k := range kinds {
+		values[i] = string(k)
+	}
+	req, err := labels.NewRequirement(LabelKey, selection.In, values)
+	if err != nil {
+		return false, fmt.Errorf("history label selector: %w", err)
+	}
+	list, err := s.client.CoreV1().ConfigMaps(s.namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: labels.NewSelector().Add(*req).String(),
+		Limit:         1,
+	})
+	if err != nil {
+		return false, fmt.Errorf("listing history ConfigMaps in %s: %w", s.namespace, err)
+	}
+	return len(list.Items) > 0, nil
 }
 
 // GetLatest implements Store.

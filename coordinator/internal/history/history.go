@@ -155,6 +155,15 @@ func (h *History) GetTransition(ctx context.Context, hash Hash) (*Transition, er
 	return &t, nil
 }
 
+// HasBlobs reports whether any blob of the given kinds is stored.
+func (h *History) HasBlobs(ctx context.Context, kinds ...Kind) (bool, error) {
+	ok, err := h.store.HasBlobs(ctx, kinds...)
+	if err != nil {
+		return false, fmt.Errorf("looking for %v in the history: %w", kinds, err)
+	}
+	return ok, nil
+}
+
 // LatestState is the latest pointer as read from the store.
 type LatestState struct {
 	Latest  Latest

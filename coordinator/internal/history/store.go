@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -30,6 +31,8 @@ type Store interface {
 	// no-op. If a blob with other content is stored under the address, it
 	// fails with ErrCorrupt.
 	PutBlob(ctx context.Context, kind Kind, hash string, data []byte) error
+	// HasBlobs reports whether any blob of the given kinds is stored.
+	HasBlobs(ctx context.Context, kinds ...Kind) (bool, error)
 	// GetLatest returns the latest pointer and its version (ErrNotFound if unset).
 	GetLatest(ctx context.Context) (data []byte, version string, err error)
 	// SwapLatest replaces the latest pointer if its version is still
@@ -84,6 +87,20 @@ func (s *MemStore) PutBlob(_ context.Context, kind Kind, hash string, data []byt
 	}
 	s.blobs[key] = append([]byte(nil), data...)
 	return nil
+}
+
+// HasBlobs implements Store.
+func (s *MemStore) HasBlobs(_ context.Context, kinds ...Kind) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key := range s.blobs {
+		for _, k := range kinds {
+			if strings.HasPrefix(key, string(k)+"/") {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // GetLatest implements Store.

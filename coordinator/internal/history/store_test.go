@@ -77,3 +77,36 @@ func TestMemStorePutBlobRefusesOtherContent(t *testing.T) {
 	require.NoError(t, s.PutBlob(t.Context(), history.KindPolicy, oh, other))
 	require.NoError(t, s.PutBlob(t.Context(), history.KindPolicy, oh, other))
 }
+
+func TestHasBlobs(t *testing.T) {
+	stores := map[string]func() history.Store{
+		"configmap": func() history.Store { return history.NewConfigMapStore(fake.NewClientset(), ns) },
+		"memory":    func() history.Store { return history.NewMemStore() },
+	}
+	for name, newStore := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			s := newStore()
+			has, err := s.HasBlobs(ctx, history.KindTransition, history.KindManifest)
+			require.NoError(t, err)
+			assert.False(t, has)
+
+			cert := []byte("cert")
+			require.NoError(t, s.PutBlob(ctx, history.KindCert, history.HashOf(cert).String(), cert))
+			_, err = s.SwapLatest(ctx, "", []byte(`{}`))
+			require.NoError(t, err)
+			has, err = s.HasBlobs(ctx, history.KindTransition, history.KindManifest)
+			require.NoError(t, err)
+			assert.False(t, has, "certificates and the latest pointer are not asked for")
+
+			tr := []byte("transition")
+			require.NoError(t, s.PutBlob(ctx, history.KindTransition, history.HashOf(tr).String(), tr))
+			has, err = s.HasBlobs(ctx, history.KindTransition, history.KindManifest)
+			require.NoError(t, err)
+			assert.True(t, has)
+			has, err = s.HasBlobs(ctx, history.KindManifest)
+			require.NoError(t, err)
+			assert.False(t, has)
+		})
+	}
+}

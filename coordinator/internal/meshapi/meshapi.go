@@ -6,7 +6,7 @@
 // validates the evidence against the manifest generation active at that
 // moment and records the verdict for the connection. An interceptor turns a
 // negative verdict into PermissionDenied naming the failed check (or
-// FailedPrecondition in recovery mode), so Initializers get a precise,
+// FailedPrecondition without an active manifest), so Initializers get a precise,
 // non-retryable status instead of a transport error that gRPC reports as
 // Unavailable. No RPC is served without a positive verdict for the current
 // generation.
@@ -76,6 +76,8 @@ func (v handshakeValidator) Validate(ctx context.Context, evidence []byte, repor
 		}
 	case v.s.auth.Mode() == state.ModeRecovery:
 		vd.err = state.ErrRecoveryMode
+	case v.s.auth.Mode() == state.ModeLatestMissing:
+		vd.err = state.ErrLatestMissing
 	default:
 		vd.err = state.ErrNoManifest
 	}
@@ -118,6 +120,7 @@ const (
 	reasonUnknownPolicy = "unknown-policy"
 	reasonNoManifest    = "no-manifest"
 	reasonRecovery      = "recovery-mode"
+	reasonLatestMissing = "latest-missing"
 	reasonStale         = "stale-generation"
 	reasonOther         = "other"
 )
@@ -151,6 +154,9 @@ func (s *Server) authorize(ctx context.Context) (*state.Snapshot, *atls.Peer, er
 	case errors.Is(vd.err, state.ErrNoManifest):
 		s.metrics.Attestation(metrics.ResultRejected, reasonNoManifest)
 		return nil, nil, status.Error(codes.FailedPrecondition, state.ErrNoManifest.Error())
+	case errors.Is(vd.err, state.ErrLatestMissing):
+		s.metrics.Attestation(metrics.ResultRejected, reasonLatestMissing)
+		return nil, nil, status.Error(codes.FailedPrecondition, state.ErrLatestMissing.Error())
 	case vd.err != nil:
 		check, ok := attest.FailedCheck(vd.err)
 		reason := string(check)
@@ -178,7 +184,7 @@ func (s *Server) authorize(ctx context.Context) (*state.Snapshot, *atls.Peer, er
 // isModeError reports a verdict that says nothing about the evidence, only
 // that no manifest was active to check it against.
 func isModeError(err error) bool {
-	return errors.Is(err, state.ErrRecoveryMode) || errors.Is(err, state.ErrNoManifest)
+	return errors.Is(err, state.ErrRecoveryMode) || errors.Is(err, state.ErrNoManifest) || errors.Is(err, state.ErrLatestMissing)
 }
 
 // UnaryInterceptor enforces the attestation verdict on every mesh API call.

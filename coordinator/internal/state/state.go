@@ -28,6 +28,11 @@ import (
 var (
 	// ErrRecoveryMode: history exists but the seed is missing (FailedPrecondition).
 	ErrRecoveryMode = errors.New("coordinator is in recovery mode: the seed must be restored with Recover")
+	// ErrLatestMissing: history exists but its latest pointer does not
+	// (FailedPrecondition). Starting a new history would let anyone set the
+	// first manifest, so the Coordinator refuses until an operator acts.
+	ErrLatestMissing = errors.New("the history's latest pointer is missing although manifests or transitions are stored: " +
+		"refusing to start a new history (restore the latest pointer, or delete the whole history to start a new deployment)")
 	// ErrNoManifest: no manifest has been set yet (FailedPrecondition).
 	ErrNoManifest = errors.New("no manifest has been set")
 	// ErrNotOwner: the client's key is not a workload-owner key (PermissionDenied).
@@ -60,11 +65,20 @@ const (
 	ModeReady
 	// ModeRecovery: history exists, the seed is missing.
 	ModeRecovery
+	// ModeLatestMissing: history blobs exist but the latest pointer does
+	// not; nothing is served until an operator restores the pointer (or
+	// deletes the whole history) and restarts the Coordinator.
+	ModeLatestMissing
 )
 
 func (m Mode) String() string {
-	return [...]string{"empty", "ready", "recovery"}[m]
+	return [...]string{"empty", "ready", "recovery", "latest-missing"}[m]
 }
+
+// Serving reports whether the Coordinator can serve in mode m (it is ready,
+// or empty and waiting for the first manifest), as opposed to waiting for
+// Recover or an operator.
+func (m Mode) Serving() bool { return m == ModeEmpty || m == ModeReady }
 
 // Snapshot is an immutable view of one manifest generation.
 type Snapshot struct {
@@ -109,7 +123,10 @@ type Authority struct {
 }
 
 // New loads the history: without one the Authority waits for the first
-// manifest; with one it starts in recovery mode.
+// manifest; with one it starts in recovery mode. If manifests or
+// transitions are stored but the latest pointer is not (deleted, perhaps to
+// make this Coordinator accept anyone's first manifest), it starts in
+// ModeLatestMissing.
 func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.History == nil {
 		return nil, errors.New("state: History is required")
@@ -124,6 +141,15 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	latest, err := cfg.History.GetLatest(ctx)
 	switch {
 	case errors.Is(err, history.ErrNotFound):
+		orphans, err := cfg.History.HasBlobs(ctx, history.KindTransition, history.KindManifest)
+		if err != nil {
+			return nil, fmt.Errorf("reading history: %w", err)
+		}
+		if orphans {
+			a.setMode(ModeLatestMissing)
+			cfg.Logger.Error("manifest history found without its latest pointer; refusing to start a new history until an operator restores the pointer or deletes the whole history")
+			break
+		}
 		a.setMode(ModeEmpty)
 		cfg.Logger.Info("no manifest history; waiting for the first manifest")
 	case err != nil:
@@ -139,7 +165,7 @@ func (a *Authority) setMode(m Mode) {
 	a.mode.Store(int32(m)) //nolint:gosec // small enum
 	if a.cfg.Metrics != nil {
 		v := 0.0
-		if m == ModeRecovery {
+		if !m.Serving() {
 			v = 1
 		}
 		a.cfg.Metrics.RecoveryMode.Set(v)
@@ -205,8 +231,11 @@ func updateResult(err error) string {
 }
 
 func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult, error) {
-	if a.Mode() == ModeRecovery {
+	switch a.Mode() {
+	case ModeRecovery:
 		return nil, ErrRecoveryMode
+	case ModeLatestMissing:
+		return nil, ErrLatestMissing
 	}
 	cur := a.cur.Load()
 	if cur != nil && !cur.Manifest.IsOwner(req.Client) {
@@ -271,15 +300,14 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 		secrets, root, prev, gen = cur.secrets, cur.Root, cur.Transition, cur.Generation+1
 	}
 
-	manifestHash, err := h.Put(ctx, history.KindManifest, req.Manifest)
-	if err != nil {
-		return nil, err
-	}
+	manifestHash := history.HashOf(req.Manifest)
 	meshKey := secrets.MeshCAKey(meshLabel(gen, prev, manifestHash))
 	mesh, err := ca.NewMesh(root, meshKey, gen, now)
 	if err != nil {
 		return nil, err
 	}
+	// Manifest and transition last: they mark a history (see New), so an
+	// update interrupted before them leaves nothing that does.
 	for _, p := range req.Policies {
 		if _, err := h.Put(ctx, history.KindPolicy, p); err != nil {
 			return nil, err
@@ -291,6 +319,9 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 	}
 	meshHash, err := h.Put(ctx, history.KindCert, mesh.Cert.Raw)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := h.Put(ctx, history.KindManifest, req.Manifest); err != nil {
 		return nil, err
 	}
 	t := &history.Transition{Generation: gen, Previous: prev, Manifest: manifestHash, Policies: policyHashes, RootCA: rootHash, MeshCA: meshHash}
@@ -462,7 +493,11 @@ func (a *Authority) Recover(ctx context.Context, req RecoverRequest) (*Snapshot,
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.Mode() != ModeRecovery {
+	switch a.Mode() {
+	case ModeRecovery:
+	case ModeLatestMissing:
+		return nil, ErrLatestMissing
+	default:
 		return nil, ErrNotInRecovery
 	}
 	h := a.cfg.History
@@ -613,6 +648,8 @@ func (a *Authority) ready() (*Snapshot, error) {
 	switch a.Mode() {
 	case ModeRecovery:
 		return nil, ErrRecoveryMode
+	case ModeLatestMissing:
+		return nil, ErrLatestMissing
 	case ModeEmpty:
 		return nil, ErrNoManifest
 	}

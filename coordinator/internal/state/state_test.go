@@ -533,3 +533,48 @@ func withGeneration(l history.Latest, gen uint64) history.Latest {
 	l.Generation = gen
 	return l
 }
+
+// Deleting the latest pointer must not turn a deployment into an empty
+// Coordinator that accepts anyone's first manifest.
+func TestLatestMissingRefuses(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t)
+	a := f.authority(t)
+	m1, pols := f.manifest("web")
+	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.NoError(t, err)
+	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
+	require.NoError(t, err)
+	genuine, _, err := f.store.GetLatest(ctx)
+	require.NoError(t, err)
+
+	f.store.SetLatestRaw(nil)
+	b := f.authority(t)
+	assert.Equal(t, state.ModeLatestMissing, b.Mode())
+	assert.False(t, b.Mode().Serving())
+	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	require.ErrorIs(t, err, state.ErrLatestMissing)
+	assert.Contains(t, err.Error(), "latest pointer is missing")
+	_, err = b.History(ctx)
+	require.ErrorIs(t, err, state.ErrLatestMissing)
+	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
+	require.ErrorIs(t, err, state.ErrLatestMissing)
+	assert.Nil(t, b.Current())
+
+	// Once the pointer is back, a restart is in ordinary recovery mode.
+	f.store.SetLatestRaw(genuine)
+	c := f.authority(t)
+	require.Equal(t, state.ModeRecovery, c.Mode())
+	_, err = c.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt, Expected: &res.Snapshot.Transition})
+	require.NoError(t, err)
+}
+
+// Only manifests and transitions mark a history: the policies and
+// certificates that a first SetManifest interrupted before them leaves
+// behind do not.
+func TestOrphanCertificateStartsEmpty(t *testing.T) {
+	f := newFixture(t)
+	cert := []byte("cert")
+	require.NoError(t, f.store.PutBlob(t.Context(), history.KindCert, history.HashOf(cert).String(), cert))
+	assert.Equal(t, state.ModeEmpty, f.authority(t).Mode())
+}

@@ -50,7 +50,7 @@ func (s *Server) toStatus(op string, err error) error {
 	case errors.Is(err, state.ErrConflict):
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, state.ErrRecoveryMode), errors.Is(err, state.ErrNoManifest), errors.Is(err, state.ErrNotInRecovery),
-		errors.Is(err, state.ErrUnexpectedLatest):
+		errors.Is(err, state.ErrUnexpectedLatest), errors.Is(err, state.ErrLatestMissing):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	s.log.Error("user API call failed", "operation", op, "error", err)
