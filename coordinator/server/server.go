@@ -159,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	// flow-control windows switch off gRPC's bandwidth-delay probing, which
 	// would add a PING round to every short-lived Initializer connection.
 	window := []grpc.ServerOption{grpc.InitialWindowSize(64 << 10), grpc.InitialConnWindowSize(64 << 10)}
-	c.mesh = grpc.NewServer(append(window, grpc.Creds(limitHandshakes(meshCreds, 4*runtime.GOMAXPROCS(0))), ka, grpc.MaxRecvMsgSize(64<<10),
+	c.mesh = grpc.NewServer(append(window, grpc.Creds(limitHandshakes(meshSrv.Credentials(meshCreds), 4*runtime.GOMAXPROCS(0))), ka, grpc.MaxRecvMsgSize(64<<10),
 		grpc.ChainUnaryInterceptor(c.metrics.UnaryServerInterceptor(), meshSrv.UnaryInterceptor()),
 		grpc.StreamInterceptor(meshSrv.StreamInterceptor()))...)
 	meshpb.RegisterMeshAPIServiceServer(c.mesh, meshSrv)

@@ -16,13 +16,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
+	"syscall"
 	"weak"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/contrast-cc/contrast/attest"
@@ -116,6 +122,13 @@ var knownChecks = map[attest.Check]bool{
 
 // Reasons for the attestation metric besides the check names.
 const (
+	// Handshake-level failures (the connection never reached a call).
+	reasonPeerRejected = "rejected-by-peer"
+	reasonProtocol     = "protocol"
+	reasonTLS          = "tls"
+	reasonTimeout      = "timeout"
+	reasonClosed       = "connection-closed"
+
 	reasonOK            = "ok"
 	reasonUnknownPolicy = "unknown-policy"
 	reasonNoManifest    = "no-manifest"
@@ -124,6 +137,67 @@ const (
 	reasonStale         = "stale-generation"
 	reasonOther         = "other"
 )
+
+// Credentials wraps the mesh API's transport credentials so that a failed
+// server handshake is counted as a rejected attestation. Verdicts on
+// evidence never fail a handshake (see the package comment), so these are
+// the failures no call sees: no evidence, a malformed aTLS message, TLS
+// errors, timeouts, a peer that hung up or rejected the Coordinator's own
+// evidence.
+func (s *Server) Credentials(c credentials.TransportCredentials) credentials.TransportCredentials {
+	return &countingCredentials{TransportCredentials: c, s: s}
+}
+
+type countingCredentials struct {
+	credentials.TransportCredentials
+	s *Server
+}
+
+// ServerHandshake implements credentials.TransportCredentials.
+func (c *countingCredentials) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		c.s.metrics.Attestation(metrics.ResultRejected, handshakeReason(err))
+	}
+	return conn, info, err //nolint:wrapcheck // the wrapped credentials' error, unchanged for gRPC
+}
+
+// Clone implements credentials.TransportCredentials.
+func (c *countingCredentials) Clone() credentials.TransportCredentials {
+	return &countingCredentials{TransportCredentials: c.TransportCredentials.Clone(), s: c.s}
+}
+
+// handshakeReason maps a failed server handshake to a bounded reason.
+func handshakeReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, atls.ErrRejectedByPeer):
+		return reasonPeerRejected
+	case errors.Is(err, atls.ErrProtocol):
+		return reasonProtocol
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return reasonTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return reasonClosed
+	}
+	if check, ok := attest.FailedCheck(err); ok {
+		if knownChecks[check] {
+			return string(check)
+		}
+		return reasonOther
+	}
+	// crypto/tls errors (alerts, a first record that is not TLS, no common
+	// version) all start with "tls: ".
+	inner := err
+	for u := errors.Unwrap(inner); u != nil; u = errors.Unwrap(inner) {
+		inner = u
+	}
+	if strings.HasPrefix(inner.Error(), "tls: ") {
+		return reasonTLS
+	}
+	return reasonOther
+}
 
 // authorize returns the snapshot and peer of an attested call, or a gRPC
 // status error.

@@ -47,7 +47,7 @@ func New(version string) *Metrics {
 		}),
 		Attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "contrast_coordinator_attestations_total",
-			Help: "Mesh API attestations by result and reason (the failed check, unknown-policy, no-manifest, or ok).",
+			Help: "Mesh API attestation outcomes by result and reason: per call on an aTLS connection (ok, the failed check, unknown-policy, no-manifest, ...), and once per failed aTLS handshake (session, protocol, tls, timeout, connection-closed, rejected-by-peer, other).",
 		}, []string{"result", "reason"}),
 		CertificatesIssued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "contrast_coordinator_certificates_issued_total",
