@@ -378,8 +378,8 @@ func RunSharedStore(t *testing.T, h *Harness) {
 	assert.Equal(t, set3.GetMeshCa(), resp.GetMeshCa())
 }
 
-// RunSquattedBlob: someone who can write the store has put other content
-// under the content address of the first manifest before it is set (squat
+// RunSquattedBlob runs a first SetManifest after someone who can write the
+// store has put other content under the manifest's content address (squat
 // creates that blob, kind "manifest" and the hex SHA-256). SetManifest must
 // fail instead of succeeding with a history that no read can verify, and
 // no latest pointer may be written.
