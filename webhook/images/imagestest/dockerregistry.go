@@ -17,14 +17,26 @@ import (
 // DockerRegistryBinary is the registry from Debian's docker-registry package.
 const DockerRegistryBinary = "docker-registry"
 
+// CIEnv is the environment variable CI sets (.ci/run exports CI=1): with
+// it set, a missing binary fails the test instead of skipping it, so a
+// broken set-up cannot pass as a green run.
+const CIEnv = "CI"
+
 // StartDockerRegistry runs a real docker-registry (distribution) on a free
-// local port for the duration of the test and returns host:port. It skips the
-// test, saying why, when the binary is not installed.
+// local port for the duration of the test and returns host:port. When the
+// binary is not installed it fails the test in CI (CIEnv set) and skips it
+// otherwise, saying why on stderr as well (go test shows skips only with
+// -v).
 func StartDockerRegistry(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath(DockerRegistryBinary)
 	if err != nil {
-		t.Skipf("%s not found in PATH (install it with `apt-get install docker-registry`): %v", DockerRegistryBinary, err)
+		msg := fmt.Sprintf("%s not found in PATH (install it with `apt-get install docker-registry`): %v", DockerRegistryBinary, err)
+		if os.Getenv(CIEnv) != "" {
+			t.Fatalf("%s; %s is set, so this fails instead of skipping", msg, CIEnv)
+		}
+		fmt.Fprintf(os.Stderr, "SKIPPING %s: %s (with %s set it fails)\n", t.Name(), msg, CIEnv)
+		t.Skipf("SKIPPED, the test did not run: %s", msg)
 	}
 	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
