@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,82 @@ func registerWebhook(ctx context.Context, t testing.TB, c *cluster.Cluster, wh *
 	require.NoError(t, err)
 }
 
+// registerValidatingWebhook registers the validating endpoint of the
+// webhook (url, verified with caBundle) for the same pods as
+// registerWebhook, but without the objectSelector: the webhook itself lets
+// opted-out pods without its annotations pass, and a later webhook cannot
+// escape validation by adding the opt-out label. The registration is the
+// one documented for the webhook binary.
+func registerValidatingWebhook(ctx context.Context, t testing.TB, c *cluster.Cluster, url string, caBundle []byte) {
+	t.Helper()
+	_, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "contrast-webhook"},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:                    "validate.pods.contrast.cc",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			TimeoutSeconds:          ptr.To[int32](20),
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+			}},
+			NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{inject.LabelInject: "enabled"},
+				MatchExpressions: []metav1.LabelSelectorRequirement{{
+					Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "contrast-system"},
+				}},
+			},
+		}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
+// validations returns contrast_webhook_validations_total by result of the
+// in-process webhook.
+func validations(t *testing.T, wh *webhooktest.Webhook) map[string]float64 {
+	t.Helper()
+	mfs, err := wh.Registry.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "contrast_webhook_validations_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Environment variables of the mesh proxy (initializer/meshconfig).
+var meshEnv = []string{"CONTRAST_SERVICEMESH_INGRESS", "CONTRAST_SERVICEMESH_EGRESS", "CONTRAST_SERVICEMESH_ADMIN_PORT"}
+
+// proxyEnv returns the mesh variables of the proxy container.
+func proxyEnv(t *testing.T, pod *corev1.Pod) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != inject.ProxyName {
+			continue
+		}
+		for _, e := range c.Env {
+			if slices.Contains(meshEnv, e.Name) {
+				out[e.Name] = e.Value
+			}
+		}
+		return out
+	}
+	t.Fatalf("pod %s has no %s container", pod.Name, inject.ProxyName)
+	return nil
+}
+
 var digestRef = regexp.MustCompile(`^[a-z0-9.:/-]+@sha256:[0-9a-f]{64}$`)
 
 // TestWebhookAdmitsEmojivoto registers the in-process webhook with the real
@@ -70,7 +147,8 @@ var digestRef = regexp.MustCompile(`^[a-z0-9.:/-]+@sha256:[0-9a-f]{64}$`)
 // images pinned, Initializer and mesh sidecar injected, and a policy hash
 // equal to the one computed from the YAML (what contrast generate puts into
 // the manifest). Images come from a real docker-registry reached through the
-// registry-mirror setting.
+// registry-mirror setting. The validating endpoint is registered too and
+// must let every one of these pods through.
 func TestWebhookAdmitsEmojivoto(t *testing.T) {
 	imgs, _ := injecttest.ServeDockerRegistry(t)
 	c := cluster.Start(t, cluster.Options{})
@@ -78,6 +156,7 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 	defer cancel()
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
 	registerWebhook(ctx, t, c, wh)
+	registerValidatingWebhook(ctx, t, c, wh.ValidateURL, wh.CABundle)
 
 	c.Kubectl(t, "create", "namespace", "emojivoto")
 	c.Kubectl(t, "label", "namespace", "emojivoto", inject.LabelInject+"=enabled")
@@ -109,7 +188,14 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 			assert.Equal(t, inject.InitializerName, pod.Spec.InitContainers[0].Name)
 			assert.Equal(t, imgs.InitializerImage, pod.Spec.InitContainers[0].Image)
 			assert.Equal(t, inject.ProxyName, pod.Spec.InitContainers[1].Name)
+			assert.Equal(t, imgs.ProxyImage, pod.Spec.InitContainers[1].Image, "the configured proxy image, by digest")
 			assert.Equal(t, corev1.ContainerRestartPolicyAlways, ptr.Deref(pod.Spec.InitContainers[1].RestartPolicy, ""))
+			// emojivoto has no mesh annotations: the proxy gets no mesh
+			// configuration (the subtest below gives it one)
+			for k := range pod.Annotations {
+				require.NotContains(t, k, "servicemesh", "the YAML gained mesh annotations: update this test")
+			}
+			assert.Empty(t, proxyEnv(t, pod))
 			for _, ctr := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
 				assert.Regexp(t, digestRef, ctr.Image, "container %s", ctr.Name)
 			}
@@ -129,6 +215,31 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 		})
 	}
 
+	t.Run("mesh annotations reach the proxy in canonical form", func(t *testing.T) {
+		doc := `apiVersion: v1
+kind: Pod
+metadata:
+  name: meshed
+  namespace: emojivoto
+  annotations:
+    contrast.cc/servicemesh-ingress: "web#8080#false##metrics#9090#true"
+    contrast.edgeless.systems/servicemesh-egress: "emoji#127.137.0.1:8081#emoji-svc.emojivoto:8080"
+    contrast.cc/servicemesh-admin-port: "9901"
+spec:
+  containers:
+  - name: app
+    image: docker.l5d.io/buoyantio/emojivoto-web:v11
+`
+		applyStdin(ctx, t, c, doc)
+		pod, err := c.Client.CoreV1().Pods("emojivoto").Get(ctx, "meshed", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, imgs.ProxyImage, pod.Spec.InitContainers[1].Image)
+		assert.Equal(t, map[string]string{
+			"CONTRAST_SERVICEMESH_INGRESS":    "web#8080#false##metrics#9090#true",
+			"CONTRAST_SERVICEMESH_EGRESS":     "emoji#127.137.0.1:8081#emoji-svc.emojivoto:8080", // from the legacy alias
+			"CONTRAST_SERVICEMESH_ADMIN_PORT": "9901",
+		}, proxyEnv(t, pod))
+	})
 	t.Run("unlabelled namespace is untouched", func(t *testing.T) {
 		c.Kubectl(t, "create", "namespace", "plain")
 		require.NoError(t, c.WaitForNamespaceReady(ctx, "plain"))
@@ -159,6 +270,12 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 		_, err = c.Client.CoreV1().Pods("emojivoto").Get(ctx, "dry", metav1.GetOptions{})
 		assert.True(t, err != nil && strings.Contains(err.Error(), "not found"), "dry run created the pod: %v", err)
 	})
+
+	// every pod created above passed the validating webhook, none was denied
+	got := validations(t, wh)
+	assert.Positive(t, got["allowed"], "validations: %v", got)
+	assert.Zero(t, got["denied"], "validations: %v", got)
+	assert.Zero(t, got["error"], "validations: %v", got)
 }
 
 func plainPod(ns, name, image string, labels map[string]string) string {

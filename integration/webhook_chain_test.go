@@ -58,6 +58,7 @@ func TestChainOfTrust(t *testing.T) {
 	defer cancel()
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
 	registerWebhook(ctx, t, c, wh)
+	registerValidatingWebhook(ctx, t, c, wh.ValidateURL, wh.CABundle)
 
 	// contrast generate: policies of the YAML, after the same injection
 	var workloads []policy.Workload

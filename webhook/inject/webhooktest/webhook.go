@@ -29,8 +29,11 @@ import (
 
 // Webhook is an in-process admission webhook serving HTTPS on 127.0.0.1.
 type Webhook struct {
-	// URL is the admission endpoint (https://127.0.0.1:<port>/mutate).
+	// URL is the mutating admission endpoint (https://127.0.0.1:<port>/mutate).
 	URL string
+	// ValidateURL is the validating admission endpoint of the same server
+	// (https://127.0.0.1:<port>/validate).
+	ValidateURL string
 	// CABundle is the PEM CA certificate for the webhook configuration.
 	CABundle []byte
 	// Mutator is the mutator the webhook uses.
@@ -108,7 +111,8 @@ func Start(t testing.TB, cfg Config) *Webhook {
 			t.Errorf("webhook server: %v", err)
 		}
 	})
-	return &Webhook{URL: "https://" + wl.Addr().String() + server.MutatePath, CABundle: caPEM, Mutator: m, Registry: reg}
+	base := "https://" + wl.Addr().String()
+	return &Webhook{URL: base + server.MutatePath, ValidateURL: base + server.ValidatePath, CABundle: caPEM, Mutator: m, Registry: reg}
 }
 
 // writeServingCert writes a CA-signed serving certificate for 127.0.0.1 and
