@@ -1,9 +1,11 @@
 package integration_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -17,8 +19,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/util/retry"
@@ -115,6 +119,11 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	// the API server calls the webhook through the patched caBundle
 	assertMutatedDryRun(ctx, t, c, "first")
 
+	// the binary serves the validating endpoint on the same port, with the
+	// same certificate (registering it needs the CA in its configuration
+	// too: not wired into the binary's self-managed mode yet)
+	assertValidateServed(ctx, t, wh.Addr, bundle)
+
 	// rotation, with admissions through the API server all along
 	h := startAdmissionLoop(ctx, t, c)
 	var leafRenewed, caRotated bool
@@ -201,6 +210,48 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	assert.Positive(t, metricValue(t, metrics, `contrast_webhook_registry_cache_requests_total{kind="config",result="hit"}`))
 	assert.Positive(t, metricValue(t, metrics, `contrast_webhook_registry_fetch_duration_seconds_count{kind="manifest",result="ok"}`))
 	assert.Zero(t, metricValue(t, metrics, `contrast_webhook_registry_fetch_duration_seconds_count{kind="manifest",result="error"}`))
+}
+
+// assertValidateServed posts the review of a pod the mutating webhook has
+// not seen to /validate of the webhook at addr (verified for localhost with
+// the CAs of bundle) and checks that it is denied as such.
+func assertValidateServed(ctx context.Context, t *testing.T, addr string, bundle []*x509.Certificate) {
+	t.Helper()
+	raw, err := json.Marshal(&corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "unmutated", Namespace: "selfmanaged"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "docker.l5d.io/buoyantio/emojivoto-web:v11"}}},
+	})
+	require.NoError(t, err)
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID: "7f2c4b8e-0000-4000-8000-000000000001", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, Namespace: "selfmanaged",
+			Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
+		},
+	})
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	for _, ca := range bundle {
+		roots.AddCert(ca)
+	}
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://localhost:"+port+"/validate", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var ar admissionv1.AdmissionReview
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ar))
+	require.NotNil(t, ar.Response)
+	assert.False(t, ar.Response.Allowed)
+	require.NotNil(t, ar.Response.Result)
+	assert.Contains(t, ar.Response.Result.Message, "not mutated by the Contrast webhook")
 }
 
 // servedCertificate completes a TLS handshake with the webhook for the name
