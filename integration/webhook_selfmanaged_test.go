@@ -98,6 +98,7 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	_, port, err := net.SplitHostPort(wh.Addr)
 	require.NoError(t, err)
 	registerWebhook(ctx, t, c, &webhooktest.Webhook{URL: "https://localhost:" + port + "/mutate"}) // no caBundle
+	registerValidatingWebhook(ctx, t, c, "https://localhost:"+port+"/validate", nil)
 
 	// the webhook publishes its CA, then serves and reports ready
 	start := time.Now()
@@ -111,6 +112,7 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	}), "webhook not ready")
 	t.Logf("ready %s after the configuration was created", time.Since(start).Round(time.Millisecond))
 	require.Len(t, bundle, 1)
+	assert.Equal(t, bundle, validatingCABundle(ctx, t, c), "the validating configuration trusts the same CA")
 	firstCA := bundle[0]
 	first, err := servedCertificate(ctx, wh.Addr)
 	require.NoError(t, err)
@@ -120,8 +122,7 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	assertMutatedDryRun(ctx, t, c, "first")
 
 	// the binary serves the validating endpoint on the same port, with the
-	// same certificate (registering it needs the CA in its configuration
-	// too: not wired into the binary's self-managed mode yet)
+	// same certificate (the dry run above went through it as well)
 	assertValidateServed(ctx, t, wh.Addr, bundle)
 
 	// rotation, with admissions through the API server all along
@@ -295,8 +296,22 @@ func caBundle(ctx context.Context, t *testing.T, c *cluster.Cluster) []*x509.Cer
 	cfg, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "contrast-webhook", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Len(t, cfg.Webhooks, 1)
+	return parseBundle(t, cfg.Webhooks[0].ClientConfig.CABundle)
+}
+
+// validatingCABundle returns the CAs of the ValidatingWebhookConfiguration.
+func validatingCABundle(ctx context.Context, t *testing.T, c *cluster.Cluster) []*x509.Certificate {
+	t.Helper()
+	cfg, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "contrast-webhook", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, cfg.Webhooks, 1)
+	return parseBundle(t, cfg.Webhooks[0].ClientConfig.CABundle)
+}
+
+func parseBundle(t *testing.T, pemBundle []byte) []*x509.Certificate {
+	t.Helper()
 	var out []*x509.Certificate
-	for rest := cfg.Webhooks[0].ClientConfig.CABundle; ; {
+	for rest := pemBundle; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {

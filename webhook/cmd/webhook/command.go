@@ -47,6 +47,7 @@ type options struct {
 	selfManaged           bool
 	dnsNames              []string
 	webhookConfiguration  string
+	validatingConfig      string
 	caValidity            time.Duration
 	certValidity          time.Duration
 	runtimeClass          string
@@ -104,6 +105,7 @@ func newCommand(o *options) *cobra.Command {
 	f.BoolVar(&o.selfManaged, "self-managed-certs", false, "generate a CA, add it to the caBundle of --webhook-configuration and rotate the serving certificate (instead of --tls-cert-file/--tls-key-file)")
 	f.StringSliceVar(&o.dnsNames, "tls-dns-names", nil, "DNS names of the self-managed serving certificate (the webhook Service, e.g. contrast-webhook.contrast-system.svc)")
 	f.StringVar(&o.webhookConfiguration, "webhook-configuration", "contrast-webhook", "MutatingWebhookConfiguration whose caBundle the self-managed CA is added to")
+	f.StringVar(&o.validatingConfig, "validating-webhook-configuration", "contrast-webhook", "ValidatingWebhookConfiguration (of /validate) whose caBundle the self-managed CA is also added to; skipped while it does not exist; empty: none")
 	f.DurationVar(&o.caValidity, "self-managed-ca-validity", 365*24*time.Hour, "validity of the self-managed CA, replaced (and published first) after two thirds of it")
 	f.DurationVar(&o.certValidity, "self-managed-cert-validity", 30*24*time.Hour, "validity of the self-managed serving certificate, replaced after two thirds of it and checked every tenth of it (at most every minute); at most --self-managed-ca-validity")
 	f.StringVar(&o.runtimeClass, "runtime-class", inject.DefaultRuntimeClassName, "Contrast runtime class set on pods")
@@ -149,6 +151,7 @@ type config struct {
 	selfManaged         bool
 	dnsNames            []string
 	webhookConfig       string
+	validatingConfig    string
 	caValidity          time.Duration
 	certValidity        time.Duration
 	inject              inject.Config
@@ -166,7 +169,8 @@ func (o *options) config() (*config, error) {
 	c := &config{
 		listen: o.listen, probeListen: o.probeListen, certFile: o.certFile, keyFile: o.keyFile,
 		selfManaged: o.selfManaged, dnsNames: o.dnsNames, webhookConfig: o.webhookConfiguration,
-		caValidity: o.caValidity, certValidity: o.certValidity,
+		validatingConfig: o.validatingConfig,
+		caValidity:       o.caValidity, certValidity: o.certValidity,
 		maxPolicyBytes: o.maxPolicyBytes, pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
 	}
 	var errs []error
@@ -414,9 +418,14 @@ func certificateSource(cfg *config, client kubernetes.Interface, log *slog.Logge
 	if !cfg.selfManaged {
 		return certs.NewFileSource(certs.FileConfig{CertFile: cfg.certFile, KeyFile: cfg.keyFile, Logger: log}), nil
 	}
+	patcher := &certs.WebhookConfigPatcher{Client: client.AdmissionregistrationV1().MutatingWebhookConfigurations(), Name: cfg.webhookConfig}
+	if cfg.validatingConfig != "" {
+		patcher.Validating = client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+		patcher.ValidatingName = cfg.validatingConfig
+	}
 	s, err := certs.NewSelfManaged(certs.SelfManagedConfig{
 		DNSNames:     cfg.dnsNames,
-		Patcher:      &certs.WebhookConfigPatcher{Client: client.AdmissionregistrationV1().MutatingWebhookConfigurations(), Name: cfg.webhookConfig},
+		Patcher:      patcher,
 		CAValidity:   cfg.caValidity,
 		LeafValidity: cfg.certValidity,
 		Logger:       log,

@@ -142,6 +142,7 @@ func TestCommandFlags(t *testing.T) {
 			check: func(t *testing.T, c *config) {
 				assert.True(t, c.selfManaged)
 				assert.Equal(t, "contrast-webhook", c.webhookConfig)
+				assert.Equal(t, "contrast-webhook", c.validatingConfig)
 				assert.Equal(t, []string{"contrast-webhook.contrast-system.svc"}, c.dnsNames)
 				assert.Equal(t, 365*24*time.Hour, c.caValidity)
 				assert.Equal(t, 30*24*time.Hour, c.certValidity)
