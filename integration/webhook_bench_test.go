@@ -21,15 +21,17 @@ import (
 // BenchmarkKubectlApplyEmojivoto measures `kubectl apply` of the emojivoto
 // Deployments until the controllers' four pods exist, in a namespace opted
 // in to the webhook and in one that is not (the API server skips the
-// webhook), alternating in one run against one control plane. It reports
-// both and their ratio. Each iteration uses a fresh namespace: the
-// manifests' namespace is rewritten in memory, the files stay unmodified.
+// webhooks, mutating and validating), alternating in one run against one
+// control plane. It reports both and their ratio. Each iteration uses a
+// fresh namespace: the manifests' namespace is rewritten in memory, the
+// files stay unmodified.
 func BenchmarkKubectlApplyEmojivoto(b *testing.B) {
 	imgs := injecttest.Serve(b)
 	c := cluster.Start(b, cluster.Options{})
 	ctx := context.Background()
 	wh := webhooktest.Start(b, webhooktest.Config{Images: imgs})
 	registerWebhook(ctx, b, c, wh)
+	registerValidatingWebhook(ctx, b, c, wh.ValidateURL, wh.CABundle)
 
 	var docs []byte
 	for _, f := range []string{"web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
