@@ -1,8 +1,8 @@
 // Package ca creates the Coordinator's root CA, the mesh CA of each manifest
 // generation and the mesh certificates of attested workloads (DESIGN.md §5).
 //
-// Root CA (P-384, key derived from the seed) → mesh CA (P-256, fresh key per
-// manifest generation, path length 0) → leaf (the workload's aTLS key, SANs
+// Root CA (P-384, key derived from the seed) → mesh CA (P-256, a new key per
+// manifest generation, derived from the seed and the generation, path length 0) → leaf (the workload's aTLS key, SANs
 // from its policy entry, attestation claims in an extension).
 package ca
 
