@@ -3,73 +3,18 @@ package state_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
-	"log/slog"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/internal/history"
 	"github.com/contrast-cc/contrast/coordinator/internal/seed"
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 )
-
-type fixture struct {
-	platform    *coordinatortest.Platform
-	coordinator coordinatortest.Policy
-	web         coordinatortest.Policy
-	owner       any
-	ownerPub    any
-	store       *history.MemStore
-}
-
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	p, err := coordinatortest.SharedPlatform()
-	require.NoError(t, err)
-	o := coordinatortest.OwnerKey()
-	return &fixture{
-		platform: p, coordinator: coordinatortest.NewPolicy("coordinator"), web: coordinatortest.NewPolicy("web"),
-		owner: o, ownerPub: &o.PublicKey, store: history.NewMemStore(),
-	}
-}
-
-func (f *fixture) manifest(sans ...string) ([]byte, [][]byte) {
-	m := f.platform.Manifest(f.coordinator, []coordinatortest.Workload{
-		{Policy: f.web, Entry: manifest.PolicyEntry{SANs: sans, WorkloadSecretID: "web"}},
-	}, f.ownerPub)
-	return coordinatortest.JSON(m), [][]byte{f.coordinator.Doc, f.web.Doc}
-}
-
-func (f *fixture) authority(t *testing.T) *state.Authority {
-	t.Helper()
-	a, err := state.New(t.Context(), state.Config{
-		History:          history.New(f.store),
-		ValidatorOptions: manifest.ValidatorOptions{Logger: slog.New(slog.DiscardHandler)},
-	})
-	require.NoError(t, err)
-	return a
-}
-
-func (f *fixture) attest(t *testing.T, snap *state.Snapshot, p coordinatortest.Policy) *attest.Result {
-	t.Helper()
-	dev, err := f.platform.Device(p.Hash, nil)
-	require.NoError(t, err)
-	var rd [64]byte
-	rd[0] = 7
-	ev, err := coordinatortest.Issuer(dev).Issue(t.Context(), rd)
-	require.NoError(t, err)
-	res, err := snap.Validate(t.Context(), ev, rd)
-	require.NoError(t, err)
-	return res
-}
 
 func TestLifecycle(t *testing.T) {
 	ctx := t.Context()
@@ -79,9 +24,8 @@ func TestLifecycle(t *testing.T) {
 	_, err := a.History(ctx)
 	require.ErrorIs(t, err, state.ErrNoManifest)
 
-	m1, pols := f.manifest("web")
-	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
+	req1 := f.request("web")
+	res := set(t, a, req1)
 	require.Equal(t, state.ModeReady, a.Mode())
 	require.Len(t, res.SeedShares, 1)
 	require.Len(t, res.Salt, seed.Size)
@@ -109,8 +53,7 @@ func TestLifecycle(t *testing.T) {
 	require.ErrorIs(t, err, state.ErrNotOwner)
 
 	// Authorized update rotates the mesh CA; the root stays.
-	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &gen1.Transition})
-	require.NoError(t, err)
+	res2 := set(t, a, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &gen1.Transition})
 	gen2 := res2.Snapshot
 	assert.Empty(t, res2.SeedShares)
 	assert.EqualValues(t, 2, gen2.Generation)
@@ -146,9 +89,8 @@ func TestLifecycle(t *testing.T) {
 	_, err = b.Recover(ctx, state.RecoverRequest{Seed: make([]byte, 32), Salt: []byte("short")})
 	require.ErrorIs(t, err, state.ErrInvalidSeed)
 
-	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
-	require.NoError(t, err)
-	snap, err := b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
+	rr := recovery(t, res)
+	snap, err := b.Recover(ctx, rr)
 	require.NoError(t, err)
 	require.Equal(t, state.ModeReady, b.Mode())
 	assert.Equal(t, gen2.Root.PEM, snap.Root.PEM)
@@ -158,17 +100,16 @@ func TestLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, secret1, mc3.WorkloadSecret)
 	verify(t, parsePEM(t, mc3.Leaf), gen2.Mesh.Cert, gen1.Root.Cert)
-	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
+	_, err = b.Recover(ctx, rr)
 	require.ErrorIs(t, err, state.ErrNotInRecovery)
 
 	v, err := b.History(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, [][]byte{m1, m2}, v.Manifests)
+	assert.Equal(t, [][]byte{req1.Manifest, m2}, v.Manifests)
 	assert.Len(t, v.Policies, 2)
 
 	// The recovered authority continues the chain.
-	res3, err := b.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &snap.Transition})
-	require.NoError(t, err)
+	res3 := set(t, b, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &snap.Transition})
 	assert.EqualValues(t, 3, res3.Snapshot.Generation)
 }
 
@@ -204,18 +145,14 @@ func TestConcurrentOwnersExactlyOneWins(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	base := res.Snapshot.Transition
+	base := f.first(t, a).Snapshot.Transition
 
 	const owners = 8
 	var wg sync.WaitGroup
 	errs := make([]error, owners)
 	for i := range owners {
 		wg.Go(func() {
-			m, p := f.manifest("web", "10.0.0."+string(rune('1'+i)))
-			_, errs[i] = a.SetManifest(ctx, state.SetRequest{Manifest: m, Policies: p, Client: f.ownerPub, Expected: &base})
+			_, errs[i] = a.SetManifest(ctx, f.ownerRequest(&base, "web", "10.0.0."+string(rune('1'+i))))
 		})
 	}
 	wg.Wait()
@@ -237,9 +174,7 @@ func TestStoreConflictFromAnotherWriter(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
+	res1 := f.first(t, a)
 	other, err := seed.New()
 	require.NoError(t, err)
 	pointers := map[string][]byte{
@@ -251,8 +186,7 @@ func TestStoreConflictFromAnotherWriter(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f.store.SetLatestRaw(p)
 			for range 2 {
-				m2, pols2 := f.manifest("web", "x")
-				_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &res1.Snapshot.Transition})
+				_, err := a.SetManifest(ctx, f.ownerRequest(&res1.Snapshot.Transition, "web", "x"))
 				require.ErrorIs(t, err, state.ErrConflict)
 				assert.Equal(t, res1.Snapshot, a.Current(), "the unverified pointer is not adopted")
 			}
@@ -267,23 +201,18 @@ func TestConflictReloadsVerifiedLatest(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res1.SeedShares[0].EncryptedSeed)
-	require.NoError(t, err)
+	req1 := f.request("web")
+	res1 := set(t, a, req1)
 	b := f.authority(t)
-	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+	_, err := b.Recover(ctx, recovery(t, res1))
 	require.NoError(t, err)
 
-	m2, pols2 := f.manifest("web", "10.0.0.2")
-	res2, err := b.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub, Expected: &res1.Snapshot.Transition})
-	require.NoError(t, err)
+	req2 := f.ownerRequest(&res1.Snapshot.Transition, "web", "10.0.0.2")
+	res2 := set(t, b, req2)
 
 	// a still believes generation 1 is the latest: its own check passes and
 	// the store's compare-and-swap fails.
-	m3, pols3 := f.manifest("web", "10.0.0.3")
-	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res1.Snapshot.Transition})
+	_, err = a.SetManifest(ctx, f.ownerRequest(&res1.Snapshot.Transition, "web", "10.0.0.3"))
 	require.ErrorIs(t, err, state.ErrConflict)
 	assert.Contains(t, err.Error(), "changed by another writer")
 	assert.Contains(t, err.Error(), "installed generation 2")
@@ -293,19 +222,17 @@ func TestConflictReloadsVerifiedLatest(t *testing.T) {
 	assert.Equal(t, res2.Snapshot.Mesh.Cert.Raw, cur.Mesh.Cert.Raw)
 	v, err := a.History(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, [][]byte{m1, m2}, v.Manifests)
+	assert.Equal(t, [][]byte{req1.Manifest, req2.Manifest}, v.Manifests)
 
-	res3, err := a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &cur.Transition})
-	require.NoError(t, err)
+	res3 := set(t, a, f.ownerRequest(&cur.Transition, "web", "10.0.0.3"))
 	assert.EqualValues(t, 3, res3.Snapshot.Generation)
 
 	// And the other way round, without an expected transition.
-	m4, pols4 := f.manifest("web", "10.0.0.4")
-	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m4, Policies: pols4, Client: f.ownerPub})
+	req4 := f.ownerRequest(nil, "web", "10.0.0.4")
+	_, err = b.SetManifest(ctx, req4)
 	require.ErrorIs(t, err, state.ErrConflict)
 	assert.Equal(t, res3.Snapshot.Transition, b.Current().Transition)
-	res4, err := b.SetManifest(ctx, state.SetRequest{Manifest: m4, Policies: pols4, Client: f.ownerPub})
-	require.NoError(t, err)
+	res4 := set(t, b, req4)
 	assert.EqualValues(t, 4, res4.Snapshot.Generation)
 }
 
@@ -316,36 +243,29 @@ func TestConflictRefusesRollback(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	old, _, err := f.store.GetLatest(ctx)
-	require.NoError(t, err)
-	m2, pols2 := f.manifest("web", "10.0.0.2")
-	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
-	require.NoError(t, err)
-	genuine, _, err := f.store.GetLatest(ctx)
-	require.NoError(t, err)
+	f.first(t, a)
+	old := f.latest(t)
+	res2 := set(t, a, f.ownerRequest(nil, "web", "10.0.0.2"))
+	genuine := f.latest(t)
 
 	f.store.SetLatestRaw(old)
-	m3, pols3 := f.manifest("web", "10.0.0.3")
+	req3 := f.ownerRequest(&res2.Snapshot.Transition, "web", "10.0.0.3")
 	for range 2 {
-		_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
+		_, err := a.SetManifest(ctx, req3)
 		require.ErrorIs(t, err, state.ErrConflict)
 		assert.Equal(t, res2.Snapshot, a.Current(), "the rolled-back pointer is not adopted")
 	}
 	f.store.SetLatestRaw(nil)
-	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
+	_, err := a.SetManifest(ctx, req3)
 	require.ErrorIs(t, err, state.ErrConflict, "a deleted pointer is not recreated")
 	assert.Equal(t, res2.Snapshot, a.Current())
 
 	// The genuine pointer is back (with a new store version).
 	f.store.SetLatestRaw(genuine)
-	_, err = a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
+	_, err = a.SetManifest(ctx, req3)
 	require.ErrorIs(t, err, state.ErrConflict)
 	assert.Contains(t, err.Error(), "rewritten unchanged")
-	res3, err := a.SetManifest(ctx, state.SetRequest{Manifest: m3, Policies: pols3, Client: f.ownerPub, Expected: &res2.Snapshot.Transition})
-	require.NoError(t, err)
+	res3 := set(t, a, req3)
 	assert.EqualValues(t, 3, res3.Snapshot.Generation)
 }
 
@@ -355,60 +275,26 @@ func TestConflictOnFirstManifest(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a, b := f.authority(t), f.authority(t)
-	m1, pols := f.manifest("web")
-	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	req := f.request("web")
+	set(t, a, req)
+	_, err := b.SetManifest(ctx, req)
 	require.ErrorIs(t, err, state.ErrConflict)
 	assert.Equal(t, state.ModeRecovery, b.Mode())
-	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	_, err = b.SetManifest(ctx, req)
 	require.ErrorIs(t, err, state.ErrRecoveryMode)
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(t, err)
-	return b
 }
 
 func TestRecoverDetectsTamperedHistory(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
-	require.NoError(t, err)
+	res := f.first(t, a)
+	rr := recovery(t, res)
 	f.store.Corrupt(history.KindManifest, res.Snapshot.ManifestHash.String(), []byte(`{}`))
 	b := f.authority(t)
-	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
+	_, err := b.Recover(ctx, rr)
 	require.ErrorIs(t, err, history.ErrCorrupt)
 	assert.Equal(t, state.ModeRecovery, b.Mode())
-}
-
-func parsePEM(t *testing.T, b []byte) *x509.Certificate {
-	t.Helper()
-	block, _ := pem.Decode(b)
-	require.NotNil(t, block)
-	c, err := x509.ParseCertificate(block.Bytes)
-	require.NoError(t, err)
-	return c
-}
-
-func pool(cs ...*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range cs {
-		p.AddCert(c)
-	}
-	return p
-}
-
-func verify(t *testing.T, leaf, mesh, root *x509.Certificate) {
-	t.Helper()
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: pool(root), Intermediates: pool(mesh), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	require.NoError(t, err)
 }
 
 // A blob squatted under the content address of the manifest (by anyone who
@@ -418,9 +304,9 @@ func TestSquattedBlobFailsSetManifest(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	f.store.Corrupt(history.KindManifest, history.HashOf(m1).String(), []byte(`{"squatted":true}`))
-	_, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	req := f.request("web")
+	f.store.Corrupt(history.KindManifest, history.HashOf(req.Manifest).String(), []byte(`{"squatted":true}`))
+	_, err := a.SetManifest(ctx, req)
 	require.ErrorIs(t, err, history.ErrCorrupt)
 	assert.Equal(t, state.ModeEmpty, a.Mode())
 	assert.Nil(t, a.Current())
@@ -433,20 +319,14 @@ func TestRecoverDetectsRollback(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	old, _, err := f.store.GetLatest(ctx)
-	require.NoError(t, err)
-	m2, pols2 := f.manifest("web", "10.0.0.7")
-	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
-	require.NoError(t, err)
-	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res1.SeedShares[0].EncryptedSeed)
-	require.NoError(t, err)
+	res1 := f.first(t, a)
+	old := f.latest(t)
+	res2 := set(t, a, f.ownerRequest(nil, "web", "10.0.0.7"))
+	rr := recovery(t, res1)
 
 	f.store.SetLatestRaw(old)
 	b := f.authority(t)
-	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt, Expected: &res2.Snapshot.Transition})
+	_, err := b.Recover(ctx, expecting(rr, &res2.Snapshot.Transition))
 	require.ErrorIs(t, err, state.ErrUnexpectedLatest)
 	assert.Contains(t, err.Error(), "generation 1 (transition "+res1.Snapshot.Transition.String())
 	assert.Contains(t, err.Error(), "transition "+res2.Snapshot.Transition.String()+" is generation 2")
@@ -454,11 +334,11 @@ func TestRecoverDetectsRollback(t *testing.T) {
 	assert.Nil(t, b.Current(), "nothing restored")
 
 	unknown := history.HashOf([]byte("never stored"))
-	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt, Expected: &unknown})
+	_, err = b.Recover(ctx, expecting(rr, &unknown))
 	require.ErrorIs(t, err, state.ErrUnexpectedLatest)
 	assert.Contains(t, err.Error(), "not in the stored history")
 
-	snap, err := b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+	snap, err := b.Recover(ctx, rr)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, snap.Generation, "without an expectation the caller must compare the generation")
 	assert.Equal(t, res1.Snapshot.Transition, snap.Transition)
@@ -470,15 +350,10 @@ func TestRecoverChecksSignedGeneration(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res1, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	m2, pols2 := f.manifest("web", "10.0.0.7")
-	res2, err := a.SetManifest(ctx, state.SetRequest{Manifest: m2, Policies: pols2, Client: f.ownerPub})
-	require.NoError(t, err)
-	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res1.SeedShares[0].EncryptedSeed)
-	require.NoError(t, err)
-	secrets, err := seed.FromBytes(seedBytes, res1.Salt)
+	res1 := f.first(t, a)
+	res2 := set(t, a, f.ownerRequest(nil, "web", "10.0.0.7"))
+	rr := recovery(t, res1)
+	secrets, err := seed.FromBytes(rr.Seed, rr.Salt)
 	require.NoError(t, err)
 	key := secrets.HistorySigningKey()
 	th := res2.Snapshot.Transition
@@ -495,43 +370,18 @@ func TestRecoverChecksSignedGeneration(t *testing.T) {
 	}
 	for name, tc := range pointers {
 		t.Run(name, func(t *testing.T) {
-			b, err := json.Marshal(tc.latest)
-			require.NoError(t, err)
-			f.store.SetLatestRaw(b)
+			f.store.SetLatestRaw(mustJSON(t, tc.latest))
 			r := f.authority(t)
-			_, err = r.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+			_, err := r.Recover(ctx, rr)
 			require.ErrorIs(t, err, tc.want)
 			assert.Equal(t, state.ModeRecovery, r.Mode())
 		})
 	}
 	// The genuine pointer recovers.
-	b, err := json.Marshal(signed(key, th, 2))
-	require.NoError(t, err)
-	f.store.SetLatestRaw(b)
-	snap, err := f.authority(t).Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res1.Salt})
+	f.store.SetLatestRaw(mustJSON(t, signed(key, th, 2)))
+	snap, err := f.authority(t).Recover(ctx, rr)
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, snap.Generation)
-}
-
-func signed(key ed25519.PrivateKey, th history.Hash, gen uint64) history.Latest {
-	s := history.NewMemStore()
-	if _, err := history.New(s).SwapLatest(context.Background(), "", th, gen, key); err != nil {
-		panic(err)
-	}
-	b, _, err := s.GetLatest(context.Background())
-	if err != nil {
-		panic(err)
-	}
-	var l history.Latest
-	if err := json.Unmarshal(b, &l); err != nil {
-		panic(err)
-	}
-	return l
-}
-
-func withGeneration(l history.Latest, gen uint64) history.Latest {
-	l.Generation = gen
-	return l
 }
 
 // Deleting the latest pointer must not turn a deployment into an empty
@@ -540,24 +390,21 @@ func TestLatestMissingRefuses(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
 	a := f.authority(t)
-	m1, pols := f.manifest("web")
-	res, err := a.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
-	require.NoError(t, err)
-	seedBytes, err := seed.DecryptShare(coordinatortest.SeedShareKey(), res.SeedShares[0].EncryptedSeed)
-	require.NoError(t, err)
-	genuine, _, err := f.store.GetLatest(ctx)
-	require.NoError(t, err)
+	req1 := f.request("web")
+	res := set(t, a, req1)
+	rr := recovery(t, res)
+	genuine := f.latest(t)
 
 	f.store.SetLatestRaw(nil)
 	b := f.authority(t)
 	assert.Equal(t, state.ModeLatestMissing, b.Mode())
 	assert.False(t, b.Mode().Serving())
-	_, err = b.SetManifest(ctx, state.SetRequest{Manifest: m1, Policies: pols})
+	_, err := b.SetManifest(ctx, req1)
 	require.ErrorIs(t, err, state.ErrLatestMissing)
 	assert.Contains(t, err.Error(), "latest pointer is missing")
 	_, err = b.History(ctx)
 	require.ErrorIs(t, err, state.ErrLatestMissing)
-	_, err = b.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt})
+	_, err = b.Recover(ctx, rr)
 	require.ErrorIs(t, err, state.ErrLatestMissing)
 	assert.Nil(t, b.Current())
 
@@ -565,7 +412,7 @@ func TestLatestMissingRefuses(t *testing.T) {
 	f.store.SetLatestRaw(genuine)
 	c := f.authority(t)
 	require.Equal(t, state.ModeRecovery, c.Mode())
-	_, err = c.Recover(ctx, state.RecoverRequest{Seed: seedBytes, Salt: res.Salt, Expected: &res.Snapshot.Transition})
+	_, err = c.Recover(ctx, expecting(rr, &res.Snapshot.Transition))
 	require.NoError(t, err)
 }
 
