@@ -18,25 +18,38 @@ type ctxKey struct{}
 
 const kubewebhookMsg = "kubewebhook"
 
+// log formats the message only if level is enabled: kubewebhook debug-logs
+// the whole JSON patch of every mutation.
+func (k kubewebhookLogger) log(level slog.Level, format string, args []any) {
+	ctx := context.Background()
+	if !k.l.Enabled(ctx, level) {
+		return
+	}
+	k.l.Log(ctx, level, kubewebhookMsg, "detail", fmt.Sprintf(format, args...))
+}
+
 func (k kubewebhookLogger) Infof(format string, args ...any) {
-	k.l.Debug(kubewebhookMsg, "detail", fmt.Sprintf(format, args...))
+	k.log(slog.LevelDebug, format, args)
 }
 func (k kubewebhookLogger) Warningf(format string, args ...any) {
-	k.l.Warn(kubewebhookMsg, "detail", fmt.Sprintf(format, args...))
+	k.log(slog.LevelWarn, format, args)
 }
 func (k kubewebhookLogger) Errorf(format string, args ...any) {
-	k.l.Warn(kubewebhookMsg, "detail", fmt.Sprintf(format, args...))
+	k.log(slog.LevelWarn, format, args)
 }
 func (k kubewebhookLogger) Debugf(format string, args ...any) {
-	k.l.Debug(kubewebhookMsg, "detail", fmt.Sprintf(format, args...))
+	k.log(slog.LevelDebug, format, args)
 }
 
 func (k kubewebhookLogger) WithValues(values map[string]any) kwhlog.Logger {
-	l := k.l
-	for key, v := range values {
-		l = l.With(key, v)
+	if len(values) == 0 {
+		return k
 	}
-	return kubewebhookLogger{l}
+	args := make([]any, 0, 2*len(values))
+	for key, v := range values {
+		args = append(args, key, v)
+	}
+	return kubewebhookLogger{k.l.With(args...)}
 }
 
 func (k kubewebhookLogger) WithCtxValues(ctx context.Context) kwhlog.Logger {
