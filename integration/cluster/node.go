@@ -147,16 +147,17 @@ type node struct {
 	cgroup  string // cgroup root of the kubelet, e.g. /contrast-1a2b3c
 	mirrors []string
 
-	lock        *os.File
-	before      *HostState
-	cgroupDirs  []string
-	bridgeMade  bool
-	registry    string // 127.0.0.1:port
-	pauseRef    string
-	pauseDone   chan error
-	kubeletPort int
-	procs       []*proc
-	events      []string
+	lock            *os.File
+	before          *HostState
+	cgroupDirs      []string
+	bridgeMade      bool
+	registry        string // 127.0.0.1:port
+	pauseRef        string
+	pauseDone       chan error
+	kubeletPort     int
+	kubeProxyConfig string // kube-proxy.yaml, reused by --cleanup at shutdown
+	procs           []*proc
+	events          []string
 }
 
 type proc struct {
@@ -893,7 +894,7 @@ shutdownGracePeriod: 0s
 		"--hostname-override="+NodeName, "--node-ip="+nodeAddress, "--v=1")
 }
 
-func (n *node) kubeProxyConfig(c *Cluster) (string, error) {
+func (n *node) writeKubeProxyConfig(c *Cluster) (string, error) {
 	kc, err := c.writeKubeconfigFor("kube-proxy", "system:kube-proxy", nil)
 	if err != nil {
 		return "", err
@@ -937,10 +938,11 @@ iptables:
 }
 
 func (n *node) startKubeProxy(c *Cluster) error {
-	cfg, err := n.kubeProxyConfig(c)
+	cfg, err := n.writeKubeProxyConfig(c)
 	if err != nil {
 		return err
 	}
+	n.kubeProxyConfig = cfg
 	env := []string{"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/sbin"}
 	return n.start(c, "kube-proxy", filepath.Join(c.BinDir, "kube-proxy"), env, "--config="+cfg, "--v=1")
 }
@@ -995,12 +997,11 @@ func (n *node) shutdown(ctx context.Context, c *Cluster) error {
 	var errs []error
 	if n.proc("kube-proxy") != nil {
 		n.stopProc("kube-proxy", 10*time.Second)
-		if cfg, err := n.kubeProxyConfig(c); err == nil {
-			cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kube-proxy"), "--config="+cfg, "--cleanup") //nolint:gosec // the harness's own binary.
-			cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				n.log.Warn("kube-proxy --cleanup failed", "err", err, "output", string(out))
-			}
+		// The config startKubeProxy wrote: the same client cert and ports.
+		cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kube-proxy"), "--config="+n.kubeProxyConfig, "--cleanup") //nolint:gosec // the harness's own binary.
+		cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			n.log.Warn("kube-proxy --cleanup failed", "err", err, "output", string(out))
 		}
 	}
 	n.stopProc("kubelet", 15*time.Second)
