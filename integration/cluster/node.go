@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -112,7 +113,7 @@ func checkNodePrerequisites(binDir string) error {
 	}
 	e := &MissingPrerequisitesError{}
 	for _, t := range hostTools {
-		if _, err := lookTool(t.file); err != nil && !containsStr(e.Packages, t.pkg) {
+		if _, err := lookTool(t.file); err != nil && !slices.Contains(e.Packages, t.pkg) {
 			e.Packages = append(e.Packages, t.pkg)
 		}
 	}
@@ -126,15 +127,6 @@ func checkNodePrerequisites(binDir string) error {
 		return e
 	}
 	return nil
-}
-
-func containsStr(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // node is the real-node part of a cluster.
@@ -275,12 +267,15 @@ func staleName(name, prefix string) bool {
 func (n *node) sweepStale(ctx context.Context) {
 	var found []string
 	// The folders of killed clusters with a node, found by the kubelet's
-	// mount of its root folder: their etcd and API server (envtest starts
-	// them without a parent-death signal) still run.
+	// mount of its root folder. Their etcd and API server die with the test
+	// process through dieWithTest's setpriv wrapper; only without setpriv
+	// (dieWithTest then starts the binaries bare) do they still run.
 	var clusterDirs []string
-	for _, mp := range mountsUnder("/tmp") {
-		if d, _, ok := strings.Cut(mp, "/node/kubelet"); ok && strings.HasSuffix(d, "/cluster") && !containsStr(clusterDirs, d) {
-			clusterDirs = append(clusterDirs, d)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		for _, mp := range mountsUnder("/tmp") {
+			if d, _, ok := strings.Cut(mp, "/node/kubelet"); ok && strings.HasSuffix(d, "/cluster") && !slices.Contains(clusterDirs, d) {
+				clusterDirs = append(clusterDirs, d)
+			}
 		}
 	}
 	for _, d := range clusterDirs {
