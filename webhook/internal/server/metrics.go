@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +31,17 @@ type Metrics struct {
 	imageResolution   *prometheus.HistogramVec
 	registryCache     *prometheus.CounterVec
 	registryFetch     *prometheus.HistogramVec
+
+	// children bound once in NewMetrics, used on the hot paths
+	imageHit, imageMiss             prometheus.Counter
+	imageResolveOK, imageResolveErr prometheus.Observer
+	lookups                         map[images.LookupKind]lookupSeries
+}
+
+// lookupSeries are the registry series of one lookup kind.
+type lookupSeries struct {
+	hit, miss         prometheus.Counter
+	fetchOK, fetchErr prometheus.Observer
 }
 
 var _ images.Observer = (*Metrics)(nil)
@@ -79,13 +89,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind", "result"}),
 	}
 	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch)
+	m.imageHit = m.imageCache.WithLabelValues("hit")
+	m.imageMiss = m.imageCache.WithLabelValues("miss")
+	m.imageResolveOK = m.imageResolution.WithLabelValues("ok")
+	m.imageResolveErr = m.imageResolution.WithLabelValues("error")
 	// every series of the registry metrics exists from the start, at zero
+	m.lookups = make(map[images.LookupKind]lookupSeries, len(images.LookupKinds))
 	for _, k := range images.LookupKinds {
-		for _, r := range []string{"hit", "miss"} {
-			m.registryCache.WithLabelValues(string(k), r)
-		}
-		for _, r := range []string{"ok", "error"} {
-			m.registryFetch.WithLabelValues(string(k), r)
+		m.lookups[k] = lookupSeries{
+			hit:      m.registryCache.WithLabelValues(string(k), "hit"),
+			miss:     m.registryCache.WithLabelValues(string(k), "miss"),
+			fetchOK:  m.registryFetch.WithLabelValues(string(k), "ok"),
+			fetchErr: m.registryFetch.WithLabelValues(string(k), "error"),
 		}
 	}
 	return m
@@ -95,19 +110,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // and the duration of each miss is observed as a fetch (ok or error).
 // Unknown kinds or results are dropped, so the label set stays bounded.
 func (m *Metrics) ObserveLookup(kind images.LookupKind, result images.LookupResult, d time.Duration) {
-	if !slices.Contains(images.LookupKinds, kind) {
+	series, ok := m.lookups[kind]
+	if !ok {
 		return
 	}
 	switch result {
 	case images.ResultHit:
-		m.registryCache.WithLabelValues(string(kind), "hit").Inc()
-	case images.ResultMiss, images.ResultError:
-		m.registryCache.WithLabelValues(string(kind), "miss").Inc()
-		fetch := "ok"
-		if result == images.ResultError {
-			fetch = "error"
-		}
-		m.registryFetch.WithLabelValues(string(kind), fetch).Observe(d.Seconds())
+		series.hit.Inc()
+	case images.ResultMiss:
+		series.miss.Inc()
+		series.fetchOK.Observe(d.Seconds())
+	case images.ResultError:
+		series.miss.Inc()
+		series.fetchErr.Observe(d.Seconds())
 	}
 }
 
@@ -150,22 +165,19 @@ func (s *CachingSource) Resolve(ctx context.Context, image string, kc authn.Keyc
 		img, ok := s.cache[image]
 		s.mu.Unlock()
 		if ok {
-			s.metrics.imageCache.WithLabelValues("hit").Inc()
+			s.metrics.imageHit.Inc()
 			cp := *img
 			return &cp, nil
 		}
-		s.metrics.imageCache.WithLabelValues("miss").Inc()
+		s.metrics.imageMiss.Inc()
 	}
 	start := time.Now()
 	img, err := s.next.Resolve(ctx, image, kc)
-	result := "ok"
 	if err != nil {
-		result = "error"
-	}
-	s.metrics.imageResolution.WithLabelValues(result).Observe(time.Since(start).Seconds())
-	if err != nil {
+		s.metrics.imageResolveErr.Observe(time.Since(start).Seconds())
 		return nil, err
 	}
+	s.metrics.imageResolveOK.Observe(time.Since(start).Seconds())
 	if cacheable {
 		s.mu.Lock()
 		if len(s.cache) >= maxCachedImages {
