@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Platform names a kind of TEE evidence. Simulated platforms are distinct
@@ -95,6 +96,27 @@ const (
 	CheckReference    Check = "reference-values"
 	CheckSession      Check = "session"
 )
+
+// knownChecks holds every Check declared above. It is the authoritative list:
+// callers that bound a label or report set by check names use Known or Checks.
+var knownChecks = []Check{
+	CheckFormat, CheckPlatform, CheckSignature, CheckChain, CheckCollateral,
+	CheckRevocation, CheckProduct, CheckMeasurement, CheckTCB, CheckGuestPolicy,
+	CheckDebug, CheckPlatformInfo, CheckVMPL, CheckChipID, CheckReportData,
+	CheckPolicyDigest, CheckMRSEAM, CheckRTMR, CheckXFAM, CheckTDAttributes,
+	CheckQESVN, CheckPCESVN, CheckMitigation, CheckReportFields, CheckReference,
+	CheckSession,
+}
+
+// Checks returns every check the validators can report, in declaration order.
+func Checks() []Check {
+	return slices.Clone(knownChecks)
+}
+
+// Known reports whether c is one of the declared checks.
+func (c Check) Known() bool {
+	return slices.Contains(knownChecks, c)
+}
 
 // CheckError reports a failed validation step. Match it with errors.As.
 type CheckError struct {

@@ -110,16 +110,6 @@ func (s *Server) lookup(res *attest.Result) *verdict {
 	return v.(*verdict)
 }
 
-// knownChecks bounds the "reason" label of the attestation metric.
-var knownChecks = map[attest.Check]bool{
-	attest.CheckFormat: true, attest.CheckPlatform: true, attest.CheckSignature: true, attest.CheckChain: true,
-	attest.CheckCollateral: true, attest.CheckRevocation: true, attest.CheckProduct: true, attest.CheckMeasurement: true,
-	attest.CheckTCB: true, attest.CheckGuestPolicy: true, attest.CheckDebug: true, attest.CheckPlatformInfo: true,
-	attest.CheckVMPL: true, attest.CheckChipID: true, attest.CheckReportData: true, attest.CheckPolicyDigest: true,
-	attest.CheckMRSEAM: true, attest.CheckRTMR: true, attest.CheckXFAM: true, attest.CheckTDAttributes: true,
-	attest.CheckQESVN: true, attest.CheckReportFields: true, attest.CheckReference: true, attest.CheckSession: true,
-}
-
 // Reasons for the attestation metric besides the check names.
 const (
 	// Handshake-level failures (the connection never reached a call).
@@ -182,7 +172,7 @@ func handshakeReason(err error) string {
 		return reasonClosed
 	}
 	if check, ok := attest.FailedCheck(err); ok {
-		if knownChecks[check] {
+		if check.Known() {
 			return string(check)
 		}
 		return reasonOther
@@ -234,7 +224,7 @@ func (s *Server) authorize(ctx context.Context) (*state.Snapshot, *atls.Peer, er
 	case vd.err != nil:
 		check, ok := attest.FailedCheck(vd.err)
 		reason := string(check)
-		if !ok || !knownChecks[check] {
+		if !ok || !check.Known() {
 			reason = reasonOther
 		}
 		s.metrics.Attestation(metrics.ResultRejected, reason)
