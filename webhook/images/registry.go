@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -148,8 +147,9 @@ func (r *Registry) cachedConfig(key string) (Config, bool) {
 	return cfg, ok
 }
 
-// cacheKey returns the key under which what was fetched for digest in repo
-// with keychain kc is cached, or false if it must not be cached. Contents
+// credScope returns the credential scope of what is fetched from repo with
+// keychain kc, or false if it must not be cached. What was fetched for a
+// digest is cached under the digest and the scope (see cacheKey). Contents
 // are immutable per digest, but access is not: an entry fetched with pull
 // secrets is visible only to lookups that present the same credentials for
 // every endpoint of the repository (origin and mirrors), so a pod without
@@ -158,9 +158,9 @@ func (r *Registry) cachedConfig(key string) (Config, bool) {
 // (like the kubelet's node credentials); so do the lookups of a
 // NewPodKeychain whose pull secrets have nothing for any endpoint, which
 // use exactly the webhook's credentials.
-func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keychain) (string, bool) {
+func (r *Registry) credScope(repo name.Repository, kc authn.Keychain) (string, bool) {
 	if kc == nil {
-		return digest, true
+		return "", true
 	}
 	eps, rs := r.endpoints(repo)
 	if rs != nil {
@@ -171,14 +171,17 @@ func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keycha
 		kc = pod.pull
 	}
 	h := sha256.New()
+	write := func(s string) {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
 	own := true
 	for _, ep := range eps {
 		a, err := kc.Resolve(ep.repo)
 		if err != nil {
 			return "", false
 		}
-		h.Write([]byte(ep.repo.RegistryStr()))
-		h.Write([]byte{0})
+		write(ep.repo.RegistryStr())
 		if fallback && a == authn.Anonymous {
 			// the multi-keychain goes on to the webhook's credentials,
 			// as authn.NewMultiKeychain does
@@ -190,19 +193,20 @@ func (r *Registry) cacheKey(repo name.Repository, digest string, kc authn.Keycha
 		if err != nil {
 			return "", false
 		}
-		b, err := json.Marshal(cfg)
-		if err != nil {
-			return "", false
-		}
 		h.Write([]byte{'c'})
-		h.Write(b)
-		h.Write([]byte{0})
+		for _, f := range []string{cfg.Username, cfg.Password, cfg.Auth, cfg.IdentityToken, cfg.RegistryToken} {
+			write(f)
+		}
 	}
 	if fallback && own {
-		return digest, true
+		return "", true
 	}
-	return digest + "|" + hex.EncodeToString(h.Sum(nil)), true
+	return "|" + hex.EncodeToString(h.Sum(nil)), true
 }
+
+// cacheKey returns the key under which what was fetched for digest in the
+// credential scope (see credScope) is cached.
+func cacheKey(digest, scope string) string { return digest + scope }
 
 // keychain returns the keychain lookups with kc use.
 func (r *Registry) keychain(kc authn.Keychain) authn.Keychain {
@@ -302,14 +306,17 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	}
 	out := &Image{Repository: ref.Context().Name()}
 	start := time.Now()
-	if d, ok := ref.(name.Digest); ok {
+	scope, cacheable := r.credScope(ref.Context(), kc)
+	d, pinned := ref.(name.Digest)
+	if pinned {
 		out.Digest = d.DigestStr()
-		key, cacheable := r.cacheKey(ref.Context(), out.Digest, kc)
-		if cfg, ok := r.cachedConfig(key); cacheable && ok {
-			r.observe(KindManifest, ResultHit, start)
-			r.observe(KindConfig, ResultHit, start)
-			out.Config = cfg
-			return out, nil
+		if cacheable {
+			if cfg, ok := r.cachedConfig(cacheKey(out.Digest, scope)); ok {
+				r.observe(KindManifest, ResultHit, start)
+				r.observe(KindConfig, ResultHit, start)
+				out.Config = cfg
+				return out, nil
+			}
 		}
 	}
 	if err := r.acquire(ctx); err != nil {
@@ -326,11 +333,13 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	out.Digest = digest
 
 	start = time.Now()
-	key, cacheable := r.cacheKey(ref.Context(), digest, kc)
-	if cfg, ok := r.cachedConfig(key); cacheable && ok {
-		r.observe(KindConfig, ResultHit, start)
-		out.Config = cfg
-		return out, nil
+	key := cacheKey(digest, scope)
+	if cacheable && !pinned { // a pinned digest was looked up above
+		if cfg, ok := r.cachedConfig(key); ok {
+			r.observe(KindConfig, ResultHit, start)
+			out.Config = cfg
+			return out, nil
+		}
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -426,13 +435,16 @@ func (r *Registry) Accounts(ctx context.Context, img *Image, kc authn.Keychain) 
 		r.observe(KindAccounts, ResultError, start)
 		return nil, &Error{Image: img.Reference(), Err: newReason(ErrInvalidReference, 5, "invalid image reference")}
 	}
-	key, cacheable := r.cacheKey(repo, img.Digest, kc)
-	r.mu.Lock()
-	a, ok := r.accounts[key]
-	r.mu.Unlock()
-	if cacheable && ok {
-		r.observe(KindAccounts, ResultHit, start)
-		return a, nil
+	scope, cacheable := r.credScope(repo, kc)
+	key := cacheKey(img.Digest, scope)
+	if cacheable {
+		r.mu.Lock()
+		a, ok := r.accounts[key]
+		r.mu.Unlock()
+		if ok {
+			r.observe(KindAccounts, ResultHit, start)
+			return a, nil
+		}
 	}
 	a, rs := r.readAccounts(ctx, repo, img, kc)
 	if rs != nil {
