@@ -149,15 +149,6 @@ func (k *podKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	return authn.NewMultiKeychain(k.pull, authn.DefaultKeychain).Resolve(r)
 }
 
-// Malformed returns the malformed pull secrets that were skipped, if the
-// pull secrets are a *PullSecretKeychain.
-func (k *podKeychain) Malformed() []string {
-	if m, ok := k.pull.(interface{ Malformed() []string }); ok {
-		return m.Malformed()
-	}
-	return nil
-}
-
 // Resolve implements authn.Keychain.
 func (k *PullSecretKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	if a, ok := k.auths[normalizeHost(r.RegistryStr())]; ok {

@@ -289,13 +289,16 @@ func (r *Registry) Resolve(ctx context.Context, image string, kc authn.Keychain)
 
 // fail logs err, a failure at endpoint host (empty if no registry was
 // contacted), at debug level and returns its reason.
-func (r *Registry) fail(image, host, step string, err error) *reason {
+func (r *Registry) fail(ctx context.Context, image, host, step string, err error) *reason {
 	rs := classify(err)
+	if !r.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		return rs
+	}
 	attrs := append([]any{"image", image, "step", step, "reason", rs.msg}, logAttrs(err)...)
 	if host != "" {
 		attrs = append(attrs, "endpoint", host)
 	}
-	r.cfg.Logger.Debug("registry request failed", attrs...)
+	r.cfg.Logger.DebugContext(ctx, "registry request failed", attrs...)
 	return rs
 }
 
@@ -321,7 +324,7 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	}
 	if err := r.acquire(ctx); err != nil {
 		r.observe(KindManifest, ResultError, start)
-		return nil, r.fail(image, "", "waiting for a free slot", err)
+		return nil, r.fail(ctx, image, "", "waiting for a free slot", err)
 	}
 	defer r.release()
 	img, digest, host, err := r.manifest(ctx, image, ref, out.Digest, kc)
@@ -344,7 +347,7 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	cf, err := img.ConfigFile()
 	if err != nil {
 		r.observe(KindConfig, ResultError, start)
-		return nil, r.fail(image, host, "reading the image configuration", err)
+		return nil, r.fail(ctx, image, host, "reading the image configuration", err)
 	}
 	out.Config = configFrom(cf)
 	if cacheable {
@@ -395,11 +398,11 @@ func (r *Registry) fetch(ctx context.Context, image string, ep endpoint, ref nam
 	}
 	desc, err := remote.Get(target, r.options(ctx, kc)...)
 	if err != nil {
-		return nil, "", r.fail(image, host, "fetching the manifest", err)
+		return nil, "", r.fail(ctx, image, host, "fetching the manifest", err)
 	}
 	img, err := desc.Image() // selects the platform of an index
 	if err != nil {
-		rs := r.fail(image, host, "selecting the platform image", err)
+		rs := r.fail(ctx, image, host, "selecting the platform image", err)
 		if errors.Is(rs, ErrInvalidImage) && desc.MediaType.IsIndex() {
 			p := r.cfg.Platform
 			rs = newReason(ErrInvalidImage, 5, "the image has no variant for platform %s/%s", p.OS, p.Architecture)
@@ -467,7 +470,7 @@ func (r *Registry) readAccounts(ctx context.Context, repo name.Repository, img *
 		return nil, ers
 	}
 	if err := r.acquire(ctx); err != nil {
-		return nil, r.fail(image, "", "waiting for a free slot", err)
+		return nil, r.fail(ctx, image, "", "waiting for a free slot", err)
 	}
 	defer r.release()
 	var rs []*reason
@@ -479,7 +482,7 @@ func (r *Registry) readAccounts(ctx context.Context, repo name.Repository, img *
 		}
 		a, aerr := accountsFromImage(im)
 		if aerr != nil {
-			return nil, r.fail(image, ep.repo.RegistryStr(), "reading layers", aerr)
+			return nil, r.fail(ctx, image, ep.repo.RegistryStr(), "reading layers", aerr)
 		}
 		return a, nil
 	}
