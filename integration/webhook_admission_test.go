@@ -25,36 +25,53 @@ import (
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
-// registerWebhook registers wh with the API server as the Helm chart does:
-// opted-in namespaces only, never kube-system or the webhook's namespace,
-// opted-out pods skipped by the API server, failurePolicy Fail.
-func registerWebhook(ctx context.Context, t testing.TB, c *cluster.Cluster, wh *webhooktest.Webhook) {
+// podCreateRules selects pod creation, the only admission the webhook
+// handles.
+var podCreateRules = []admissionregistrationv1.RuleWithOperations{{
+	Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+	Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+}}
+
+// optedInNamespaceLabels marks a namespace opted in to injection.
+var optedInNamespaceLabels = map[string]string{inject.LabelInject: "enabled"}
+
+// contrastNamespaceSelector is the Helm chart's namespace selector: opted-in
+// namespaces only, never kube-system or the webhook's namespace.
+var contrastNamespaceSelector = &metav1.LabelSelector{
+	MatchLabels: optedInNamespaceLabels,
+	MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "contrast-system"},
+	}},
+}
+
+// createRuntimeClass creates the RuntimeClass the webhook sets on the pods
+// it injects; without it the API server rejects them.
+func createRuntimeClass(ctx context.Context, t testing.TB, c *cluster.Cluster) {
 	t.Helper()
 	_, err := c.Client.NodeV1().RuntimeClasses().Create(ctx, &nodev1.RuntimeClass{
 		ObjectMeta: metav1.ObjectMeta{Name: inject.DefaultRuntimeClassName},
 		Handler:    "contrast-cc",
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+}
+
+// registerWebhook registers the mutating endpoint of the webhook (url,
+// verified with caBundle) as the Helm chart does: contrastNamespaceSelector,
+// opted-out pods skipped by the API server, failurePolicy Fail.
+func registerWebhook(ctx context.Context, t testing.TB, c *cluster.Cluster, url string, caBundle []byte) {
+	t.Helper()
+	_, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: "contrast-webhook"},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
 			Name:                    "pods.contrast.cc",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &wh.URL, CABundle: wh.CABundle},
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
 			AdmissionReviewVersions: []string{"v1"},
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
 			TimeoutSeconds:          ptr.To[int32](20),
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-			NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{inject.LabelInject: "enabled"},
-				MatchExpressions: []metav1.LabelSelectorRequirement{{
-					Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "contrast-system"},
-				}},
-			},
+			Rules:                   podCreateRules,
+			NamespaceSelector:       contrastNamespaceSelector,
 			ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 				Key: inject.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"disabled"},
 			}}},
@@ -80,16 +97,8 @@ func registerValidatingWebhook(ctx context.Context, t testing.TB, c *cluster.Clu
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			TimeoutSeconds:          ptr.To[int32](20),
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-			NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{inject.LabelInject: "enabled"},
-				MatchExpressions: []metav1.LabelSelectorRequirement{{
-					Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "contrast-system"},
-				}},
-			},
+			Rules:                   podCreateRules,
+			NamespaceSelector:       contrastNamespaceSelector,
 		}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -155,7 +164,8 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
-	registerWebhook(ctx, t, c, wh)
+	createRuntimeClass(ctx, t, c)
+	registerWebhook(ctx, t, c, wh.URL, wh.CABundle)
 	registerValidatingWebhook(ctx, t, c, wh.ValidateURL, wh.CABundle)
 
 	c.Kubectl(t, "create", "namespace", "emojivoto")

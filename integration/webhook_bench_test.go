@@ -30,7 +30,8 @@ func BenchmarkKubectlApplyEmojivoto(b *testing.B) {
 	c := cluster.Start(b, cluster.Options{})
 	ctx := context.Background()
 	wh := webhooktest.Start(b, webhooktest.Config{Images: imgs})
-	registerWebhook(ctx, b, c, wh)
+	createRuntimeClass(ctx, b, c)
+	registerWebhook(ctx, b, c, wh.URL, wh.CABundle)
 	registerValidatingWebhook(ctx, b, c, wh.ValidateURL, wh.CABundle)
 
 	var docs []byte

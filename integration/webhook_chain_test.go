@@ -57,7 +57,8 @@ func TestChainOfTrust(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
-	registerWebhook(ctx, t, c, wh)
+	createRuntimeClass(ctx, t, c)
+	registerWebhook(ctx, t, c, wh.URL, wh.CABundle)
 	registerValidatingWebhook(ctx, t, c, wh.ValidateURL, wh.CABundle)
 
 	// contrast generate: policies of the YAML, after the same injection

@@ -90,11 +90,8 @@ func registerOtherWebhook(ctx context.Context, t *testing.T, c *cluster.Cluster,
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{inject.LabelInject: "enabled"}},
+			Rules:                   podCreateRules,
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: optedInNamespaceLabels},
 		}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -111,7 +108,8 @@ func TestWebhookReinvocationCatchesLaterMutation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
-	registerWebhook(ctx, t, c, wh)
+	createRuntimeClass(ctx, t, c)
+	registerWebhook(ctx, t, c, wh.URL, wh.CABundle)
 
 	registerValidatingWebhook(ctx, t, c, wh.ValidateURL, wh.CABundle)
 	other, _ := otherWebhook(t, false)
@@ -153,7 +151,8 @@ func TestWebhookValidationCatchesMutationInReinvocation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
-	registerWebhook(ctx, t, c, wh)
+	createRuntimeClass(ctx, t, c)
+	registerWebhook(ctx, t, c, wh.URL, wh.CABundle)
 	other, calls := otherWebhook(t, true)
 	registerOtherWebhook(ctx, t, c, other)
 

@@ -31,7 +31,6 @@ import (
 	"github.com/contrast-cc/contrast/integration/cluster"
 	"github.com/contrast-cc/contrast/webhook/inject"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
-	"github.com/contrast-cc/contrast/webhook/inject/webhooktest"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
@@ -97,7 +96,8 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	require.NoError(t, c.WaitForNamespaceReady(ctx, "selfmanaged"))
 	_, port, err := net.SplitHostPort(wh.Addr)
 	require.NoError(t, err)
-	registerWebhook(ctx, t, c, &webhooktest.Webhook{URL: "https://localhost:" + port + "/mutate"}) // no caBundle
+	createRuntimeClass(ctx, t, c)
+	registerWebhook(ctx, t, c, "https://localhost:"+port+"/mutate", nil) // no caBundle
 	registerValidatingWebhook(ctx, t, c, "https://localhost:"+port+"/validate", nil)
 
 	// the webhook publishes its CA, then serves and reports ready
