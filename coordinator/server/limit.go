@@ -25,14 +25,28 @@ func limitHandshakes(c credentials.TransportCredentials, n int) credentials.Tran
 
 // ServerHandshake implements credentials.TransportCredentials.
 func (l *handshakeLimiter) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	t := time.NewTimer(maxSlotWait)
-	select {
-	case l.sem <- struct{}{}:
-		t.Stop()
+	if l.acquire() {
 		defer func() { <-l.sem }()
-	case <-t.C:
 	}
 	return l.TransportCredentials.ServerHandshake(raw)
+}
+
+// acquire takes a slot, waiting at most maxSlotWait, and reports whether it
+// did. A free slot is taken without creating a timer.
+func (l *handshakeLimiter) acquire() bool {
+	select {
+	case l.sem <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(maxSlotWait)
+	defer t.Stop()
+	select {
+	case l.sem <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // Clone implements credentials.TransportCredentials, sharing the limit.
