@@ -126,3 +126,50 @@ func TestRefusedFeatures(t *testing.T) {
 		})
 	}
 }
+
+func TestRenderDataFromAnnotations(t *testing.T) {
+	src, _ := testRegistry(t)
+	w := simplePod()
+	w.Template.Name = "p"
+
+	for _, legacy := range []bool{false, true} {
+		res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src, Legacy: legacy})
+		require.NoError(t, err)
+		data, err := policy.DataFromAnnotations(res.Annotations)
+		require.NoError(t, err, "legacy=%v", legacy)
+		rego, err := policy.RenderRego(data)
+		require.NoError(t, err)
+		assert.Equal(t, res.Rego, rego, "legacy=%v: the data of the annotation renders the same policy", legacy)
+
+		fromRego, err := policy.DataFromRego(res.Rego)
+		require.NoError(t, err)
+		assert.Equal(t, data, fromRego)
+	}
+
+	for name, ann := range map[string]map[string]string{
+		"none":            {},
+		"bad base64":      {policy.AnnotationInitData: "!"},
+		"not gzip":        {policy.AnnotationInitData: base64.StdEncoding.EncodeToString([]byte("x"))},
+		"bad legacy":      {policy.AnnotationLegacyPolicy: "!"},
+		"no policy data":  {policy.AnnotationLegacyPolicy: base64.StdEncoding.EncodeToString([]byte("package agent_policy\n"))},
+		"bad policy data": {policy.AnnotationLegacyPolicy: base64.StdEncoding.EncodeToString([]byte("x\npolicy_data := {"))},
+	} {
+		_, err := policy.DataFromAnnotations(ann)
+		assert.ErrorIs(t, err, policy.ErrInvalidInput, name)
+	}
+}
+
+func TestDecodeInitDataAnnotation(t *testing.T) {
+	doc, err := policy.InitData("package agent_policy\n")
+	require.NoError(t, err)
+	z, err := policy.Gzip(doc)
+	require.NoError(t, err)
+	got, err := policy.DecodeInitDataAnnotation(base64.StdEncoding.EncodeToString(z))
+	require.NoError(t, err)
+	assert.Equal(t, doc, got)
+
+	big, err := policy.Gzip(make([]byte, 8<<20+1))
+	require.NoError(t, err)
+	_, err = policy.DecodeInitDataAnnotation(base64.StdEncoding.EncodeToString(big))
+	assert.ErrorIs(t, err, policy.ErrInvalidInput, "larger than the bound")
+}

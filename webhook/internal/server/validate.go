@@ -2,13 +2,10 @@ package server
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -139,7 +136,7 @@ func changedFields(pod, want *corev1.Pod, res *policy.Result) []string {
 	if len(policyAnnotations) > 0 {
 		// name the pod fields the difference of the policy data comes from
 		var fields []string
-		if stored, err := storedPolicyData(pod.Annotations); err == nil {
+		if stored, err := policy.DataFromAnnotations(pod.Annotations); err == nil {
 			fields = dataChanges(stored, res.Data, &pod.Spec)
 		}
 		if len(fields) == 0 {
@@ -185,52 +182,6 @@ func ptrString(p *string) string {
 		return ""
 	}
 	return *p
-}
-
-// maxPolicyText bounds the decompressed policy of an annotation.
-const maxPolicyText = 8 << 20
-
-// storedPolicyData reads the policy data from the policy annotation of a
-// pod (initdata or legacy).
-func storedPolicyData(ann map[string]string) (*policy.Data, error) {
-	var rego string
-	switch {
-	case ann[policy.AnnotationInitData] != "":
-		z, err := base64.StdEncoding.DecodeString(ann[policy.AnnotationInitData])
-		if err != nil {
-			return nil, err
-		}
-		zr, err := gzip.NewReader(bytes.NewReader(z))
-		if err != nil {
-			return nil, err
-		}
-		doc, err := io.ReadAll(io.LimitReader(zr, maxPolicyText))
-		if err != nil {
-			return nil, err
-		}
-		data, err := policy.ParseInitData(doc)
-		if err != nil {
-			return nil, err
-		}
-		rego = data["policy.rego"]
-	case ann[policy.AnnotationLegacyPolicy] != "":
-		b, err := base64.StdEncoding.DecodeString(ann[policy.AnnotationLegacyPolicy])
-		if err != nil {
-			return nil, err
-		}
-		rego = string(b)
-	default:
-		return nil, errors.New("no policy annotation")
-	}
-	_, js, ok := strings.Cut(rego, "\npolicy_data := ")
-	if !ok {
-		return nil, errors.New("no policy data")
-	}
-	var d policy.Data
-	if err := json.NewDecoder(strings.NewReader(js)).Decode(&d); err != nil {
-		return nil, err
-	}
-	return &d, nil
 }
 
 // podDataFields maps the keys of policy.PodData to the pod fields they
