@@ -63,16 +63,8 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 	if err != nil {
 		return nil, nil, err
 	}
-	podKC := images.NewPodKeychain(kc)
-	if err := PinImages(ctx, &out.Spec, m.Images, podKC); err != nil {
-		return nil, nil, withMalformed(err, kc)
-	}
-	src := injectedOwnCredentials(m.Images, &out.Spec)
-	res, err := policy.Generate(ctx, policy.GenerateInput{Pod: out, Images: src, Keychain: podKC, Legacy: m.Legacy})
+	res, err := m.pinAndSetPolicy(ctx, policy.GenerateInput{Pod: out}, &out.ObjectMeta, &out.Spec, &pod.Spec, kc)
 	if err != nil {
-		return nil, nil, withMalformed(policyError(ctx, err, &out.Spec, &pod.Spec), kc)
-	}
-	if err := m.setPolicy(&out.ObjectMeta, res); err != nil {
 		return nil, nil, err
 	}
 	return out, res, nil
@@ -88,16 +80,26 @@ func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc aut
 	if err := Template(&t.ObjectMeta, &t.Spec, m.Config); err != nil {
 		return nil, err
 	}
+	return m.pinAndSetPolicy(ctx, policy.GenerateInput{Workload: w}, &t.ObjectMeta, &t.Spec, orig, kc)
+}
+
+// pinAndSetPolicy pins the images of spec, the injected pod (or template)
+// of in, generates its policy and sets it on meta. orig is the spec as
+// submitted, kc the pod's pull secrets (see MutatePod).
+func (m *Mutator) pinAndSetPolicy(ctx context.Context, in policy.GenerateInput, meta *metav1.ObjectMeta, spec, orig *corev1.PodSpec, kc authn.Keychain) (*policy.Result, error) {
 	podKC := images.NewPodKeychain(kc)
-	if err := PinImages(ctx, &t.Spec, m.Images, podKC); err != nil {
+	pinned, err := PinImages(ctx, spec, m.Images, podKC)
+	if err != nil {
 		return nil, withMalformed(err, kc)
 	}
-	src := injectedOwnCredentials(m.Images, &t.Spec)
-	res, err := policy.Generate(ctx, policy.GenerateInput{Workload: w, Images: src, Keychain: podKC, Legacy: m.Legacy})
+	in.Images = pinnedSource{Source: injectedOwnCredentials(m.Images, spec), imgs: pinned}
+	in.Keychain = podKC
+	in.Legacy = m.Legacy
+	res, err := policy.Generate(ctx, in)
 	if err != nil {
-		return nil, withMalformed(policyError(ctx, err, &t.Spec, orig), kc)
+		return nil, withMalformed(policyError(ctx, err, spec, orig), kc)
 	}
-	if err := m.setPolicy(&t.ObjectMeta, res); err != nil {
+	if err := m.setPolicy(meta, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -175,6 +177,22 @@ func (s ownCredentials) Accounts(ctx context.Context, img *images.Image, kc auth
 		kc = nil
 	}
 	return s.Source.Accounts(ctx, img, kc)
+}
+
+// pinnedSource answers the lookups of the references PinImages pinned with
+// the images it resolved, so that each image of a pod is resolved once per
+// request, and passes every other lookup on.
+type pinnedSource struct {
+	images.Source
+	imgs map[string]*images.Image
+}
+
+// Resolve implements images.Source.
+func (s pinnedSource) Resolve(ctx context.Context, image string, kc authn.Keychain) (*images.Image, error) {
+	if img, ok := s.imgs[image]; ok {
+		return img, nil
+	}
+	return s.Source.Resolve(ctx, image, kc)
 }
 
 func (m *Mutator) setPolicy(meta *metav1.ObjectMeta, res *policy.Result) error {
@@ -340,8 +358,8 @@ func submittedField(field string, final, orig *corev1.PodSpec) string {
 // PinImages resolves every image of spec and rewrites it to name@digest.
 // The images of the containers Contrast injects (named InitializerName and
 // ProxyName) are resolved with the Source's own credentials (no keychain),
-// all others with kc.
-func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc authn.Keychain) error {
+// all others with kc. It returns the resolved images by pinned reference.
+func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc authn.Keychain) (map[string]*images.Image, error) {
 	type target struct {
 		field string
 		image *string
@@ -359,7 +377,7 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 	for i := range spec.Containers {
 		targets = append(targets, target{fmt.Sprintf("spec.containers[%d].image", i), &spec.Containers[i].Image, kc})
 	}
-	resolved := make([]string, len(targets))
+	resolved := make([]*images.Image, len(targets))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, t := range targets {
 		g.Go(func() error {
@@ -374,15 +392,17 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 				}
 				return imageDenial(t.field, *t.image, err)
 			}
-			resolved[i] = img.Reference()
+			resolved[i] = img
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return nil, err
 	}
+	pinned := make(map[string]*images.Image, len(targets))
 	for i, t := range targets {
-		*t.image = resolved[i]
+		*t.image = resolved[i].Reference()
+		pinned[*t.image] = resolved[i]
 	}
-	return nil
+	return pinned, nil
 }
