@@ -29,10 +29,7 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 	c := cluster.Start(t, cluster.Options{})
 
 	t.Run("lifecycle", func(t *testing.T) {
-		ns := namespace(t, c.Client, "coordinator-lifecycle")
-		h := coordinatortest.NewHarness(t, func(cfg *server.Config) {
-			cfg.Kubernetes, cfg.Namespace = c.Client, ns
-		})
+		h, ns := configMapHarness(t, c, "coordinator-lifecycle")
 		coordinatortest.RunLifecycle(t, h)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -83,10 +80,7 @@ func TestCoordinatorConfigMapStore(t *testing.T) {
 	})
 
 	t.Run("concurrent owners", func(t *testing.T) {
-		ns := namespace(t, c.Client, "coordinator-race")
-		h := coordinatortest.NewHarness(t, func(cfg *server.Config) {
-			cfg.Kubernetes, cfg.Namespace = c.Client, ns
-		})
+		h, _ := configMapHarness(t, c, "coordinator-race")
 		coordinatortest.RunConcurrentOwners(t, h)
 	})
 }

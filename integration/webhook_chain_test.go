@@ -22,7 +22,6 @@ import (
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
-	"github.com/contrast-cc/contrast/coordinator/server"
 	"github.com/contrast-cc/contrast/integration/cluster"
 	"github.com/contrast-cc/contrast/webhook/inject"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
@@ -84,10 +83,7 @@ func TestChainOfTrust(t *testing.T) {
 	}
 
 	// contrast set: the Coordinator keeps its history in the same API server
-	c.Kubectl(t, "create", "namespace", "contrast-system")
-	h := coordinatortest.NewHarness(t, func(cfg *server.Config) {
-		cfg.Kubernetes, cfg.Namespace = c.Client, "contrast-system"
-	})
+	h, _ := configMapHarness(t, c, "contrast-system")
 	coord := h.Start(t)
 	owner := coordinatortest.OwnerKey()
 	m := h.Platform.Manifest(h.CoordinatorPolicy, entries, &owner.PublicKey)
