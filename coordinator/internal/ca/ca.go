@@ -69,10 +69,18 @@ func keyID(pub crypto.PublicKey) ([]byte, error) {
 	return h[:], nil
 }
 
-func create(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
+func createDER(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) ([]byte, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
 	if err != nil {
 		return nil, fmt.Errorf("creating certificate: %w", err)
+	}
+	return der, nil
+}
+
+func create(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
+	der, err := createDER(tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, err
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -186,6 +194,28 @@ type LeafRequest struct {
 
 // IssueLeaf signs a mesh certificate for req with the mesh CA.
 func (m *CA) IssueLeaf(req LeafRequest, now time.Time) (*x509.Certificate, error) {
+	tmpl, err := leafTemplate(req, now)
+	if err != nil {
+		return nil, err
+	}
+	return create(tmpl, m.Cert, req.PublicKey, m.Key)
+}
+
+// IssueLeafPEM is IssueLeaf returning the certificate PEM-encoded, without
+// parsing back the freshly signed DER.
+func (m *CA) IssueLeafPEM(req LeafRequest, now time.Time) ([]byte, error) {
+	tmpl, err := leafTemplate(req, now)
+	if err != nil {
+		return nil, err
+	}
+	der, err := createDER(tmpl, m.Cert, req.PublicKey, m.Key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+func leafTemplate(req LeafRequest, now time.Time) (*x509.Certificate, error) {
 	sn, err := serial()
 	if err != nil {
 		return nil, err
@@ -208,7 +238,7 @@ func (m *CA) IssueLeaf(req LeafRequest, now time.Time) (*x509.Certificate, error
 		ExtraExtensions: []pkix.Extension{{Id: OIDAttestationClaims, Value: ext}},
 	}
 	addSANs(tmpl, req.SANs)
-	return create(tmpl, m.Cert, req.PublicKey, m.Key)
+	return tmpl, nil
 }
 
 func commonName(req LeafRequest) string {

@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"testing"
 	"time"
 
@@ -63,4 +64,28 @@ func TestChainSANsAndClaims(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ca.Restore(mesh.Cert.Raw, mesh.Key.(*ecdsa.PrivateKey), other)
 	require.Error(t, err)
+}
+
+func TestIssueLeafPEM(t *testing.T) {
+	now := time.Now()
+	root, err := ca.NewRoot(key(t, elliptic.P384()), now)
+	require.NoError(t, err)
+	mesh, err := ca.NewMesh(root, key(t, elliptic.P256()), 3, now)
+	require.NoError(t, err)
+	leafKey := key(t, elliptic.P256())
+	claims := ca.Claims{PolicyHash: "ab12", Platform: "snp-simulated"}
+	out, err := mesh.IssueLeafPEM(ca.LeafRequest{PublicKey: &leafKey.PublicKey, SANs: []string{"web"}, Claims: claims}, now)
+	require.NoError(t, err)
+	block, rest := pem.Decode(out)
+	require.NotNil(t, block)
+	assert.Empty(t, rest)
+	assert.Equal(t, "CERTIFICATE", block.Type)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"web"}, leaf.DNSNames)
+	assert.True(t, leafKey.PublicKey.Equal(leaf.PublicKey))
+	got, err := ca.ParseClaims(leaf)
+	require.NoError(t, err)
+	assert.Equal(t, claims, *got)
+	require.NoError(t, leaf.CheckSignatureFrom(mesh.Cert))
 }

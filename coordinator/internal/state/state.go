@@ -671,7 +671,7 @@ func (a *Authority) IssueMeshCert(snap *Snapshot, res *attest.Result, pub crypto
 	if !ok {
 		return nil, fmt.Errorf("%w %x", ErrUnknownPolicy, res.PolicyDigest)
 	}
-	leaf, err := snap.Mesh.IssueLeaf(ca.LeafRequest{
+	leaf, err := snap.Mesh.IssueLeafPEM(ca.LeafRequest{
 		PublicKey: pub,
 		SANs:      entry.SANs,
 		Claims: ca.Claims{
@@ -683,7 +683,7 @@ func (a *Authority) IssueMeshCert(snap *Snapshot, res *attest.Result, pub crypto
 	if err != nil {
 		return nil, err
 	}
-	mc := &MeshCert{Leaf: ca.PEMEncode(leaf), MeshCA: snap.Mesh.PEM, RootCA: snap.Root.PEM, PolicyHash: ph}
+	mc := &MeshCert{Leaf: leaf, MeshCA: snap.Mesh.PEM, RootCA: snap.Root.PEM, PolicyHash: ph}
 	if entry.WorkloadSecretID != "" {
 		mc.WorkloadSecret = snap.secrets.WorkloadSecret(entry.WorkloadSecretID)
 	}
