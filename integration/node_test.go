@@ -239,10 +239,11 @@ spec:
 	assert.Contains(t, c.Kubectl(t, "-n", ns, "logs", "order", "-c", "sidecar"), "testserver serving")
 }
 
+// apply applies manifest, read from stdin, in namespace ns.
 func apply(ctx context.Context, t *testing.T, c *cluster.Cluster, ns, manifest string) {
 	t.Helper()
-	_, err := c.RunKubectl(ctx, strings.NewReader(manifest), "-n", ns, "apply", "-f", "-")
-	require.NoError(t, err)
+	out, err := c.RunKubectl(ctx, strings.NewReader(manifest), "-n", ns, "apply", "-f", "-")
+	require.NoError(t, err, out)
 }
 
 // assertNoLeftovers checks, independently of the harness's own checks, that

@@ -55,6 +55,15 @@ func createRuntimeClass(ctx context.Context, t testing.TB, c *cluster.Cluster) {
 	require.NoError(t, err)
 }
 
+// createOptedInNamespace creates namespace name labelled for injection and
+// waits until pods can be created in it.
+func createOptedInNamespace(ctx context.Context, t *testing.T, c *cluster.Cluster, name string) {
+	t.Helper()
+	c.Kubectl(t, "create", "namespace", name)
+	c.Kubectl(t, "label", "namespace", name, inject.LabelInject+"=enabled")
+	require.NoError(t, c.WaitForNamespaceReady(ctx, name))
+}
+
 // registerWebhook registers the mutating endpoint of the webhook (url,
 // verified with caBundle) as the Helm chart does: contrastNamespaceSelector,
 // opted-out pods skipped by the API server, failurePolicy Fail.
@@ -168,9 +177,7 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 	registerWebhook(ctx, t, c, wh.URL, wh.CABundle)
 	registerValidatingWebhook(ctx, t, c, wh.ValidateURL, wh.CABundle)
 
-	c.Kubectl(t, "create", "namespace", "emojivoto")
-	c.Kubectl(t, "label", "namespace", "emojivoto", inject.LabelInject+"=enabled")
-	require.NoError(t, c.WaitForNamespaceReady(ctx, "emojivoto"))
+	createOptedInNamespace(ctx, t, c, "emojivoto")
 	// kubectl apply -f of the unmodified files (-f on the folder would also
 	// read kustomization.yml, which is not a Kubernetes object).
 	args := []string{"apply"}
@@ -240,7 +247,7 @@ spec:
   - name: app
     image: docker.l5d.io/buoyantio/emojivoto-web:v11
 `
-		applyStdin(ctx, t, c, doc)
+		apply(ctx, t, c, "emojivoto", doc)
 		pod, err := c.Client.CoreV1().Pods("emojivoto").Get(ctx, "meshed", metav1.GetOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, imgs.ProxyImage, pod.Spec.InitContainers[1].Image)
@@ -253,13 +260,13 @@ spec:
 	t.Run("unlabelled namespace is untouched", func(t *testing.T) {
 		c.Kubectl(t, "create", "namespace", "plain")
 		require.NoError(t, c.WaitForNamespaceReady(ctx, "plain"))
-		applyStdin(ctx, t, c, plainPod("plain", "p", "docker.l5d.io/buoyantio/emojivoto-web:v11", nil))
+		apply(ctx, t, c, "plain", plainPod("plain", "p", "docker.l5d.io/buoyantio/emojivoto-web:v11", nil))
 		pod, err := c.Client.CoreV1().Pods("plain").Get(ctx, "p", metav1.GetOptions{})
 		require.NoError(t, err)
 		assertUntouched(t, pod)
 	})
 	t.Run("opted-out pod is untouched", func(t *testing.T) {
-		applyStdin(ctx, t, c, plainPod("emojivoto", "opted-out", "docker.l5d.io/buoyantio/emojivoto-web:v11", map[string]string{inject.LabelInject: "disabled"}))
+		apply(ctx, t, c, "emojivoto", plainPod("emojivoto", "opted-out", "docker.l5d.io/buoyantio/emojivoto-web:v11", map[string]string{inject.LabelInject: "disabled"}))
 		pod, err := c.Client.CoreV1().Pods("emojivoto").Get(ctx, "opted-out", metav1.GetOptions{})
 		require.NoError(t, err)
 		assertUntouched(t, pod)
@@ -299,12 +306,6 @@ func plainPod(ns, name, image string, labels map[string]string) string {
 	}
 	return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: " + ns + labelBlock +
 		"\nspec:\n  containers:\n  - name: app\n    image: " + image + "\n"
-}
-
-func applyStdin(ctx context.Context, t *testing.T, c *cluster.Cluster, doc string) {
-	t.Helper()
-	out, err := c.RunKubectl(ctx, strings.NewReader(doc), "apply", "-f", "-")
-	require.NoError(t, err, out)
 }
 
 func assertUntouched(t *testing.T, pod *corev1.Pod) {

@@ -23,7 +23,6 @@ import (
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/contrast-cc/contrast/integration/cluster"
-	"github.com/contrast-cc/contrast/webhook/inject"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/inject/webhooktest"
 	"github.com/contrast-cc/contrast/webhook/policy"
@@ -94,9 +93,7 @@ func TestChainOfTrust(t *testing.T) {
 	require.NoError(t, err)
 
 	// kubectl apply of the unmodified YAML into the opted-in namespace
-	c.Kubectl(t, "create", "namespace", "emojivoto")
-	c.Kubectl(t, "label", "namespace", "emojivoto", inject.LabelInject+"=enabled")
-	require.NoError(t, c.WaitForNamespaceReady(ctx, "emojivoto"))
+	createOptedInNamespace(ctx, t, c, "emojivoto")
 	c.Kubectl(t, "apply", "-k", emojivotoDir)
 
 	for _, w := range workloads {

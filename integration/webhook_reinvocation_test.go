@@ -115,11 +115,9 @@ func TestWebhookReinvocationCatchesLaterMutation(t *testing.T) {
 	other, _ := otherWebhook(t, false)
 	registerOtherWebhook(ctx, t, c, other)
 
-	c.Kubectl(t, "create", "namespace", "demo")
-	c.Kubectl(t, "label", "namespace", "demo", inject.LabelInject+"=enabled")
-	require.NoError(t, c.WaitForNamespaceReady(ctx, "demo"))
+	createOptedInNamespace(ctx, t, c, "demo")
 	doc := plainPod("demo", "late", "docker.l5d.io/buoyantio/emojivoto-web:v11", nil) + "    env:\n    - name: WEB_PORT\n      value: \"8080\"\n"
-	applyStdin(ctx, t, c, doc)
+	apply(ctx, t, c, "demo", doc)
 
 	pod, err := c.Client.CoreV1().Pods("demo").Get(ctx, "late", metav1.GetOptions{})
 	require.NoError(t, err)
@@ -156,12 +154,10 @@ func TestWebhookValidationCatchesMutationInReinvocation(t *testing.T) {
 	other, calls := otherWebhook(t, true)
 	registerOtherWebhook(ctx, t, c, other)
 
-	c.Kubectl(t, "create", "namespace", "demo")
-	c.Kubectl(t, "label", "namespace", "demo", inject.LabelInject+"=enabled")
-	require.NoError(t, c.WaitForNamespaceReady(ctx, "demo"))
+	createOptedInNamespace(ctx, t, c, "demo")
 
 	// without the validating webhook: stored with a stale policy
-	applyStdin(ctx, t, c, plainPod("demo", "stale", "docker.l5d.io/buoyantio/emojivoto-web:v11", nil))
+	apply(ctx, t, c, "demo", plainPod("demo", "stale", "docker.l5d.io/buoyantio/emojivoto-web:v11", nil))
 	pod, err := c.Client.CoreV1().Pods("demo").Get(ctx, "stale", metav1.GetOptions{})
 	require.NoError(t, err)
 	t.Logf("the other webhook was called %d times for one pod", calls.Load())

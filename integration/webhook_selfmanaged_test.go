@@ -91,9 +91,7 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	_, err := servedCertificate(ctx, wh.Addr)
 	require.Error(t, err, "a TLS handshake must fail before the CA is published")
 
-	c.Kubectl(t, "create", "namespace", "selfmanaged")
-	c.Kubectl(t, "label", "namespace", "selfmanaged", inject.LabelInject+"=enabled")
-	require.NoError(t, c.WaitForNamespaceReady(ctx, "selfmanaged"))
+	createOptedInNamespace(ctx, t, c, "selfmanaged")
 	_, port, err := net.SplitHostPort(wh.Addr)
 	require.NoError(t, err)
 	createRuntimeClass(ctx, t, c)
