@@ -175,11 +175,16 @@ func checkQuoteLayout(raw []byte) error {
 	return nil
 }
 
-// parseQuote parses a raw v4 quote.
-func parseQuote(raw []byte) (q *pb.QuoteV4, err error) {
+// parseQuote checks the layout of a raw v4 quote and parses it.
+func parseQuote(raw []byte) (*pb.QuoteV4, error) {
 	if err := checkQuoteLayout(raw); err != nil {
 		return nil, err
 	}
+	return decodeQuote(raw)
+}
+
+// decodeQuote parses a raw v4 quote. Requires checkQuoteLayout.
+func decodeQuote(raw []byte) (q *pb.QuoteV4, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			q, err = nil, fmt.Errorf("parsing quote: malformed input (%v)", r)
@@ -256,16 +261,17 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 				CertificationData:   entry.signed.GetCertificationData(),
 			},
 		}
+		if err := verifyQuoteSignature(raw, q, entry.ak); err != nil {
+			return nil, attest.NewCheckError(attest.CheckSignature, err)
+		}
 	} else {
-		if q, err = parseQuote(raw); err != nil {
+		// The layout was checked above; verifyPlatform checks the signature.
+		if q, err = decodeQuote(raw); err != nil {
 			return nil, attest.NewCheckError(attest.CheckFormat, err)
 		}
 		if entry, err = v.verifyPlatform(ctx, frame, q, key); err != nil {
 			return nil, err
 		}
-	}
-	if err := verifyQuoteSignature(raw, q, entry.ak); err != nil {
-		return nil, attest.NewCheckError(attest.CheckSignature, err)
 	}
 	body := q.GetTdQuoteBody()
 	if !bytes.Equal(body.GetReportData(), reportData[:]) {
@@ -379,7 +385,8 @@ func parseBody(raw []byte) *pb.TDQuoteBody {
 // verifyPlatform verifies, with go-tdx-guest verify, the PCK chain to the
 // trusted root, the QE report signature and its binding of the attestation
 // key, and the collateral. The verdict is cached per platform (see
-// platformKey) for ChainCacheTTL; the per-quote signature is always checked.
+// platformKey) for ChainCacheTTL. It also checks the quote signature, which
+// Validate checks itself on the cached path.
 func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q *pb.QuoteV4, key [32]byte) (*platformEntry, error) {
 	now := v.cfg.Now()
 	raw := frame.Evidence
