@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/webhook/inject"
+	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
 // KeychainFunc returns the registry credentials of a pod (its pull secrets
@@ -164,53 +165,81 @@ func notAPod(ar *kwhmodel.AdmissionReview) string {
 	return ""
 }
 
+// skipReason returns the pod of a request and why both webhooks leave the
+// request alone (not a pod, not a create, an excluded namespace), or "".
+func (a *admitter) skipReason(ar *kwhmodel.AdmissionReview, obj metav1.Object) (*corev1.Pod, string) {
+	pod, ok := obj.(*corev1.Pod)
+	switch {
+	case !ok:
+		return nil, reasonNotAPod
+	case ar.Operation != kwhmodel.OperationCreate:
+		return pod, "operation"
+	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace):
+		return pod, "excluded-namespace"
+	}
+	return pod, ""
+}
+
+// mutatePod runs the mutator over pod with the pod's registry credentials.
+// A denial is returned as an *inject.DenyError for the caller to answer;
+// other failures are observed (ResultError, reason pull-secrets or
+// internal) and logged here, what naming the failed step.
+func (a *admitter) mutatePod(ctx context.Context, ar *kwhmodel.AdmissionReview, pod *corev1.Pod,
+	log *slog.Logger, observe func(result, reason string), what string,
+) (*corev1.Pod, *policy.Result, error) {
+	var kc authn.Keychain
+	if a.cfg.Keychain != nil {
+		var err error
+		if kc, err = a.cfg.Keychain(ctx, ar.Namespace, pod); err != nil {
+			observe(ResultError, "pull-secrets")
+			log.Error("reading pull secrets", "error", err)
+			return nil, nil, fmt.Errorf("reading pull secrets: %w", err)
+		}
+	}
+	out, res, err := a.cfg.Mutator.MutatePod(ctx, pod, kc)
+	if err != nil {
+		if _, ok := errors.AsType[*inject.DenyError](err); !ok {
+			observe(ResultError, "internal")
+			log.Error(what, "error", err)
+		}
+		return nil, nil, err
+	}
+	return out, res, nil
+}
+
 // mutate mutates the pod in place; kubewebhook derives the JSON patch from
 // the difference to the admitted object.
 func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhmutating.MutatorResult, error) {
 	start := time.Now()
 	log := a.cfg.Logger.With("namespace", ar.Namespace, "operation", string(ar.Operation), "dryRun", ar.DryRun)
+	observe := func(result, reason string) {
+		a.cfg.Metrics.observeAdmission(result, reason, time.Since(start))
+	}
 	skip := func(reason string) (*kwhmutating.MutatorResult, error) {
-		a.cfg.Metrics.observeAdmission(ResultSkipped, reason, time.Since(start))
+		observe(ResultSkipped, reason)
 		log.Debug("admission skipped", "reason", reason)
 		return &kwhmutating.MutatorResult{}, nil
 	}
-	pod, ok := obj.(*corev1.Pod)
+	pod, reason := a.skipReason(ar, obj)
 	switch {
-	case !ok:
-		return skip(reasonNotAPod)
-	case ar.Operation != kwhmodel.OperationCreate:
-		return skip("operation")
-	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace):
-		return skip("excluded-namespace")
+	case reason != "":
+		return skip(reason)
 	case pod.Labels[inject.LabelInject] == "disabled":
 		return skip("opted-out")
 	}
 	log = log.With("generateName", pod.GenerateName, "name", pod.Name)
 
-	var kc authn.Keychain
-	if a.cfg.Keychain != nil {
-		var err error
-		if kc, err = a.cfg.Keychain(ctx, ar.Namespace, pod); err != nil {
-			a.cfg.Metrics.observeAdmission(ResultError, "pull-secrets", time.Since(start))
-			log.Error("reading pull secrets", "error", err)
-			return nil, fmt.Errorf("reading pull secrets: %w", err)
-		}
-	}
-	out, res, err := a.cfg.Mutator.MutatePod(ctx, pod, kc)
+	out, res, err := a.mutatePod(ctx, ar, pod, log, observe, "mutating pod")
 	if err != nil {
-		var de *inject.DenyError
-		if errors.As(err, &de) {
-			a.cfg.Metrics.observeAdmission(ResultDenied, string(de.Code), time.Since(start))
+		if de, ok := errors.AsType[*inject.DenyError](err); ok {
+			observe(ResultDenied, string(de.Code))
 			log.Info("pod denied", "reason", string(de.Code), "field", de.Field)
-			return nil, err
 		}
-		a.cfg.Metrics.observeAdmission(ResultError, "internal", time.Since(start))
-		log.Error("mutating pod", "error", err)
 		return nil, err
 	}
 	*pod = *out
-	a.cfg.Metrics.observeAdmission(ResultMutated, "ok", time.Since(start))
-	log.Info("pod mutated", "policyHash", res.Annotations["contrast.cc/policy-hash"], "kind", res.Kind)
+	observe(ResultMutated, "ok")
+	log.Info("pod mutated", "policyHash", res.Annotations[policy.AnnotationPolicyHash], "kind", res.Kind)
 	return &kwhmutating.MutatorResult{}, nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
 	kwhvalidating "github.com/slok/kubewebhook/v2/pkg/webhook/validating"
 	corev1 "k8s.io/api/core/v1"
@@ -52,24 +51,22 @@ const (
 func (a *admitter) validate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhvalidating.ValidatorResult, error) {
 	start := time.Now()
 	log := a.cfg.Logger.With("namespace", ar.Namespace, "operation", string(ar.Operation), "dryRun", ar.DryRun, "webhook", "validating")
-	allow := func(result, reason string) (*kwhvalidating.ValidatorResult, error) {
+	observe := func(result, reason string) {
 		a.cfg.Metrics.observeValidation(result, reason, time.Since(start))
+	}
+	allow := func(result, reason string) (*kwhvalidating.ValidatorResult, error) {
+		observe(result, reason)
 		log.Debug("validation passed", "result", result, "reason", reason)
 		return &kwhvalidating.ValidatorResult{Valid: true}, nil
 	}
 	deny := func(reason, msg string) (*kwhvalidating.ValidatorResult, error) {
-		a.cfg.Metrics.observeValidation(ResultDenied, reason, time.Since(start))
+		observe(ResultDenied, reason)
 		log.Info("pod denied by validation", "reason", reason, "message", msg)
 		return &kwhvalidating.ValidatorResult{Valid: false, Message: "contrast: " + msg}, nil
 	}
-	pod, ok := obj.(*corev1.Pod)
-	switch {
-	case !ok:
-		return allow(ResultSkipped, reasonNotAPod)
-	case ar.Operation != kwhmodel.OperationCreate:
-		return allow(ResultSkipped, "operation")
-	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace):
-		return allow(ResultSkipped, "excluded-namespace")
+	pod, reason := a.skipReason(ar, obj)
+	if reason != "" {
+		return allow(ResultSkipped, reason)
 	}
 	log = log.With("generateName", pod.GenerateName, "name", pod.Name)
 	_, hashed := pod.Annotations[policy.AnnotationPolicyHash]
@@ -82,23 +79,11 @@ func (a *admitter) validate(ctx context.Context, ar *kwhmodel.AdmissionReview, o
 			"(its MutatingWebhookConfiguration must select every pod the ValidatingWebhookConfiguration does)", policy.AnnotationPolicyHash))
 	}
 
-	var kc authn.Keychain
-	if a.cfg.Keychain != nil {
-		var err error
-		if kc, err = a.cfg.Keychain(ctx, ar.Namespace, pod); err != nil {
-			a.cfg.Metrics.observeValidation(ResultError, "pull-secrets", time.Since(start))
-			log.Error("reading pull secrets", "error", err)
-			return nil, fmt.Errorf("reading pull secrets: %w", err)
-		}
-	}
-	want, res, err := a.cfg.Mutator.MutatePod(ctx, pod, kc)
+	want, res, err := a.mutatePod(ctx, ar, pod, log, observe, "recomputing the policy")
 	if err != nil {
-		var de *inject.DenyError
-		if errors.As(err, &de) {
+		if de, ok := errors.AsType[*inject.DenyError](err); ok {
 			return deny(string(de.Code), "the final pod, after every mutating webhook: "+de.Error())
 		}
-		a.cfg.Metrics.observeValidation(ResultError, "internal", time.Since(start))
-		log.Error("recomputing the policy", "error", err)
 		return nil, err
 	}
 	if changed := changedFields(pod, want, res); len(changed) > 0 {
