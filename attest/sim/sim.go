@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
@@ -94,4 +95,61 @@ func tsmClient(provider string, gen func(inblob [64]byte) (out, aux []byte, err 
 // writeFile0600 writes test-only key material.
 func writeFile0600(path string, data []byte) error {
 	return os.WriteFile(path, data, 0o600)
+}
+
+// savePEM writes keys (PKCS #8) and then certs, all PEM, to path: test-only
+// material, mode 0600. loadPEM reads it back in the same order.
+func savePEM[K any](path string, keys []K, certs []*x509.Certificate) error {
+	var out []byte
+	for _, k := range keys {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return fmt.Errorf("encoding key: %w", err)
+		}
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...)
+	}
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return writeFile0600(path, out)
+}
+
+// loadPEM reads n keys of type K and n certificates saved by savePEM for the
+// simulated platform (for messages). A missing file yields an error matching
+// os.ErrNotExist.
+func loadPEM[K any](path, platform string, n int) ([]K, []*x509.Certificate, error) {
+	data, err := os.ReadFile(path) //nolint:gosec // path is chosen by the operator
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading simulated %s root: %w", platform, err)
+	}
+	var keys []K
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			break
+		}
+		switch b.Type {
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("parsing key: %w", err)
+			}
+			tk, ok := k.(K)
+			if !ok {
+				return nil, nil, fmt.Errorf("simulated %s key is %T, want %T", platform, k, tk)
+			}
+			keys = append(keys, tk)
+		case "CERTIFICATE":
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("parsing certificate: %w", err)
+			}
+			certs = append(certs, c)
+		}
+	}
+	if len(keys) != n || len(certs) != n {
+		return nil, nil, fmt.Errorf("%s: want %d keys and %d certificates", path, n, n)
+	}
+	return keys, certs, nil
 }

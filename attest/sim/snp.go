@@ -127,24 +127,13 @@ func (a *SNPAuthority) RootPEM() string {
 
 // Save writes the authority's keys and certificates to path (test-only material, mode 0600).
 func (a *SNPAuthority) Save(path string) error {
-	var out []byte
-	for _, k := range []*rsa.PrivateKey{a.arkKey, a.askKey} {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			return fmt.Errorf("encoding key: %w", err)
-		}
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...)
-	}
-	for _, c := range []*x509.Certificate{a.ARK, a.ASK} {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return writeFile0600(path, out)
+	return savePEM(path, []*rsa.PrivateKey{a.arkKey, a.askKey}, []*x509.Certificate{a.ARK, a.ASK})
 }
 
 // LoadOrCreateSNPAuthority loads the authority saved at path, or creates
 // and saves a new one, so that a simulated root stays stable across runs.
 func LoadOrCreateSNPAuthority(path string) (*SNPAuthority, error) {
-	data, err := os.ReadFile(path) //nolint:gosec // path is chosen by the operator
+	keys, certs, err := loadPEM[*rsa.PrivateKey](path, "SNP", 2)
 	if errors.Is(err, os.ErrNotExist) {
 		a, err := NewSNPAuthority()
 		if err != nil {
@@ -153,39 +142,9 @@ func LoadOrCreateSNPAuthority(path string) (*SNPAuthority, error) {
 		return a, a.Save(path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading simulated SNP root: %w", err)
+		return nil, err
 	}
-	a := &SNPAuthority{}
-	var keys []*rsa.PrivateKey
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		if b, data = pem.Decode(data); b == nil {
-			break
-		}
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("parsing key: %w", err)
-			}
-			rk, ok := k.(*rsa.PrivateKey)
-			if !ok {
-				return nil, errors.New("simulated SNP key is not RSA")
-			}
-			keys = append(keys, rk)
-		case "CERTIFICATE":
-			c, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("parsing certificate: %w", err)
-			}
-			certs = append(certs, c)
-		}
-	}
-	if len(keys) != 2 || len(certs) != 2 {
-		return nil, fmt.Errorf("%s: want 2 keys and 2 certificates", path)
-	}
-	a.arkKey, a.askKey, a.ARK, a.ASK = keys[0], keys[1], certs[0], certs[1]
+	a := &SNPAuthority{arkKey: keys[0], askKey: keys[1], ARK: certs[0], ASK: certs[1]}
 	return a, a.signCRL()
 }
 

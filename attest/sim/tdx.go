@@ -428,24 +428,13 @@ func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, err
 
 // Save writes the authority's keys and certificates to path (test-only material, mode 0600).
 func (a *TDXAuthority) Save(path string) error {
-	var out []byte
-	for _, k := range []*ecdsa.PrivateKey{a.rootKey, a.caKey, a.tcbKey} {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			return fmt.Errorf("encoding key: %w", err)
-		}
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...)
-	}
-	for _, c := range []*x509.Certificate{a.Root, a.PlatformCA, a.TCB} {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return writeFile0600(path, out)
+	return savePEM(path, []*ecdsa.PrivateKey{a.rootKey, a.caKey, a.tcbKey}, []*x509.Certificate{a.Root, a.PlatformCA, a.TCB})
 }
 
 // LoadOrCreateTDXAuthority loads the authority saved at path, or creates
 // and saves a new one, so that a simulated root stays stable across runs.
 func LoadOrCreateTDXAuthority(path string) (*TDXAuthority, error) {
-	data, err := os.ReadFile(path) //nolint:gosec // path is chosen by the operator
+	keys, certs, err := loadPEM[*ecdsa.PrivateKey](path, "TDX", 3)
 	if errors.Is(err, os.ErrNotExist) {
 		a, err := NewTDXAuthority()
 		if err != nil {
@@ -454,36 +443,7 @@ func LoadOrCreateTDXAuthority(path string) (*TDXAuthority, error) {
 		return a, a.Save(path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading simulated TDX root: %w", err)
-	}
-	var keys []*ecdsa.PrivateKey
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		if b, data = pem.Decode(data); b == nil {
-			break
-		}
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("parsing key: %w", err)
-			}
-			ek, ok := k.(*ecdsa.PrivateKey)
-			if !ok {
-				return nil, errors.New("simulated TDX key is not ECDSA")
-			}
-			keys = append(keys, ek)
-		case "CERTIFICATE":
-			c, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("parsing certificate: %w", err)
-			}
-			certs = append(certs, c)
-		}
-	}
-	if len(keys) != 3 || len(certs) != 3 {
-		return nil, fmt.Errorf("%s: want 3 keys and 3 certificates", path)
+		return nil, err
 	}
 	return &TDXAuthority{rootKey: keys[0], caKey: keys[1], tcbKey: keys[2], Root: certs[0], PlatformCA: certs[1], TCB: certs[2]}, nil
 }
