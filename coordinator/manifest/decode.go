@@ -71,8 +71,9 @@ func walk(t reflect.Type, v any, path string, errs *[]FieldError) {
 			mismatch(t, v, path, errs)
 			return
 		}
+		fields := jsonFields(t)
 		for _, key := range sortedKeys(obj) {
-			ft, ok := fieldType(t, key)
+			ft, ok := fieldType(fields, key)
 			if !ok {
 				*errs = append(*errs, FieldError{Path: attest.JoinPath(path, key), Msg: "unknown field"})
 				continue
@@ -157,14 +158,15 @@ func sortedKeys(obj map[string]any) []string {
 	return keys
 }
 
-// fieldType returns the type of the field of struct type t that JSON key
-// key decodes into: the exported field whose JSON name (tag name, else Go
-// name) equals key, else one that equals it case-insensitively; fields of
-// embedded structs are promoted as encoding/json promotes them.
-func fieldType(t reflect.Type, key string) (reflect.Type, bool) {
+// fieldType returns the type of the field among fields (a struct type's
+// jsonFields) that JSON key key decodes into: the exported field whose JSON
+// name (tag name, else Go name) equals key, else one that equals it
+// case-insensitively; fields of embedded structs are promoted as
+// encoding/json promotes them.
+func fieldType(fields []jsonField, key string) (reflect.Type, bool) {
 	var fold reflect.Type
 	var found bool
-	for _, f := range jsonFields(t) {
+	for _, f := range fields {
 		if f.name == key {
 			return f.typ, true
 		}
