@@ -84,11 +84,13 @@ func (s *FileSource) Reload() error {
 		// a writer may have replaced one file but not yet the other
 		return s.fail(fmt.Errorf("loading key pair: %w", err))
 	}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return s.fail(fmt.Errorf("parsing certificate: %w", err))
+	// tls.X509KeyPair fills Leaf (unless GODEBUG x509keypairleaf=0)
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return s.fail(fmt.Errorf("parsing certificate: %w", err))
+		}
 	}
-	cert.Leaf = leaf
+	leaf := cert.Leaf
 	s.mu.Lock()
 	s.cert, s.certPEM, s.keyPEM, s.lastErr, s.notAfter = &cert, certPEM, keyPEM, nil, leaf.NotAfter
 	s.mu.Unlock()
