@@ -102,27 +102,24 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 	}), nil
 }
 
-// maxReviewBytes bounds an admission review (kubewebhook's limit).
-const maxReviewBytes = 6 << 20
-
 // requireRequest rejects reviews without a request before they reach
 // kubewebhook v2.7.0, which dereferences the missing request and panics
 // (found by FuzzAdmissionReview).
 func requireRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxReviewBytes+1))
+		body, err := io.ReadAll(io.LimitReader(r.Body, kwhhttp.MaxRequestBodyBytes+1))
 		if err != nil {
 			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		if len(body) > maxReviewBytes {
+		if int64(len(body)) > kwhhttp.MaxRequestBodyBytes {
 			http.Error(w, "admission review too large", http.StatusRequestEntityTooLarge)
 			return
 		}
 		var probe struct {
-			Request json.RawMessage `json:"request"`
+			Request *struct{} `json:"request"`
 		}
-		if err := json.Unmarshal(body, &probe); err != nil || len(probe.Request) == 0 || string(probe.Request) == "null" {
+		if err := json.Unmarshal(body, &probe); err != nil || probe.Request == nil {
 			http.Error(w, "not an admission review with a request", http.StatusBadRequest)
 			return
 		}
