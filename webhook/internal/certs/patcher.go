@@ -56,54 +56,58 @@ func (p *WebhookConfigPatcher) EnsureCAs(ctx context.Context, cas ...*x509.Certi
 			}
 		}
 	}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cfg, err := p.Client.Get(ctx, p.Name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", p.Name, err)
-		}
-		bundles := make([]*[]byte, len(cfg.Webhooks))
-		for i := range cfg.Webhooks {
-			bundles[i] = &cfg.Webhooks[i].ClientConfig.CABundle
-		}
+	ensure := func(bundles []*[]byte) bool {
 		found, changed := ensureBundles(bundles, cas, now())
 		add(found)
-		if !changed {
-			return nil
-		}
-		if _, err := p.Client.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("updating MutatingWebhookConfiguration %s: %w", p.Name, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return missing, err
+		return changed
 	}
-	if p.Validating == nil {
-		return missing, nil
+	err := ensureConfig(ctx, "MutatingWebhookConfiguration", p.Name, false,
+		p.Client.Get, p.Client.Update, mutatingBundles, ensure)
+	if err != nil || p.Validating == nil {
+		return missing, err
 	}
 	name := p.ValidatingName
 	if name == "" {
 		name = p.Name
 	}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cfg, err := p.Validating.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
+	err = ensureConfig(ctx, "ValidatingWebhookConfiguration", name, true,
+		p.Validating.Get, p.Validating.Update, validatingBundles, ensure)
+	return missing, err
+}
+
+// ensureConfig reads the webhook configuration name of the given kind,
+// passes the caBundles of its webhooks to ensure and updates the
+// configuration if ensure changed one, retrying on conflicts. A missing
+// configuration is skipped if optional.
+func ensureConfig[T any](ctx context.Context, kind, name string, optional bool,
+	get func(context.Context, string, metav1.GetOptions) (T, error),
+	update func(context.Context, T, metav1.UpdateOptions) (T, error),
+	bundles func(T) []*[]byte, ensure func([]*[]byte) bool,
+) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cfg, err := get(ctx, name, metav1.GetOptions{})
+		if optional && apierrors.IsNotFound(err) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+			return fmt.Errorf("reading %s %s: %w", kind, name, err)
 		}
-		found, changed := ensureBundles(validatingBundles(cfg), cas, now())
-		add(found)
-		if !changed {
+		if !ensure(bundles(cfg)) {
 			return nil
 		}
-		if _, err := p.Validating.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("updating ValidatingWebhookConfiguration %s: %w", name, err)
+		if _, err := update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("updating %s %s: %w", kind, name, err)
 		}
 		return nil
 	})
-	return missing, err
+}
+
+func mutatingBundles(cfg *admissionregistrationv1.MutatingWebhookConfiguration) []*[]byte {
+	bundles := make([]*[]byte, len(cfg.Webhooks))
+	for i := range cfg.Webhooks {
+		bundles[i] = &cfg.Webhooks[i].ClientConfig.CABundle
+	}
+	return bundles
 }
 
 func validatingBundles(cfg *admissionregistrationv1.ValidatingWebhookConfiguration) []*[]byte {
