@@ -332,10 +332,10 @@ func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	}{{"spec.initContainers", spec.InitContainers}, {"spec.containers", spec.Containers}} {
 		for i, c := range group.cs {
 			field := fmt.Sprintf("%s[%d]", group.field, i)
-			if c.Name == InitializerName || c.Name == ProxyName {
+			if isInjected(&c) {
 				return deny(DenyReserved, field+".name", "%q is reserved for the container Contrast injects", c.Name)
 			}
-			if sc := c.SecurityContext; !allowPrivileged && sc != nil && sc.Privileged != nil && *sc.Privileged {
+			if !allowPrivileged && policy.IsPrivileged(&c) {
 				return deny(DenyPrivileged, field+".securityContext.privileged", "privileged containers are denied unless the pod has the annotation %s: \"true\"", AnnotationAllowPrivileged)
 			}
 			for j, m := range c.VolumeMounts {

@@ -288,7 +288,7 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 		Common: commonData(),
 	}
 	pause := pauseContainer(spec)
-	if slices.ContainsFunc(cs, func(c container) bool { return isPrivileged(c.c) }) {
+	if slices.ContainsFunc(cs, func(c container) bool { return IsPrivileged(c.c) }) {
 		// The kubelet marks the sandbox privileged when any container is;
 		// containerd 2 then mounts the sandbox's sysfs read-write
 		// (containerd PR #11271), older versions keep it read-only.
@@ -509,7 +509,7 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		cwd = "/"
 	}
 	sc := c.SecurityContext
-	privileged := isPrivileged(c)
+	privileged := IsPrivileged(c)
 	if privileged && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
 		// the API server rejects this combination too
 		return ContainerData{}, fieldErr(ct.path+".securityContext.allowPrivilegeEscalation", ErrInvalidInput, "false contradicts privileged: true")
@@ -563,7 +563,8 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 	}, nil
 }
 
-func isPrivileged(c *corev1.Container) bool {
+// IsPrivileged reports whether c asks to run as a privileged container.
+func IsPrivileged(c *corev1.Container) bool {
 	sc := c.SecurityContext
 	return sc != nil && sc.Privileged != nil && *sc.Privileged
 }
