@@ -37,7 +37,7 @@ func ParseHostsTOML(registry string, doc []byte) (mirrors []Mirror, server strin
 		if h.Capabilities != nil && (!slices.Contains(h.Capabilities, "pull") || !slices.Contains(h.Capabilities, "resolve")) {
 			continue
 		}
-		mir, err := mirrorFromURL(m[1])
+		mir, err := ParseMirror(m[1])
 		if err != nil {
 			return nil, "", fmt.Errorf("hosts.toml of %s: %w", registry, err)
 		}
@@ -46,7 +46,10 @@ func ParseHostsTOML(registry string, doc []byte) (mirrors []Mirror, server strin
 	return mirrors, v.Server, nil
 }
 
-func mirrorFromURL(raw string) (Mirror, error) {
+// ParseMirror reads a mirror as containerd's hosts.toml names it: a URL
+// (http:// for plain HTTP, https:// by default) whose path, if any, is the
+// registry API's root.
+func ParseMirror(raw string) (Mirror, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "https://" + raw
 	}
@@ -98,7 +101,7 @@ func ConfigFromHostsDir(dir string) (map[string][]Mirror, []string, error) {
 			return nil, nil, err
 		}
 		if server != "" {
-			s, err := mirrorFromURL(server)
+			s, err := ParseMirror(server)
 			if err != nil {
 				return nil, nil, fmt.Errorf("hosts.toml of %s: server: %w", reg, err)
 			}

@@ -303,14 +303,9 @@ func (o *options) registryConfig() (images.RegistryConfig, error) {
 		if !ok || registry == "" {
 			return cfg, fmt.Errorf("--registry-mirror %q: want registry=URL", m)
 		}
-		mirror := images.Mirror{Host: raw}
-		switch {
-		case strings.HasPrefix(raw, "http://"):
-			mirror = images.Mirror{Host: strings.TrimPrefix(raw, "http://"), Insecure: true}
-		case strings.HasPrefix(raw, "https://"):
-			mirror.Host = strings.TrimPrefix(raw, "https://")
-		}
-		if mirror.Host == "" || strings.ContainsAny(mirror.Host, "/ ") {
+		mirror, err := images.ParseMirror(raw)
+		// unlike hosts.toml, the flag takes no path, not even the API's root
+		if err != nil || mirror.Host == "" || !slices.Contains([]string{mirror.Host, "http://" + mirror.Host, "https://" + mirror.Host}, raw) {
 			return cfg, fmt.Errorf("--registry-mirror %q: mirror must be host[:port] with an optional http:// or https://", m)
 		}
 		cfg.Mirrors[registry] = append(cfg.Mirrors[registry], mirror)
