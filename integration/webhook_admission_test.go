@@ -55,7 +55,7 @@ func createRuntimeClass(ctx context.Context, t testing.TB, c *cluster.Cluster) {
 	require.NoError(t, err)
 }
 
-// createOptedInNamespace creates namespace name labelled for injection and
+// createOptedInNamespace creates namespace name labeled for injection and
 // waits until pods can be created in it.
 func createOptedInNamespace(ctx context.Context, t *testing.T, c *cluster.Cluster, name string) {
 	t.Helper()
