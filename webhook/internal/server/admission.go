@@ -180,9 +180,9 @@ func (a *admitter) skipReason(ar *kwhmodel.AdmissionReview, obj metav1.Object) (
 // mutatePod runs the mutator over pod with the pod's registry credentials.
 // A denial is returned as an *inject.DenyError for the caller to answer;
 // other failures are observed (ResultError, reason pull-secrets or
-// internal) and logged here, what naming the failed step.
+// internal) and logged here.
 func (a *admitter) mutatePod(ctx context.Context, ar *kwhmodel.AdmissionReview, pod *corev1.Pod,
-	log *slog.Logger, observe func(result, reason string), what string,
+	log *slog.Logger, observe func(result, reason string),
 ) (*corev1.Pod, *policy.Result, error) {
 	var kc authn.Keychain
 	if a.cfg.Keychain != nil {
@@ -197,7 +197,7 @@ func (a *admitter) mutatePod(ctx context.Context, ar *kwhmodel.AdmissionReview, 
 	if err != nil {
 		if _, ok := errors.AsType[*inject.DenyError](err); !ok {
 			observe(ResultError, "internal")
-			log.Error(what, "error", err)
+			log.Error("mutating pod", "error", err)
 		}
 		return nil, nil, err
 	}
@@ -226,7 +226,7 @@ func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj
 	}
 	log = log.With("generateName", pod.GenerateName, "name", pod.Name)
 
-	out, res, err := a.mutatePod(ctx, ar, pod, log, observe, "mutating pod")
+	out, res, err := a.mutatePod(ctx, ar, pod, log, observe)
 	if err != nil {
 		if de, ok := errors.AsType[*inject.DenyError](err); ok {
 			observe(ResultDenied, string(de.Code))

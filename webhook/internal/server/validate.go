@@ -79,7 +79,7 @@ func (a *admitter) validate(ctx context.Context, ar *kwhmodel.AdmissionReview, o
 			"(its MutatingWebhookConfiguration must select every pod the ValidatingWebhookConfiguration does)", policy.AnnotationPolicyHash))
 	}
 
-	want, res, err := a.mutatePod(ctx, ar, pod, log, observe, "recomputing the policy")
+	want, res, err := a.mutatePod(ctx, ar, pod, log, observe)
 	if err != nil {
 		if de, ok := errors.AsType[*inject.DenyError](err); ok {
 			return deny(string(de.Code), "the final pod, after every mutating webhook: "+de.Error())
