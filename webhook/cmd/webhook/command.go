@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -25,7 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/contrast-cc/contrast/webhook/images"
-	"github.com/contrast-cc/contrast/webhook/inject"
+	"github.com/contrast-cc/contrast/webhook/inject/settings"
 	"github.com/contrast-cc/contrast/webhook/internal/certs"
 	"github.com/contrast-cc/contrast/webhook/internal/server"
 )
@@ -42,31 +41,21 @@ const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccou
 var alwaysExcluded = []string{"kube-system"}
 
 type options struct {
-	listen, probeListen   string
-	certFile, keyFile     string
-	selfManaged           bool
-	dnsNames              []string
-	webhookConfiguration  string
-	validatingConfig      string
-	caValidity            time.Duration
-	certValidity          time.Duration
-	runtimeClass          string
-	initializerImage      string
-	proxyImage            string
-	coordinatorAddress    string
-	policyMode            string
-	maxPolicyBytes        int
-	mirrors               []string
-	skipOrigin            []string
-	insecureRegistries    []string
-	hostsDir              string
-	platform              string
-	excludedNamespaces    []string
-	namespace             string
-	pullSecrets           bool
-	kubeconfig            string
-	logLevel              string
-	registryMaxConcurrent int
+	listen, probeListen  string
+	certFile, keyFile    string
+	selfManaged          bool
+	dnsNames             []string
+	webhookConfiguration string
+	validatingConfig     string
+	caValidity           time.Duration
+	certValidity         time.Duration
+	settings             settings.Settings
+	settingsFile         string
+	excludedNamespaces   []string
+	namespace            string
+	pullSecrets          bool
+	kubeconfig           string
+	logLevel             string
 
 	// lookupEnv reads the environment (os.LookupEnv; replaced in tests).
 	lookupEnv func(string) (string, bool)
@@ -87,7 +76,7 @@ func newCommand(o *options) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), o.lookupEnv); err != nil {
+			if err := o.applyEnvAndFile(cmd.Flags()); err != nil {
 				return err
 			}
 			cfg, err := o.config()
@@ -108,24 +97,26 @@ func newCommand(o *options) *cobra.Command {
 	f.StringVar(&o.validatingConfig, "validating-webhook-configuration", "contrast-webhook", "ValidatingWebhookConfiguration (of /validate) whose caBundle the self-managed CA is also added to; skipped while it does not exist; empty: none")
 	f.DurationVar(&o.caValidity, "self-managed-ca-validity", 365*24*time.Hour, "validity of the self-managed CA, replaced (and published first) after two thirds of it")
 	f.DurationVar(&o.certValidity, "self-managed-cert-validity", 30*24*time.Hour, "validity of the self-managed serving certificate, replaced after two thirds of it and checked every tenth of it (at most every minute); at most --self-managed-ca-validity")
-	f.StringVar(&o.runtimeClass, "runtime-class", inject.DefaultRuntimeClassName, "Contrast runtime class set on pods")
-	f.StringVar(&o.initializerImage, "initializer-image", "", "Initializer image, pinned by digest (name@sha256:...)")
-	f.StringVar(&o.proxyImage, "proxy-image", "", "service-mesh proxy image, pinned by digest (name@sha256:...)")
-	f.StringVar(&o.coordinatorAddress, "coordinator-address", "coordinator.contrast-system.svc:7777", "host:port of the Coordinator's mesh API, given to the Initializer")
-	f.StringVar(&o.policyMode, "policy-mode", "initdata", "policy annotation: initdata or legacy")
-	f.IntVar(&o.maxPolicyBytes, "max-policy-bytes", inject.DefaultMaxPolicyBytes, fmt.Sprintf("pods whose policy annotation is larger are denied (at most %d; pods whose annotations together would exceed the API server's limit of %d bytes are denied too)", inject.MaxPolicyBudget, inject.MaxAnnotationBytes))
-	f.StringSliceVar(&o.mirrors, "registry-mirror", nil, "registry mirror as registry=URL (http:// for plain HTTP), repeatable, tried in order before the registry")
-	f.StringSliceVar(&o.skipOrigin, "registry-skip-origin", nil, "registry reached only through its mirrors (air-gapped), repeatable")
-	f.StringSliceVar(&o.insecureRegistries, "registry-insecure", nil, "registry (host[:port] as written in image names) reached over plain HTTP, repeatable; every other registry and every mirror without http:// is reached over HTTPS only")
-	f.StringVar(&o.hostsDir, "registry-hosts-dir", "", "containerd certs.d directory (<registry>/hosts.toml) with mirrors")
-	f.StringVar(&o.platform, "registry-platform", "linux/amd64", "platform selected from multi-platform images")
-	f.IntVar(&o.registryMaxConcurrent, "registry-max-concurrent", 8, "concurrent registry requests")
+	o.settings.AddFlags(f)
+	f.StringVar(&o.settingsFile, "settings", "", "settings file (YAML: flag name → value) for the injection flags ("+strings.Join(o.settings.Names(), ", ")+"); the command line and CONTRAST_WEBHOOK_* win over it")
 	f.StringSliceVar(&o.excludedNamespaces, "excluded-namespaces", nil, "namespaces never mutated, in addition to kube-system and the webhook's own namespace (always excluded)")
 	f.StringVar(&o.namespace, "namespace", "", "the webhook's own namespace, if neither POD_NAMESPACE nor "+serviceAccountNamespaceFile+" gives it")
 	f.BoolVar(&o.pullSecrets, "pull-secrets", true, "read the pull secrets of pods and their service accounts from the API server")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (default: in-cluster)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// applyEnvAndFile sets flags not given on the command line from
+// CONTRAST_WEBHOOK_*, then those still unset from the settings file.
+func (o *options) applyEnvAndFile(fs *pflag.FlagSet) error {
+	if err := applyEnv(fs, o.lookupEnv); err != nil {
+		return err
+	}
+	if o.settingsFile == "" {
+		return nil
+	}
+	return o.settings.ApplyFile(fs, o.settingsFile)
 }
 
 // applyEnv sets flags not given on the command line from CONTRAST_WEBHOOK_*.
@@ -154,10 +145,7 @@ type config struct {
 	validatingConfig    string
 	caValidity          time.Duration
 	certValidity        time.Duration
-	inject              inject.Config
-	legacy              bool
-	maxPolicyBytes      int
-	registry            images.RegistryConfig
+	settings            *settings.Resolved
 	excluded            []string
 	pullSecrets         bool
 	kubeconfig          string
@@ -171,7 +159,7 @@ func (o *options) config() (*config, error) {
 		selfManaged: o.selfManaged, dnsNames: o.dnsNames, webhookConfig: o.webhookConfiguration,
 		validatingConfig: o.validatingConfig,
 		caValidity:       o.caValidity, certValidity: o.certValidity,
-		maxPolicyBytes: o.maxPolicyBytes, pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
+		pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
 	}
 	var errs []error
 	switch {
@@ -188,43 +176,11 @@ func (o *options) config() (*config, error) {
 	case o.selfManaged && o.certValidity > o.caValidity:
 		errs = append(errs, fmt.Errorf("--self-managed-cert-validity %s exceeds --self-managed-ca-validity %s", o.certValidity, o.caValidity))
 	}
-	c.inject = inject.Config{
-		RuntimeClassName:   o.runtimeClass,
-		InitializerImage:   o.initializerImage,
-		ProxyImage:         o.proxyImage,
-		CoordinatorAddress: o.coordinatorAddress,
-	}
-	var imageErrs []error
-	for _, f := range []struct{ flag, v string }{{"--initializer-image", o.initializerImage}, {"--proxy-image", o.proxyImage}} {
-		switch err := inject.CheckPinnedImage(f.v); {
-		case f.v == "":
-			imageErrs = append(imageErrs, fmt.Errorf("%s is required", f.flag))
-		case err != nil:
-			imageErrs = append(imageErrs, fmt.Errorf("%s %q: %w", f.flag, f.v, err))
-		}
-	}
-	errs = append(errs, imageErrs...)
-	if err := c.inject.Validate(); err != nil && len(imageErrs) == 0 {
-		errs = append(errs, err)
-	}
-	if _, _, err := net.SplitHostPort(o.coordinatorAddress); o.coordinatorAddress != "" && err != nil {
-		errs = append(errs, fmt.Errorf("--coordinator-address %q: want host:port", o.coordinatorAddress))
-	}
-	switch o.policyMode {
-	case "initdata":
-	case "legacy":
-		c.legacy = true
-	default:
-		errs = append(errs, fmt.Errorf("--policy-mode %q: want initdata or legacy", o.policyMode))
-	}
-	if o.maxPolicyBytes <= 0 || o.maxPolicyBytes > inject.MaxPolicyBudget {
-		errs = append(errs, fmt.Errorf("--max-policy-bytes %d: want 1 to %d (the API server's limit of %d bytes is for all annotations of a pod together)", o.maxPolicyBytes, inject.MaxPolicyBudget, inject.MaxAnnotationBytes))
-	}
-	reg, err := o.registryConfig()
+	resolved, err := o.settings.Resolve()
 	if err != nil {
 		errs = append(errs, err)
 	}
-	c.registry = reg
+	c.settings = resolved
 	if err := c.logLevel.UnmarshalText([]byte(o.logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: %w", o.logLevel, err))
 	}
@@ -289,47 +245,6 @@ func (o *options) ownNamespace() (string, error) {
 	return own, nil
 }
 
-func (o *options) registryConfig() (images.RegistryConfig, error) {
-	cfg := images.RegistryConfig{Mirrors: map[string][]images.Mirror{}, MaxConcurrent: o.registryMaxConcurrent}
-	if o.hostsDir != "" {
-		mirrors, skip, err := images.ConfigFromHostsDir(o.hostsDir)
-		if err != nil {
-			return cfg, fmt.Errorf("--registry-hosts-dir: %w", err)
-		}
-		cfg.Mirrors, cfg.SkipOrigin = mirrors, skip
-	}
-	for _, m := range o.mirrors {
-		registry, raw, ok := strings.Cut(m, "=")
-		if !ok || registry == "" {
-			return cfg, fmt.Errorf("--registry-mirror %q: want registry=URL", m)
-		}
-		mirror, err := images.ParseMirror(raw)
-		// unlike hosts.toml, the flag takes no path, not even the API's root
-		if err != nil || mirror.Host == "" || !slices.Contains([]string{mirror.Host, "http://" + mirror.Host, "https://" + mirror.Host}, raw) {
-			return cfg, fmt.Errorf("--registry-mirror %q: mirror must be host[:port] with an optional http:// or https://", m)
-		}
-		cfg.Mirrors[registry] = append(cfg.Mirrors[registry], mirror)
-	}
-	for _, r := range o.skipOrigin {
-		if len(cfg.Mirrors[r]) == 0 {
-			return cfg, fmt.Errorf("--registry-skip-origin %q: the registry has no mirror", r)
-		}
-		cfg.SkipOrigin = append(cfg.SkipOrigin, r)
-	}
-	for _, r := range o.insecureRegistries {
-		if r == "" || strings.ContainsAny(r, "/ ") {
-			return cfg, fmt.Errorf("--registry-insecure %q: want host[:port] as written in image names", r)
-		}
-		cfg.Insecure = append(cfg.Insecure, r)
-	}
-	osName, arch, ok := strings.Cut(o.platform, "/")
-	if !ok || osName == "" || arch == "" {
-		return cfg, fmt.Errorf("--registry-platform %q: want os/arch", o.platform)
-	}
-	cfg.Platform = &v1.Platform{OS: osName, Architecture: arch}
-	return cfg, nil
-}
-
 func run(ctx context.Context, cfg *config) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel})).With("component", "webhook")
 	reg := prometheus.NewRegistry()
@@ -342,16 +257,10 @@ func run(ctx context.Context, cfg *config) error {
 	buildInfo.WithLabelValues("webhook", version(), runtime.Version()).Set(1)
 	metrics := server.NewMetrics(reg)
 
-	registryCfg := cfg.registry
+	registryCfg := cfg.settings.Registry
 	registryCfg.Observer = metrics // the registry client's own caches and fetches
 	registryCfg.Logger = log       // failed registry requests at debug level, never a response body
-	mutator := &inject.Mutator{
-		Config:         cfg.inject,
-		Images:         server.NewCachingSource(images.NewRegistry(registryCfg), metrics),
-		Legacy:         cfg.legacy,
-		MaxPolicyBytes: cfg.maxPolicyBytes,
-		Logger:         log,
-	}
+	mutator := cfg.settings.Mutator(server.NewCachingSource(images.NewRegistry(registryCfg), metrics), log)
 	var client kubernetes.Interface
 	if cfg.pullSecrets || cfg.selfManaged {
 		rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(

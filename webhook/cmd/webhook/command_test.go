@@ -51,7 +51,7 @@ func parseIn(t *testing.T, args []string, env map[string]string, namespaceFile s
 	}
 	cmd := newCommand(o)
 	require.NoError(t, cmd.ParseFlags(args))
-	if err := applyEnv(cmd.Flags(), o.lookupEnv); err != nil {
+	if err := o.applyEnvAndFile(cmd.Flags()); err != nil {
 		return nil, err
 	}
 	return o.config()
@@ -67,27 +67,27 @@ func TestCommandFlags(t *testing.T) {
 		"defaults": {
 			args: validArgs(),
 			check: func(t *testing.T, c *config) {
-				assert.Equal(t, "contrast-cc", c.inject.RuntimeClassName)
-				assert.Equal(t, "coordinator.contrast-system.svc:7777", c.inject.CoordinatorAddress)
-				assert.False(t, c.legacy)
+				assert.Equal(t, "contrast-cc", c.settings.Inject.RuntimeClassName)
+				assert.Equal(t, "coordinator.contrast-system.svc:7777", c.settings.Inject.CoordinatorAddress)
+				assert.False(t, c.settings.Legacy)
 				assert.Equal(t, []string{"contrast-system", "kube-system"}, c.excluded)
-				assert.Equal(t, "linux", c.registry.Platform.OS)
-				assert.Empty(t, c.registry.Insecure)
-				assert.Equal(t, 192<<10, c.maxPolicyBytes)
+				assert.Equal(t, "linux", c.settings.Registry.Platform.OS)
+				assert.Empty(t, c.settings.Registry.Insecure)
+				assert.Equal(t, 192<<10, c.settings.MaxPolicyBytes)
 			},
 		},
 		"legacy mode and runtime class": {
 			args: append(validArgs(), "--policy-mode=legacy", "--runtime-class=contrast-cc-snp"),
 			check: func(t *testing.T, c *config) {
-				assert.True(t, c.legacy)
-				assert.Equal(t, "contrast-cc-snp", c.inject.RuntimeClassName)
+				assert.True(t, c.settings.Legacy)
+				assert.Equal(t, "contrast-cc-snp", c.settings.Inject.RuntimeClassName)
 			},
 		},
 		"mirrors": {
 			args: append(validArgs(), "--registry-mirror=docker.l5d.io=http://127.0.0.1:5000", "--registry-mirror=docker.l5d.io=mirror.example", "--registry-skip-origin=docker.l5d.io"),
 			check: func(t *testing.T, c *config) {
-				assert.Equal(t, []images.Mirror{{Host: "127.0.0.1:5000", Insecure: true}, {Host: "mirror.example"}}, c.registry.Mirrors["docker.l5d.io"])
-				assert.Equal(t, []string{"docker.l5d.io"}, c.registry.SkipOrigin)
+				assert.Equal(t, []images.Mirror{{Host: "127.0.0.1:5000", Insecure: true}, {Host: "mirror.example"}}, c.settings.Registry.Mirrors["docker.l5d.io"])
+				assert.Equal(t, []string{"docker.l5d.io"}, c.settings.Registry.SkipOrigin)
 			},
 		},
 		"environment": {
@@ -98,9 +98,9 @@ func TestCommandFlags(t *testing.T) {
 				"CONTRAST_WEBHOOK_REGISTRY_MIRROR":   "registry.example=http://10.0.0.1:5000",
 			},
 			check: func(t *testing.T, c *config) {
-				assert.Equal(t, initImage, c.inject.InitializerImage)
-				assert.False(t, c.legacy)
-				assert.Equal(t, []images.Mirror{{Host: "10.0.0.1:5000", Insecure: true}}, c.registry.Mirrors["registry.example"])
+				assert.Equal(t, initImage, c.settings.Inject.InitializerImage)
+				assert.False(t, c.settings.Legacy)
+				assert.Equal(t, []images.Mirror{{Host: "10.0.0.1:5000", Insecure: true}}, c.settings.Registry.Mirrors["registry.example"])
 			},
 		},
 		"image by tag": {
@@ -126,7 +126,7 @@ func TestCommandFlags(t *testing.T) {
 		"image with a tag and a digest": {
 			args: append(validArgs(), "--initializer-image=registry.example/contrast/initializer:v1@sha256:"+strings.Repeat("a", 64)),
 			check: func(t *testing.T, c *config) {
-				assert.Equal(t, "registry.example/contrast/initializer:v1@sha256:"+strings.Repeat("a", 64), c.inject.InitializerImage)
+				assert.Equal(t, "registry.example/contrast/initializer:v1@sha256:"+strings.Repeat("a", 64), c.settings.Inject.InitializerImage)
 			},
 		},
 		"missing proxy image": {
@@ -186,13 +186,13 @@ func TestCommandFlags(t *testing.T) {
 		},
 		"policy budget at its maximum": {
 			args:  append(validArgs(), "--max-policy-bytes=258048"),
-			check: func(t *testing.T, c *config) { assert.Equal(t, 258048, c.maxPolicyBytes) },
+			check: func(t *testing.T, c *config) { assert.Equal(t, 258048, c.settings.MaxPolicyBytes) },
 		},
 		"insecure registries": {
 			args: append(validArgs(), "--registry-insecure=10.0.0.5:5000", "--registry-insecure=registry.lan"),
 			env:  map[string]string{"CONTRAST_WEBHOOK_REGISTRY_INSECURE": "ignored:1"},
 			check: func(t *testing.T, c *config) {
-				assert.Equal(t, []string{"10.0.0.5:5000", "registry.lan"}, c.registry.Insecure)
+				assert.Equal(t, []string{"10.0.0.5:5000", "registry.lan"}, c.settings.Registry.Insecure)
 			},
 		},
 		"insecure registry as URL": {
@@ -325,4 +325,75 @@ func TestCommandRejectsArgs(t *testing.T) {
 	cmd := NewWebhookCommand()
 	cmd.SetArgs(append(validArgs(), "extra"))
 	require.ErrorContains(t, cmd.Execute(), "unknown command")
+}
+
+// TestSettingsFile: the injection flags can come from --settings; the
+// command line and CONTRAST_WEBHOOK_* win over the file.
+func TestSettingsFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "settings.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`
+initializer-image: `+initImage+`
+proxy-image: `+proxyImage+`
+runtime-class: from-file
+policy-mode: legacy
+max-policy-bytes: 100000
+registry-mirror: [docker.l5d.io=http://127.0.0.1:5000]
+`), 0o600))
+	webhookOnly := filepath.Join(dir, "webhook-only.yaml")
+	require.NoError(t, os.WriteFile(webhookOnly, []byte("listen-address: :1\n"), 0o600))
+
+	certs := []string{"--tls-cert-file=/a", "--tls-key-file=/b"}
+	testCases := map[string]struct {
+		args    []string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c *config)
+	}{
+		"from the file": {
+			args: append(certs, "--settings="+file),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, initImage, c.settings.Inject.InitializerImage)
+				assert.Equal(t, "from-file", c.settings.Inject.RuntimeClassName)
+				assert.True(t, c.settings.Legacy)
+				assert.Equal(t, 100000, c.settings.MaxPolicyBytes)
+				assert.Equal(t, []images.Mirror{{Host: "127.0.0.1:5000", Insecure: true}}, c.settings.Registry.Mirrors["docker.l5d.io"])
+			},
+		},
+		"flag and environment win": {
+			args: append(certs, "--settings="+file, "--runtime-class=from-flag"),
+			env:  map[string]string{"CONTRAST_WEBHOOK_POLICY_MODE": "initdata"},
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, "from-flag", c.settings.Inject.RuntimeClassName)
+				assert.False(t, c.settings.Legacy)
+				assert.Equal(t, 100000, c.settings.MaxPolicyBytes)
+			},
+		},
+		"file from the environment": {
+			args: certs,
+			env:  map[string]string{"CONTRAST_WEBHOOK_SETTINGS": file},
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, "from-file", c.settings.Inject.RuntimeClassName)
+			},
+		},
+		"webhook-only flag in the file": {
+			args:    append(validArgs(), "--settings="+webhookOnly),
+			wantErr: `unknown setting "listen-address"`,
+		},
+		"missing file": {
+			args:    append(validArgs(), "--settings="+filepath.Join(dir, "missing.yaml")),
+			wantErr: "reading settings file",
+		},
+	}
+	for name, tc := range testCases {
+		t.Run(name, func(t *testing.T) {
+			c, err := parse(t, tc.args, tc.env)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tc.check(t, c)
+		})
+	}
 }
