@@ -26,7 +26,8 @@ type ReferenceValues struct {
 	// AKS-CLH-SNP; any case) also mean hardware. A validator never mixes
 	// hardware and simulated entries.
 	Platform attest.Platform `json:",omitempty"`
-	// ProductName is the product line: Milan, Genoa or Turin.
+	// ProductName is the product line: Milan or Genoa. Turin is refused
+	// (see errTurin) until its TCB_VERSION layout is decoded.
 	ProductName string
 	// TrustedMeasurement is the 48-byte launch measurement.
 	TrustedMeasurement attest.HexBytes
@@ -78,6 +79,15 @@ func (t TCB) parts() kds.TCBParts {
 	}
 	return kds.TCBParts{BlSpl: v(t.BootloaderVersion), TeeSpl: v(t.TEEVersion), SnpSpl: v(t.SNPVersion), UcodeSpl: v(t.MicrocodeVersion)}
 }
+
+// errTurin refuses Turin reference values. Turin's TCB_VERSION has an FMC
+// SPL in byte 0 and BOOT_LOADER, TEE, SNP SPL in bytes 1–3, where Milan and
+// Genoa have BOOT_LOADER, TEE in bytes 0–1 and SNP SPL in byte 6; the
+// go-sev-guest version in go.mod decodes every report, VCEK TCB extension
+// and minimum with the Milan/Genoa layout, so MinimumTCB would be compared
+// with the wrong bytes (a Turin report's SNP SPL would read as 0).
+var errTurin = errors.New("product line Turin is not supported yet: its TCB_VERSION layout (FMC SPL in byte 0) is not decoded, " +
+	"so MinimumTCB could not be checked; use a Milan or Genoa platform")
 
 // errMissing reports a required field that is absent.
 var errMissing = errors.New("missing")
@@ -140,6 +150,8 @@ func (r *ReferenceValues) Validate() error {
 		field("ProductName", errMissing)
 	} else if _, err := kds.ParseProductLine(r.ProductName); err != nil {
 		field("ProductName", err)
+	} else if r.ProductName == "Turin" {
+		field("ProductName", errTurin)
 	}
 	switch len(r.TrustedMeasurement) {
 	case 0:

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-sev-guest/kds"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -129,4 +130,39 @@ func TestUnenforced(t *testing.T) {
 	un := r.Unenforced()
 	require.Len(t, un, 1)
 	assert.Equal(t, "APEIP", un[0].Path)
+}
+
+// turinTCB encodes a TCB_VERSION in the Turin layout of AMD's SEV-SNP ABI
+// specification (56860, TCB_VERSION for family 1Ah): byte 0 FMC_SPL, 1
+// BOOT_LOADER, 2 TEE, 3 SNP, 4–6 reserved, 7 MICROCODE. Milan and Genoa
+// have BOOT_LOADER at 0, TEE at 1, 2–5 reserved, SNP at 6, MICROCODE at 7.
+func turinTCB(fmc, bl, tee, snpSPL, ucode uint8) uint64 {
+	return uint64(fmc) | uint64(bl)<<8 | uint64(tee)<<16 | uint64(snpSPL)<<24 | uint64(ucode)<<56
+}
+
+// TestTurinTCBLayout documents why Turin reference values are refused: the
+// go-sev-guest version in go.mod decodes every TCB_VERSION with the
+// Milan/Genoa layout, so a Turin report's SNP SPL would be read from a
+// reserved byte (always 0) and its FMC SPL taken for the bootloader. When
+// this test fails, go-sev-guest decodes Turin: lift the refusal in
+// ReferenceValues.Validate and check the Turin TCB against the manifest.
+func TestTurinTCBLayout(t *testing.T) {
+	parts := kds.DecomposeTCBVersion(kds.TCBVersion(turinTCB(1, 2, 3, 4, 5)))
+	assert.Equal(t, kds.TCBParts{BlSpl: 1, TeeSpl: 2, Spl4: 3, Spl5: 4, UcodeSpl: 5}, parts,
+		"go-sev-guest reads the Turin FMC SPL as bootloader and SNP SPL 0")
+}
+
+// TestTurinRefused: a Turin entry is refused, naming the field and why,
+// whatever else it sets, by Validate and therefore by NewValidator.
+func TestTurinRefused(t *testing.T) {
+	r := realRefVals(t)
+	r.ProductName = "Turin"
+	got := fieldPaths(r.Validate())
+	require.Len(t, got, 1, "got %v", got)
+	assert.Contains(t, got["ProductName"], "Turin is not supported")
+	assert.Contains(t, got["ProductName"], "FMC")
+
+	_, err := snp.NewValidator(snp.Config{ReferenceValues: []snp.ReferenceValues{realRefVals(t), r}})
+	require.Error(t, err)
+	assert.Contains(t, fieldPaths(err), "[1].ProductName")
 }
