@@ -161,14 +161,24 @@ func TestRejections(t *testing.T) {
 	relayed, err := e.iss.Issue(context.Background(), other)
 	require.NoError(t, err)
 
+	// Reference values of the same device under another simulated root:
+	// the chain check rejects before any reference value is compared.
 	otherAuth, err := sim.NewSNPAuthority()
 	require.NoError(t, err)
-	cfg := e.dev.Config()
-	cfg.Measurement[0] ^= 1
-	dev2, err := otherAuth.NewDevice(cfg)
+	dev2, err := otherAuth.NewDevice(e.dev.Config())
 	require.NoError(t, err)
-	wrongMeasurement, err := snp.NewValidator(snp.Config{
+	otherRoot, err := snp.NewValidator(snp.Config{
 		ReferenceValues: []snp.ReferenceValues{dev2.ReferenceValues()}, Cache: certcache.New(certcache.Config{Offline: true}),
+	})
+	require.NoError(t, err)
+	// The genuine root and reference values but another launch
+	// measurement: chain, signature and REPORT_DATA pass, the measurement
+	// check rejects.
+	rv := e.dev.ReferenceValues()
+	rv.TrustedMeasurement = append(attest.HexBytes(nil), rv.TrustedMeasurement...)
+	rv.TrustedMeasurement[0] ^= 1
+	wrongMeasurement, err := snp.NewValidator(snp.Config{
+		ReferenceValues: []snp.ReferenceValues{rv}, Cache: certcache.New(certcache.Config{Offline: true}),
 	})
 	require.NoError(t, err)
 
@@ -194,8 +204,16 @@ func TestRejections(t *testing.T) {
 			want: attest.CheckSession, clientRejects: true,
 		},
 		"simulated root mismatch": {
-			server: atls.Config{Issuer: e.iss}, client: atls.Config{Validators: []attest.Validator{wrongMeasurement}},
+			server: atls.Config{Issuer: e.iss}, client: atls.Config{Validators: []attest.Validator{otherRoot}},
 			want: attest.CheckChain, clientRejects: true,
+		},
+		"wrong server measurement": {
+			server: atls.Config{Issuer: e.iss}, client: atls.Config{Validators: []attest.Validator{wrongMeasurement}},
+			want: attest.CheckMeasurement, clientRejects: true,
+		},
+		"wrong client measurement": {
+			server: atls.Config{Validators: []attest.Validator{wrongMeasurement}}, client: atls.Config{Issuer: e.iss},
+			want: attest.CheckMeasurement,
 		},
 	}
 	for name, tc := range tests {
