@@ -14,13 +14,13 @@ import rego.v1
 # control. None of them changes what runs in the guest or exposes its data.
 default DestroySandboxRequest := true
 
-default GetGuestDetailsRequest := true
+default GuestDetailsRequest := true
 
 default GetMetricsRequest := true
 
 default GetOOMEventRequest := true
 
-default GetVolumeStatsRequest := true
+default VolumeStatsRequest := true
 
 default ListInterfacesRequest := true
 
@@ -53,28 +53,22 @@ default WaitProcessRequest := true
 default CloseStdinRequest := true
 
 # Requests that are denied: they would let the host change the guest
-# outside the pod specification or read/inject process streams.
+# outside the pod specification or read/inject process streams. Every rule
+# is named after the request message the agent evaluates (agent.proto);
+# requests without a rule are denied as well.
 default AddSwapRequest := false
 
 default GetIPTablesRequest := false
 
 default SetIPTablesRequest := false
 
-default PullImageRequest := false
-
 default ResizeVolumeRequest := false
 
 default SetPolicyRequest := false
 
-default StartTracingRequest := false
-
-default StopTracingRequest := false
-
 default UpdateEphemeralMountsRequest := false
 
 default WriteStreamRequest := false
-
-default GetDiagnosticDataRequest := false
 
 # Requests checked below.
 default CreateSandboxRequest := false

@@ -163,3 +163,68 @@ func normalize(v any) any {
 		return v
 	}
 }
+
+// WithoutChecks returns policy with each named check made to always hold: a
+// check is a rule of package agent_policy whose value is true (a boolean
+// rule such as `CreateSandboxRequest if {...}`, a default-false request rule,
+// or a boolean function such as `mounts_ok(c, mounts, cid) if {...}`), and
+// an unconditional definition is appended for it.
+//
+// Tests use it to show which check denied a request: the request is denied
+// by the policy and allowed by WithoutChecks(policy, check). A malformed
+// request, or a rule broken elsewhere, is then still denied and the test
+// fails, where a bare "denied" assertion would pass.
+func WithoutChecks(policy string, checks ...string) (string, error) {
+	mod, err := ast.ParseModuleWithOpts("policy.rego", policy, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return "", fmt.Errorf("parsing policy: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString(policy)
+	b.WriteString("\n# agentsim.WithoutChecks\n")
+	for _, check := range checks {
+		arity, err := checkArity(mod, check)
+		if err != nil {
+			return "", err
+		}
+		if arity == 0 {
+			fmt.Fprintf(&b, "%s if true\n", check)
+			continue
+		}
+		fmt.Fprintf(&b, "%s(%s) if true\n", check, strings.TrimSuffix(strings.Repeat("_, ", arity), ", "))
+	}
+	return b.String(), nil
+}
+
+// checkArity returns the number of arguments of the boolean check name, or
+// an error if name is not a boolean check of mod.
+func checkArity(mod *ast.Module, name string) (int, error) {
+	arity, found := -1, false
+	for _, r := range mod.Rules {
+		if r.Head.Name.String() != name && r.Head.Ref().String() != name {
+			continue
+		}
+		found = true
+		if r.Default {
+			if !r.Head.Value.Equal(ast.BooleanTerm(false)) {
+				return 0, fmt.Errorf("check %q: default value %v is not false", name, r.Head.Value)
+			}
+		} else if r.Head.Value != nil && !r.Head.Value.Equal(ast.BooleanTerm(true)) {
+			return 0, fmt.Errorf("check %q: value %v is not a boolean check", name, r.Head.Value)
+		}
+		n := len(r.Head.Args)
+		if arity >= 0 && n != arity && !r.Default {
+			return 0, fmt.Errorf("check %q: definitions with %d and %d arguments", name, arity, n)
+		}
+		if !r.Default {
+			arity = n
+		}
+	}
+	switch {
+	case !found:
+		return 0, fmt.Errorf("no check %q in the policy", name)
+	case arity < 0:
+		arity = 0
+	}
+	return arity, nil
+}

@@ -59,3 +59,48 @@ func TestAgent(t *testing.T) {
 	_, err = agentsim.New("package x\nfoo[")
 	require.Error(t, err)
 }
+
+func TestWithoutChecks(t *testing.T) {
+	const p = `package agent_policy
+
+default R := false
+
+R if {
+	a(input.x)
+	b(input.x, input.y)
+}
+
+default S := false
+
+a(x) if x > 1
+
+b(x, y) if x < y
+
+f(x) := x + 1
+`
+	ctx := t.Context()
+	decide := func(t *testing.T, policy string, input map[string]any) bool {
+		t.Helper()
+		a, err := agentsim.New(policy)
+		require.NoError(t, err)
+		d, err := a.Allow(ctx, "R", input)
+		require.NoError(t, err)
+		return d.Allowed
+	}
+	in := map[string]any{"x": 0, "y": 5}
+	assert.False(t, decide(t, p, in))
+	without, err := agentsim.WithoutChecks(p, "a")
+	require.NoError(t, err)
+	assert.True(t, decide(t, without, in), "only a fails")
+	without, err = agentsim.WithoutChecks(p, "b")
+	require.NoError(t, err)
+	assert.False(t, decide(t, without, in), "a still fails")
+	without, err = agentsim.WithoutChecks(p, "R")
+	require.NoError(t, err)
+	assert.True(t, decide(t, without, in))
+
+	_, err = agentsim.WithoutChecks(p, "missing")
+	require.ErrorContains(t, err, `no check "missing"`)
+	_, err = agentsim.WithoutChecks(p, "f")
+	require.ErrorContains(t, err, "not a boolean check")
+}
