@@ -1,5 +1,7 @@
 package policy
 
+import "regexp"
+
 // Data is the policy data appended to the rules as `policy_data`. Field order
 // and JSON names are part of the policy hash: change them only with a rules
 // change.
@@ -24,6 +26,11 @@ type PodData struct {
 	// ServiceEnv selects the service-link patterns in CommonData.ServiceEnv:
 	// "all" (enableServiceLinks) or "kubernetes".
 	ServiceEnv string `json:"service_env"`
+	// KataAnnotations are the io.katacontainers.config.* annotation keys
+	// of the pod template (other than the policy annotations, which
+	// CommonData.AnnotationKeys allows): containerd passes them through
+	// to every container's OCI annotations.
+	KataAnnotations []string `json:"kata_annotations"`
 }
 
 // ContainerData is the expected shape of one container's CreateContainerRequest.
@@ -163,7 +170,9 @@ func commonData() CommonData {
 		AnnotationKeys: []string{
 			`^io\.kubernetes\.cri\.(container-name|container-type|image-name|sandbox-id|sandbox-name|sandbox-namespace|sandbox-uid|sandbox-log-directory|sandbox-cpu-period|sandbox-cpu-quota|sandbox-cpu-shares|sandbox-memory|podsandbox\.image-name|runtimehandler)$`,
 			`^io\.katacontainers\.pkg\.oci\.(bundle_path|container_type)$`,
-			`^io\.katacontainers\.config\.[a-z_.]+$`,
+			// the policy annotations of the pod, passed through by containerd
+			"^" + regexp.QuoteMeta(AnnotationInitData) + "$",
+			"^" + regexp.QuoteMeta(AnnotationLegacyPolicy) + "$",
 			`^nerdctl/network-namespace$`,
 		},
 		ApparmorProfiles: []string{"", "cri-containerd.apparmor.d"},

@@ -284,6 +284,7 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 			AllowLogs:         t.Annotations[AnnotationDenyLogs] != "true",
 			ServiceEnv:        serviceEnv(spec),
 			ServiceAccountTok: automount(spec),
+			KataAnnotations:   kataAnnotations(t.Annotations),
 		},
 		Common: commonData(),
 	}
@@ -303,6 +304,20 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 		data.Containers = append(data.Containers, cd)
 	}
 	return data, nil
+}
+
+// kataAnnotations are the io.katacontainers.config.* keys of a pod
+// template, without the policy annotations (the webhook may see them on a
+// pod it admits again; the rules allow them for every pod).
+func kataAnnotations(anno map[string]string) []string {
+	keys := []string{}
+	for k := range anno {
+		if strings.HasPrefix(k, "io.katacontainers.config.") && k != AnnotationInitData && k != AnnotationLegacyPolicy {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func serviceEnv(spec *corev1.PodSpec) string {

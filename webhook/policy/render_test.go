@@ -79,12 +79,20 @@ func TestDenyLogs(t *testing.T) {
 		require.NoError(t, err)
 		a, err := agentsim.New(res.Rego)
 		require.NoError(t, err)
-		d, err := a.Allow(t.Context(), "ReadStreamRequest", map[string]any{"container_id": "x"})
-		require.NoError(t, err)
-		assert.Equal(t, !deny, d.Allowed)
-		for _, denied := range []string{"SetPolicyRequest", "WriteStreamRequest", "PullImageRequest", "NoSuchRequest"} {
-			d, err := a.Allow(t.Context(), denied, map[string]any{})
-			assert.False(t, err == nil && d.Allowed, denied)
+		read := map[string]any{"container_id": "x"}
+		if deny {
+			requireDeniedBy(t, res.Rego, nil, "ReadStreamRequest", read, "ReadStreamRequest")
+		} else {
+			d, err := a.Allow(t.Context(), "ReadStreamRequest", read)
+			require.NoError(t, err)
+			assert.True(t, d.Allowed)
+		}
+		// requests without a rule (PullImage of older agents) are undefined:
+		// the agent denies them
+		for _, undefined := range []string{"PullImageRequest", "NoSuchRequest"} {
+			_, err := a.Allow(t.Context(), undefined, map[string]any{})
+			require.ErrorIs(t, err, agentsim.ErrEvaluation, undefined)
+			require.ErrorContains(t, err, "0 results", undefined)
 		}
 	}
 }

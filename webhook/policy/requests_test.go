@@ -264,8 +264,6 @@ func TestExecProbe(t *testing.T) {
 	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) {
 		p["Env"] = append(slices.Clone(env), "LD_PRELOAD=/x.so")
 	})))
-	require.True(t, allow("UpdateContainerRequest", map[string]any{"container_id": dbID, "resources": map[string]any{"CPU": map[string]any{"Shares": 2}}}))
-	require.False(t, allow("UpdateContainerRequest", map[string]any{"container_id": dbID, "resources": map[string]any{"Devices": []any{map[string]any{"Allow": true, "Access": "rwm"}}}}))
 	require.True(t, allow("RemoveContainerRequest", map[string]any{"container_id": dbID}))
 	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, nil)), "exec after removal")
 }

@@ -10,35 +10,19 @@ package agent_policy
 
 import rego.v1
 
-# Requests that are always allowed: runtime lifecycle, metrics and process
-# control. None of them changes what runs in the guest or exposes its data.
+# Requests that are always allowed: the Kata shim sends them to run any pod
+# (sandbox set-up and teardown, container start, process control, resource
+# statistics). None of them changes what runs in the guest or exposes its
+# data.
 default DestroySandboxRequest := true
-
-default GuestDetailsRequest := true
-
-default GetMetricsRequest := true
 
 default GetOOMEventRequest := true
 
-default VolumeStatsRequest := true
-
-default ListInterfacesRequest := true
-
-default ListRoutesRequest := true
-
-default MemHotplugByProbeRequest := true
+default GuestDetailsRequest := true
 
 default OnlineCPUMemRequest := true
 
-default PauseContainerRequest := true
-
-default ResumeContainerRequest := true
-
-default ReseedRandomDevRequest := true
-
 default RemoveStaleVirtiofsShareMountsRequest := true
-
-default SetGuestDateTimeRequest := true
 
 default SignalProcessRequest := true
 
@@ -50,23 +34,46 @@ default TtyWinResizeRequest := true
 
 default WaitProcessRequest := true
 
-default CloseStdinRequest := true
-
 # Requests that are denied: they would let the host change the guest
-# outside the pod specification or read/inject process streams. Every rule
-# is named after the request message the agent evaluates (agent.proto);
-# requests without a rule are denied as well.
+# outside the pod specification, read or inject process streams, or serve
+# only features a confidential pod does not use (VM templating, memory
+# hotplug by probe, pausing, agent metrics, direct-assigned volumes, resource
+# updates). Kata genpolicy's default rules deny them too. Every rule is named
+# after the request message the agent evaluates (agent.proto); requests
+# without a rule are denied as well.
 default AddSwapRequest := false
+
+default CloseStdinRequest := false
 
 default GetIPTablesRequest := false
 
-default SetIPTablesRequest := false
+default GetMetricsRequest := false
+
+default ListInterfacesRequest := false
+
+default ListRoutesRequest := false
+
+default MemHotplugByProbeRequest := false
+
+default PauseContainerRequest := false
+
+default ReseedRandomDevRequest := false
 
 default ResizeVolumeRequest := false
 
+default ResumeContainerRequest := false
+
+default SetGuestDateTimeRequest := false
+
+default SetIPTablesRequest := false
+
 default SetPolicyRequest := false
 
+default UpdateContainerRequest := false
+
 default UpdateEphemeralMountsRequest := false
+
+default VolumeStatsRequest := false
 
 default WriteStreamRequest := false
 
@@ -251,12 +258,22 @@ container_ops(cid, i) := [{"op": "add", "path": concat("/", ["/pstate/containers
 	count(state_containers) > 0
 }
 
+# Annotation keys: the CRI's, the two the Kata shim sets, the pod's policy
+# annotation and the pod template's own io.katacontainers.config.* keys
+# (containerd passes pod annotations through). Other Kata configuration
+# keys (e.g. agent.debug_console) are denied.
 annotations_ok(anno) if {
 	every k, _ in anno {
-		some r in policy_data.common.annotation_keys
-		regex.match(r, k)
+		annotation_key_ok(k)
 	}
 }
+
+annotation_key_ok(k) if {
+	some r in policy_data.common.annotation_keys
+	regex.match(r, k)
+}
+
+annotation_key_ok(k) if k in policy_data.pod.kata_annotations
 
 hooks_ok(h) if h == null
 
@@ -580,16 +597,6 @@ ExecProcessRequest if {
 	every e in object.get(p, "Env", []) {
 		env_allowed(c, e, sb)
 	}
-}
-
-# ---------------------------------------------------------------- update
-
-# Resource updates are allowed, but not device cgroup rules: with CAP_MKNOD a
-# container could otherwise open guest block devices.
-default UpdateContainerRequest := false
-
-UpdateContainerRequest if {
-	count(object.get(object.get(input, "resources", {}), "Devices", [])) == 0
 }
 
 # ---------------------------------------------------------------- streams
