@@ -52,6 +52,9 @@ type ContainerData struct {
 	Mounts         []MountSpec   `json:"mounts"`
 	VolumeStorages []StorageSpec `json:"volume_storages"`
 	ExecCommands   [][]string    `json:"exec_commands"`
+	// Seccomp is the profile the container asks for: unconfined or
+	// runtime_default.
+	Seccomp string `json:"seccomp"`
 }
 
 // EnvSpec is one expected environment variable.
@@ -102,6 +105,19 @@ type CommonData struct {
 	CopyFileRegex        string                 `json:"copy_file_regex"`
 	CopyFileSymlinkRegex string                 `json:"copy_file_symlink_regex"`
 	Network              NetworkData            `json:"network"`
+	Seccomp              SeccompData            `json:"seccomp"`
+}
+
+// SeccompData constrains a RuntimeDefault seccomp profile.
+type SeccompData struct {
+	// DenyActions are the actions that deny a syscall.
+	DenyActions []string `json:"deny_actions"`
+	// Guarded maps the syscalls containerd's default profile allows only
+	// to containers with a capability to that capability.
+	Guarded map[string]string `json:"guarded"`
+	// CloneNamespaceFlags are the CLONE_NEW* flags clone may not be
+	// allowed with, unless the container has CAP_SYS_ADMIN.
+	CloneNamespaceFlags int64 `json:"clone_namespace_flags"`
 }
 
 // NetworkData constrains the network requests.
@@ -185,6 +201,12 @@ func commonData() CommonData {
 		ServiceEnv:           map[string][]string{"all": serviceLinkPatterns, "kubernetes": kubernetesServicePatterns},
 		CopyFileRegex:        "^" + sharedDir + "/(watchable/)?[A-Za-z0-9_-]+-[a-z0-9]{16}-[^/]+(/[^/]+)*$",
 		CopyFileSymlinkRegex: "^" + sharedDir + "/(watchable/)?[A-Za-z0-9_-]+-[a-z0-9]{16}-[^/]+/[^/]+(/[^/]+)*$",
+		Seccomp: SeccompData{
+			DenyActions: []string{"SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP"},
+			Guarded:     seccompGuarded(),
+			// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+			CloneNamespaceFlags: 0x7e020000,
+		},
 		Network: NetworkData{
 			ForbiddenDevices:      []string{"lo"},
 			ForbiddenHWAddrs:      []string{"00:00:00:00:00:00"},
@@ -194,6 +216,35 @@ func commonData() CommonData {
 			LoopbackRegex:         []string{`^127\.`, `^[0:]*:0*1$`},
 		},
 	}
+}
+
+// seccompGuarded lists the syscalls containerd's default seccomp profile
+// (contrib/seccomp) allows only when the container's bounding set has a
+// capability, with that capability.
+func seccompGuarded() map[string]string {
+	byCap := map[string][]string{
+		"CAP_DAC_READ_SEARCH": {"open_by_handle_at"},
+		// and the mount API of newer kernels and clone3, which newer
+		// containerd versions gate on CAP_SYS_ADMIN as well
+		"CAP_SYS_ADMIN": {"bpf", "clone", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick",
+			"lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at", "open_tree",
+			"perf_event_open", "setdomainname", "sethostname", "setns", "umount", "umount2", "unshare"},
+		"CAP_SYS_BOOT":       {"reboot"},
+		"CAP_SYS_CHROOT":     {"chroot"},
+		"CAP_SYS_MODULE":     {"delete_module", "init_module", "finit_module", "query_module"},
+		"CAP_SYS_PACCT":      {"acct"},
+		"CAP_SYS_PTRACE":     {"kcmp", "process_vm_readv", "process_vm_writev", "ptrace"},
+		"CAP_SYS_RAWIO":      {"iopl", "ioperm"},
+		"CAP_SYS_TIME":       {"settimeofday", "stime"},
+		"CAP_SYS_TTY_CONFIG": {"vhangup"},
+	}
+	out := map[string]string{}
+	for c, names := range byCap {
+		for _, n := range names {
+			out[n] = c
+		}
+	}
+	return out
 }
 
 func clone[T any](s []T) []T { return append([]T(nil), s...) }

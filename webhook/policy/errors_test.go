@@ -104,7 +104,19 @@ func TestFieldErrors(t *testing.T) {
 		},
 		"hostNetwork": {mod: func(s *corev1.PodSpec) { s.HostNetwork = true }, wantField: "spec.hostNetwork", wantKind: policy.ErrUnsupported},
 		"hostPID":     {mod: func(s *corev1.PodSpec) { s.HostPID = true }, wantField: "spec.hostPID", wantKind: policy.ErrUnsupported},
-		"hostIPC":     {mod: func(s *corev1.PodSpec) { s.HostIPC = true }, wantField: "spec.hostIPC", wantKind: policy.ErrUnsupported},
+		"localhost seccomp profile of the pod": {
+			mod: func(s *corev1.PodSpec) {
+				s.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: ptrTo("p.json")}}
+			},
+			wantField: "spec.securityContext.seccompProfile.type", wantKind: policy.ErrUnsupported, wantMsg: `"Localhost"`,
+		},
+		"localhost seccomp profile of a container": {
+			mod: func(s *corev1.PodSpec) {
+				s.Containers[1].SecurityContext = &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: ptrTo("p.json")}}
+			},
+			wantField: "spec.containers[1].securityContext.seccompProfile.type", wantKind: policy.ErrUnsupported, wantMsg: `"Localhost"`,
+		},
+		"hostIPC": {mod: func(s *corev1.PodSpec) { s.HostIPC = true }, wantField: "spec.hostIPC", wantKind: policy.ErrUnsupported},
 		"user namespace": {
 			mod: func(s *corev1.PodSpec) { s.HostUsers = ptr.To(false) }, wantField: "spec.hostUsers", wantKind: policy.ErrUnsupported,
 		},
@@ -311,3 +323,5 @@ func TestFieldErrorsGoodBase(t *testing.T) {
 	_, err := policy.Generate(t.Context(), policy.GenerateInput{Pod: errorPod(), Images: errorSource()})
 	require.NoError(t, err)
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -288,7 +288,10 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 		},
 		Common: commonData(),
 	}
-	pause := pauseContainer(spec)
+	pause, err := pauseContainer(spec)
+	if err != nil {
+		return nil, err
+	}
 	if slices.ContainsFunc(cs, func(c container) bool { return IsPrivileged(c.c) }) {
 		// The kubelet marks the sandbox privileged when any container is;
 		// containerd 2 then mounts the sandbox's sysfs read-write
@@ -381,7 +384,7 @@ const pausePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 // runAsUser/runAsGroup, else the pause image's 65535:65535. With only
 // runAsUser the group is 0: the runtime finds no /etc/passwd entry in the
 // pause image.
-func pauseContainer(spec *corev1.PodSpec) ContainerData {
+func pauseContainer(spec *corev1.PodSpec) (ContainerData, error) {
 	uid, gid := int64(65535), int64(65535)
 	var supplemental []int64
 	if sc := spec.SecurityContext; sc != nil {
@@ -395,6 +398,14 @@ func pauseContainer(spec *corev1.PodSpec) ContainerData {
 		if sc.FSGroup != nil {
 			supplemental = append(supplemental, *sc.FSGroup)
 		}
+	}
+	var profile *corev1.SeccompProfile
+	if sc := spec.SecurityContext; sc != nil {
+		profile = sc.SeccompProfile
+	}
+	seccomp, err := podSeccomp(profile, "spec.securityContext.seccompProfile.type", false)
+	if err != nil {
+		return ContainerData{}, err
 	}
 	return ContainerData{
 		Name:           "",
@@ -411,7 +422,8 @@ func pauseContainer(spec *corev1.PodSpec) ContainerData {
 		Mounts:         []MountSpec{},
 		VolumeStorages: []StorageSpec{},
 		ExecCommands:   [][]string{},
-	}
+		Seccomp:        seccomp,
+	}, nil
 }
 
 func sortedGIDs(g []int64) []int64 {
@@ -537,6 +549,10 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 	if privileged {
 		caps, mounts = privilegedContainer(mounts)
 	}
+	seccomp, err := seccompProfile(ct, spec, privileged)
+	if err != nil {
+		return ContainerData{}, err
+	}
 	var execs [][]string
 	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 		if p != nil && p.Exec != nil && len(p.Exec.Command) > 0 {
@@ -575,7 +591,41 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		Mounts:         mounts,
 		VolumeStorages: storages,
 		ExecCommands:   execs,
+		Seccomp:        seccomp,
 	}, nil
+}
+
+// Seccomp profiles of ContainerData.
+const (
+	seccompUnconfined     = "unconfined"
+	seccompRuntimeDefault = "runtime_default"
+)
+
+// seccompProfile is the profile containerd gives a container: the
+// container's seccompProfile, else the pod's, else Unconfined (the kubelet's
+// default); none for privileged containers. Localhost profiles are files on
+// the host, unknown at generation.
+func seccompProfile(ct container, spec *corev1.PodSpec, privileged bool) (string, error) {
+	var p *corev1.SeccompProfile
+	field := ""
+	if sc := spec.SecurityContext; sc != nil && sc.SeccompProfile != nil {
+		p, field = sc.SeccompProfile, "spec.securityContext.seccompProfile.type"
+	}
+	if sc := ct.c.SecurityContext; sc != nil && sc.SeccompProfile != nil {
+		p, field = sc.SeccompProfile, ct.path+".securityContext.seccompProfile.type"
+	}
+	return podSeccomp(p, field, privileged)
+}
+
+func podSeccomp(p *corev1.SeccompProfile, field string, privileged bool) (string, error) {
+	switch {
+	case privileged, p == nil, p.Type == corev1.SeccompProfileTypeUnconfined:
+		return seccompUnconfined, nil
+	case p.Type == corev1.SeccompProfileTypeRuntimeDefault:
+		return seccompRuntimeDefault, nil
+	default:
+		return "", fieldErr(field, ErrUnsupported, "seccomp profile type %q: only RuntimeDefault and Unconfined are known before the pod runs", p.Type)
+	}
 }
 
 // IsPrivileged reports whether c asks to run as a privileged container.

@@ -514,9 +514,71 @@ linux_ok(c, l) if {
 		policy_data.pod.sysctls[k] == v
 	}
 	count(object.get(l, "Devices", [])) == 0
+	device_cgroup_ok(object.get(object.get(l, "Resources", {}), "Devices", []))
+	seccomp_ok(c, object.get(l, "Seccomp", null))
 	count(object.get(l, "UIDMappings", [])) == 0
 	count(object.get(l, "GIDMappings", [])) == 0
 	paths_ok(c, l)
+}
+
+# Device cgroup rules: none (the Kata shim clears them) or containerd's
+# default deny-all. A rule that allows a device would let a container with
+# CAP_MKNOD open guest block devices.
+device_cgroup_ok(rules) if rules == null
+
+device_cgroup_ok(rules) if count(rules) == 0
+
+device_cgroup_ok(rules) if {
+	count(rules) == 1
+	r := rules[0]
+	object.get(r, "Allow", true) == false
+	object.get(r, "Access", "") == "rwm"
+	object.get(r, "Type", "") in {"", "a"}
+	object.get(r, "Major", null) == null
+	object.get(r, "Minor", null) == null
+}
+
+# Seccomp: what containerd gives the container for the profile the pod asks
+# for. Unconfined (the kubelet's default, and every privileged container):
+# no profile. RuntimeDefault: a profile that denies by default and allows
+# the syscalls that containerd's default profile gates on a capability only
+# if the container has that capability (clone only without namespace flags
+# unless CAP_SYS_ADMIN); no flags, no user notification or tracing.
+seccomp_ok(c, s) if {
+	c.seccomp == "unconfined"
+	s == null
+}
+
+seccomp_ok(c, s) if {
+	c.seccomp == "runtime_default"
+	s != null
+	object.get(s, "DefaultAction", "") in policy_data.common.seccomp.deny_actions
+	count(object.get(s, "Flags", [])) == 0
+	object.get(s, "ListenerPath", "") == ""
+	every r in object.get(s, "Syscalls", []) {
+		seccomp_rule_ok(c, r)
+	}
+}
+
+seccomp_rule_ok(_, r) if object.get(r, "Action", "") in policy_data.common.seccomp.deny_actions
+
+seccomp_rule_ok(c, r) if {
+	object.get(r, "Action", "") in {"SCMP_ACT_ALLOW", "SCMP_ACT_LOG"}
+	every n in object.get(r, "Names", []) {
+		seccomp_syscall_ok(c, n, object.get(r, "Args", []))
+	}
+}
+
+seccomp_syscall_ok(_, n, _) if not policy_data.common.seccomp.guarded[n]
+
+seccomp_syscall_ok(c, n, _) if policy_data.common.seccomp.guarded[n] in c.capabilities
+
+seccomp_syscall_ok(_, n, args) if {
+	n == "clone"
+	some a in args
+	object.get(a, "Op", "") == "SCMP_CMP_MASKED_EQ"
+	object.get(a, "ValueTwo", 1) == 0
+	bits.and(object.get(a, "Value", 0), policy_data.common.seccomp.clone_namespace_flags) == policy_data.common.seccomp.clone_namespace_flags
 }
 
 paths_ok(c, _) if c.privileged

@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/contrast-cc/contrast/webhook/policy"
 	"github.com/contrast-cc/contrast/webhook/policy/agentsim"
@@ -270,4 +271,156 @@ func TestKataAnnotations(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, d.Allowed)
 	})
+}
+
+const cloneNamespaceFlags = 0x7e020000 // CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+
+// runtimeDefaultProfile is the shape of containerd's default seccomp profile
+// for a container with the default capabilities (CAP_SYS_CHROOT gives
+// chroot; without CAP_SYS_ADMIN clone may not create namespaces), as the
+// Kata agent receives it (oci.proto field names).
+func runtimeDefaultProfile() map[string]any {
+	allow := func(names ...any) map[string]any {
+		return map[string]any{"Names": names, "Action": "SCMP_ACT_ALLOW", "Args": []any{}}
+	}
+	return map[string]any{
+		"DefaultAction": "SCMP_ACT_ERRNO",
+		"Architectures": []any{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"},
+		"Flags":         []any{},
+		"Syscalls": []any{
+			allow("accept", "read", "write", "openat", "execve", "exit_group", "mmap", "futex"),
+			map[string]any{"Names": []any{"personality"}, "Action": "SCMP_ACT_ALLOW", "Args": []any{
+				map[string]any{"Index": 0, "Value": 0, "ValueTwo": 0, "Op": "SCMP_CMP_EQ"},
+			}},
+			allow("arch_prctl", "modify_ldt"),
+			allow("chroot"),
+			map[string]any{"Names": []any{"clone"}, "Action": "SCMP_ACT_ALLOW", "Args": []any{
+				map[string]any{"Index": 0, "Value": cloneNamespaceFlags, "ValueTwo": 0, "Op": "SCMP_CMP_MASKED_EQ"},
+			}},
+			map[string]any{"Names": []any{"clone3"}, "Action": "SCMP_ACT_ERRNO", "ErrnoRet": 38, "Args": []any{}},
+		},
+	}
+}
+
+// TestResourcesAndSeccomp checks OCI.Linux.Resources.Devices and
+// OCI.Linux.Seccomp of a CreateContainerRequest: device cgroup rules may
+// only be the default deny-all (or absent: the Kata shim clears them), and
+// the seccomp profile is what the pod asks for.
+func TestResourcesAndSeccomp(t *testing.T) {
+	res, good := webPolicy(t)
+	linux := func(r map[string]any) map[string]any { return oci(r)["Linux"].(map[string]any) }
+	request := func(mod func(r map[string]any)) map[string]any {
+		r := webRequest(t, good)
+		mod(r)
+		return r
+	}
+	devices := func(rules ...any) func(r map[string]any) {
+		return func(r map[string]any) { linux(r)["Resources"].(map[string]any)["Devices"] = rules }
+	}
+	denyAll := map[string]any{"Allow": false, "Type": "", "Major": nil, "Minor": nil, "Access": "rwm"}
+
+	t.Run("allowed/devices cleared by the shim", func(t *testing.T) {
+		a, err := agentsim.New(res.Rego)
+		require.NoError(t, err)
+		withSandbox(t, a)
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", request(devices()))
+		require.NoError(t, err)
+		assert.True(t, d.Allowed)
+	})
+	t.Run("allowed/containerd's default deny-all", func(t *testing.T) {
+		a, err := agentsim.New(res.Rego)
+		require.NoError(t, err)
+		withSandbox(t, a)
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", request(devices(denyAll)))
+		require.NoError(t, err)
+		assert.True(t, d.Allowed)
+	})
+	deviceTamper := map[string]func(r map[string]any){
+		"allow a rwm":            devices(denyAll, map[string]any{"Allow": true, "Type": "a", "Major": nil, "Minor": nil, "Access": "rwm"}),
+		"allow one block device": devices(denyAll, map[string]any{"Allow": true, "Type": "b", "Major": 8, "Minor": 0, "Access": "rw"}),
+		"allow without deny-all": devices(map[string]any{"Allow": true, "Type": "c", "Major": 1, "Minor": 3, "Access": "rwm"}),
+	}
+	for name, f := range deviceTamper {
+		t.Run("denied/"+name, func(t *testing.T) {
+			requireDeniedBy(t, res.Rego, withSandbox, "CreateContainerRequest", request(f), "device_cgroup_ok")
+		})
+	}
+	// The web pod does not ask for a profile: the kubelet's default is
+	// Unconfined, and containerd gives the container none.
+	t.Run("denied/unconfined pod given a profile", func(t *testing.T) {
+		r := request(func(r map[string]any) {
+			p := runtimeDefaultProfile()
+			p["DefaultAction"] = "SCMP_ACT_NOTIFY"
+			linux(r)["Seccomp"] = p
+		})
+		requireDeniedBy(t, res.Rego, withSandbox, "CreateContainerRequest", r, "seccomp_ok")
+	})
+
+	// The same pod asking for RuntimeDefault.
+	src, _ := testRegistry(t)
+	var web policy.Workload
+	for _, w := range emojivotoWorkloads(t) {
+		if w.Name == "web" {
+			web = w
+		}
+	}
+	web.Template.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+	rd, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &web, Images: src})
+	require.NoError(t, err)
+	withProfile := func(mod func(p map[string]any)) map[string]any {
+		return request(func(r map[string]any) {
+			p := runtimeDefaultProfile()
+			if mod != nil {
+				mod(p)
+			}
+			linux(r)["Seccomp"] = p
+		})
+	}
+	// containerd gives the pause container the pod's profile too
+	rdSandbox := func(t *testing.T, a *agentsim.Agent) {
+		t.Helper()
+		r := sandboxRequest(t)
+		linux(r)["Seccomp"] = runtimeDefaultProfile()
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", r)
+		require.NoError(t, err)
+		require.True(t, d.Allowed, "pause container denied")
+	}
+	t.Run("denied/runtime default: pause container without profile", func(t *testing.T) {
+		requireDeniedBy(t, rd.Rego, nil, "CreateContainerRequest", sandboxRequest(t), "seccomp_ok")
+	})
+	t.Run("allowed/runtime default", func(t *testing.T) {
+		a, err := agentsim.New(rd.Rego)
+		require.NoError(t, err)
+		rdSandbox(t, a)
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", withProfile(nil))
+		require.NoError(t, err)
+		assert.True(t, d.Allowed)
+	})
+	syscalls := func(p map[string]any) []any { return p["Syscalls"].([]any) }
+	seccompTamper := map[string]map[string]any{
+		"profile dropped":  request(func(r map[string]any) { linux(r)["Seccomp"] = nil }),
+		"allow by default": withProfile(func(p map[string]any) { p["DefaultAction"] = "SCMP_ACT_ALLOW" }),
+		"log by default":   withProfile(func(p map[string]any) { p["DefaultAction"] = "SCMP_ACT_LOG" }),
+		"mount without CAP_SYS_ADMIN": withProfile(func(p map[string]any) {
+			p["Syscalls"] = append(syscalls(p), map[string]any{"Names": []any{"mount", "umount2"}, "Action": "SCMP_ACT_ALLOW", "Args": []any{}})
+		}),
+		"ptrace without CAP_SYS_PTRACE": withProfile(func(p map[string]any) {
+			p["Syscalls"] = append(syscalls(p), map[string]any{"Names": []any{"ptrace"}, "Action": "SCMP_ACT_LOG", "Args": []any{}})
+		}),
+		"clone of namespaces": withProfile(func(p map[string]any) {
+			p["Syscalls"] = append(syscalls(p), map[string]any{"Names": []any{"clone"}, "Action": "SCMP_ACT_ALLOW", "Args": []any{}})
+		}),
+		"unshare": withProfile(func(p map[string]any) {
+			p["Syscalls"] = append(syscalls(p), map[string]any{"Names": []any{"unshare"}, "Action": "SCMP_ACT_ALLOW", "Args": []any{}})
+		}),
+		"user notification": withProfile(func(p map[string]any) {
+			p["Syscalls"] = append(syscalls(p), map[string]any{"Names": []any{"openat"}, "Action": "SCMP_ACT_NOTIFY", "Args": []any{}})
+		}),
+		"flags": withProfile(func(p map[string]any) { p["Flags"] = []any{"SECCOMP_FILTER_FLAG_SPEC_ALLOW"} }),
+	}
+	for name, r := range seccompTamper {
+		t.Run("denied/runtime default: "+name, func(t *testing.T) {
+			requireDeniedBy(t, rd.Rego, rdSandbox, "CreateContainerRequest", r, "seccomp_ok")
+		})
+	}
 }
