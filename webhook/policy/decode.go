@@ -28,8 +28,13 @@ const (
 
 // Workload is one decoded object that produces pods.
 type Workload struct {
-	Kind      string
-	Name      string
+	Kind string
+	Name string
+	// Namespace is the object's metadata.namespace. The policy binds it; a
+	// caller with a default namespace (contrast generate -n) sets it where
+	// the document names none. Empty: the policy accepts any namespace,
+	// and its hash differs from the one the webhook computes for the
+	// admitted pod, which binds the namespace it is admitted in.
 	Namespace string
 	// Template is the pod template (for a Pod: its metadata and spec).
 	Template corev1.PodTemplateSpec

@@ -78,19 +78,22 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 		return nil, fmt.Errorf("%w: no image source", ErrInvalidInput)
 	}
 	var (
-		tmpl  corev1.PodTemplateSpec
-		ident podIdentity
-		kind  string
+		tmpl      corev1.PodTemplateSpec
+		ident     podIdentity
+		kind      string
+		namespace string
 	)
 	switch {
 	case in.Workload != nil && in.Pod == nil:
 		tmpl = *in.Workload.Template.DeepCopy()
+		namespace = in.Workload.Namespace
 		meta := &podMeta{name: tmpl.Name, generateName: tmpl.GenerateName}
 		ident = identityForWorkload(in.Workload.Kind, in.Workload.Name, meta)
 		kind = effectiveKind(in.Workload.Kind, in.Workload.Name)
 	case in.Pod != nil && in.Workload == nil:
 		pod := in.Pod.DeepCopy()
 		tmpl = corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
+		namespace = pod.Namespace
 		ident, kind = identityForPod(pod)
 		if kind == KindStatefulSet && tmpl.Spec.Hostname == pod.Name {
 			// the StatefulSet controller sets hostname to the pod name,
@@ -101,7 +104,7 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 		return nil, fmt.Errorf("%w: exactly one of Workload and Pod must be set", ErrInvalidInput)
 	}
 	orig := canonicalize(&tmpl)
-	b := &builder{t: &tmpl, orig: orig}
+	b := &builder{t: &tmpl, orig: orig, namespace: namespace}
 	data, err := b.build(ctx, ident, in.Images, in.Keychain)
 	if err != nil {
 		return nil, err
@@ -201,10 +204,12 @@ type container struct {
 
 // builder builds the policy data of one canonical pod template.
 type builder struct {
-	t    *corev1.PodTemplateSpec
-	orig origins
-	cs   []container
-	imgs []*images.Image
+	t *corev1.PodTemplateSpec
+	// namespace is the pod's namespace, "" if unknown.
+	namespace string
+	orig      origins
+	cs        []container
+	imgs      []*images.Image
 }
 
 func (b *builder) build(ctx context.Context, ident podIdentity, src images.Source, kc authn.Keychain) (*Data, error) {
@@ -277,7 +282,7 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 	data := &Data{
 		Pod: PodData{
 			NameRegex:         ident.nameRegex,
-			NamespaceRegex:    "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+			NamespaceRegex:    namespaceRegex(b.namespace),
 			Hostname:          spec.Hostname,
 			ShareProcessNS:    shareProcessNS,
 			Sysctls:           sysctls,
@@ -307,6 +312,15 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 		data.Containers = append(data.Containers, cd)
 	}
 	return data, nil
+}
+
+// namespaceRegex binds the namespace; a workload whose YAML names none (and
+// no default was given) may run in any namespace.
+func namespaceRegex(ns string) string {
+	if ns == "" {
+		return "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+	}
+	return "^" + regexp.QuoteMeta(ns) + "$"
 }
 
 // kataAnnotations are the io.katacontainers.config.* keys of a pod

@@ -183,7 +183,7 @@ sandbox_of(anno, oci) := sb if {
 	name := anno["io.kubernetes.cri.sandbox-name"]
 	regex.match(policy_data.pod.name_regex, name)
 	ns := anno["io.kubernetes.cri.sandbox-namespace"]
-	regex.match(policy_data.pod.namespace_regex, ns)
+	namespace_ok(ns)
 	sb := {
 		"name": name,
 		"namespace": ns,
@@ -192,6 +192,10 @@ sandbox_of(anno, oci) := sb if {
 		"hostname": pod_hostname(name),
 	}
 }
+
+# The namespace the pod was admitted in (a pattern only for a workload
+# whose YAML names none).
+namespace_ok(ns) if regex.match(policy_data.pod.namespace_regex, ns)
 
 pod_hostname(name) := policy_data.pod.hostname if policy_data.pod.hostname != ""
 

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/webhook/policy"
 	"github.com/contrast-cc/contrast/webhook/policy/agentsim"
@@ -423,4 +424,49 @@ func TestResourcesAndSeccomp(t *testing.T) {
 			requireDeniedBy(t, rd.Rego, rdSandbox, "CreateContainerRequest", r, "seccomp_ok")
 		})
 	}
+}
+
+// TestNamespaceBinding checks that the policy binds the namespace: the
+// emojivoto web pod replayed into kube-system is denied and has another
+// policy hash; only a workload without any namespace keeps a pattern.
+func TestNamespaceBinding(t *testing.T) {
+	res, good := webPolicy(t)
+	assert.Equal(t, "^emojivoto$", res.Data.Pod.NamespaceRegex)
+	t.Run("denied/pause container in another namespace", func(t *testing.T) {
+		requireDeniedBy(t, res.Rego, nil, "CreateContainerRequest", sandboxRequestFor(t, podName, "kube-system"), "namespace_ok")
+	})
+	t.Run("denied/container in another namespace", func(t *testing.T) {
+		// without a sandbox in the state the container is checked alone
+		r := containerRequest(t, webID, "web-svc", podName, "kube-system", good)
+		orig := webRequest(t, good)
+		oci(r)["Process"] = oci(orig)["Process"]
+		requireDeniedBy(t, res.Rego, nil, "CreateContainerRequest", r, "namespace_ok")
+	})
+
+	src, _ := testRegistry(t)
+	var web policy.Workload
+	for _, w := range emojivotoWorkloads(t) {
+		if w.Name == "web" {
+			web = w
+		}
+	}
+	pod := &corev1.Pod{ObjectMeta: *web.Template.ObjectMeta.DeepCopy(), Spec: *web.Template.Spec.DeepCopy()}
+	pod.GenerateName = "web-5f8d7c9b4d-"
+	pod.Labels = map[string]string{"app": "web-svc", "version": "v11", "pod-template-hash": "5f8d7c9b4d"}
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5f8d7c9b4d", Controller: ptrTo(true)}}
+	hash := func(ns string) string {
+		p := pod.DeepCopy()
+		p.Namespace = ns
+		r, err := policy.Generate(t.Context(), policy.GenerateInput{Pod: p, Images: src})
+		require.NoError(t, err)
+		return r.Annotations[policy.AnnotationPolicyHash]
+	}
+	assert.Equal(t, res.Annotations[policy.AnnotationPolicyHash], hash("emojivoto"), "the admitted pod has the hash of its YAML")
+	assert.NotEqual(t, hash("emojivoto"), hash("kube-system"), "a pod replayed into kube-system has the same policy hash")
+
+	noNS := web
+	noNS.Namespace = ""
+	r, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &noNS, Images: src})
+	require.NoError(t, err)
+	assert.Equal(t, "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", r.Data.Pod.NamespaceRegex, "YAML without a namespace keeps the pattern")
 }

@@ -177,13 +177,19 @@ func (a *admitter) skipReason(ar *kwhmodel.AdmissionReview, obj metav1.Object) (
 	return pod, ""
 }
 
-// mutatePod runs the mutator over pod with the pod's registry credentials.
+// mutatePod runs the mutator over pod, in the request's namespace, with the
+// pod's registry credentials.
 // A denial is returned as an *inject.DenyError for the caller to answer;
 // other failures are observed (ResultError, reason pull-secrets or
 // internal) and logged here.
 func (a *admitter) mutatePod(ctx context.Context, ar *kwhmodel.AdmissionReview, pod *corev1.Pod,
 	log *slog.Logger, observe func(result, reason string),
 ) (*corev1.Pod, *policy.Result, error) {
+	if ar.Namespace != "" {
+		// the policy binds the namespace the pod is admitted in; the API
+		// server sets it on the object as well, a review may leave it out
+		pod.Namespace = ar.Namespace
+	}
 	var kc authn.Keychain
 	if a.cfg.Keychain != nil {
 		var err error

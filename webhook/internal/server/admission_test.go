@@ -396,3 +396,26 @@ func FuzzAdmissionReview(f *testing.F) {
 		}
 	})
 }
+
+// TestAdmissionBindsNamespace checks that the policy binds the namespace of
+// the admission request, also when the pod object names none: the same
+// pod admitted into another namespace gets another policy hash.
+func TestAdmissionBindsNamespace(t *testing.T) {
+	f := newFixture(t)
+	hashIn := func(namespace string, objectNamespace string) string {
+		t.Helper()
+		pod := webPod()
+		pod.Namespace = objectNamespace
+		code, resp := post(t, f.handler, review(t, admissionv1.Create, namespace, pod, false))
+		require.Equal(t, http.StatusOK, code)
+		require.True(t, resp.Allowed)
+		got := applyPatch(t, pod, resp)
+		data, err := policy.DataFromAnnotations(got.Annotations)
+		require.NoError(t, err)
+		assert.Equal(t, "^"+namespace+"$", data.Pod.NamespaceRegex)
+		return got.Annotations[policy.AnnotationPolicyHash]
+	}
+	emojivoto := hashIn("emojivoto", "emojivoto")
+	assert.Equal(t, emojivoto, hashIn("emojivoto", ""), "a pod object without namespace is bound to the request's")
+	assert.NotEqual(t, emojivoto, hashIn("other", ""))
+}
