@@ -40,6 +40,9 @@ var (
 	oidTCB      = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 2}
 	oidPCEID    = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 3}
 	oidFMSPC    = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 4}
+	oidSGXType  = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 5}
+	oidPlatID   = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 6}
+	oidConfig   = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 7}
 	qeVendorID  = []byte{0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07}
 	simFMSPC    = []byte{0x50, 0x80, 0x6f, 0x00, 0x00, 0x00}
 	simPCEID    = []byte{0x00, 0x00}
@@ -109,12 +112,24 @@ type TDXDeviceConfig struct {
 	WithCollateral bool
 	// TCBOutOfDate marks the platform's TCB level OutOfDate in the TCB info.
 	TCBOutOfDate bool
+	// TCBEvaluationDataNumber is the tcbEvaluationDataNumber of the TCB
+	// info and QE identity.
+	TCBEvaluationDataNumber int
+	// SGXType is the PCK certificate's SGX type: 0 standard, 1 scalable,
+	// 2 scalable with integrity.
+	SGXType int
+	// DynamicPlatform and SMTEnabled are the PCK certificate's platform
+	// configuration; NoPlatformConfig omits it, as a certificate of the
+	// PCK Processor CA does.
+	DynamicPlatform, SMTEnabled, NoPlatformConfig bool
 }
 
 // DefaultTDXDeviceConfig returns a plausible TD: SEPT_VE_DISABLE set,
-// debug off, typical XFAM, random measurements and PPID, with collateral.
+// debug off, typical XFAM, random measurements and PPID, with collateral
+// (TCB evaluation data number 17), on a scalable, dynamic platform with
+// SMT, as the Sapphire Rapids sample of go-tdx-guest.
 func DefaultTDXDeviceConfig() TDXDeviceConfig {
-	c := TDXDeviceConfig{QeSvn: 8, WithCollateral: true}
+	c := TDXDeviceConfig{QeSvn: 8, WithCollateral: true, TCBEvaluationDataNumber: 17, SGXType: 1, DynamicPlatform: true, SMTEnabled: true}
 	for _, b := range [][]byte{c.MrTd[:], c.MrSeam[:], c.PPID[:], c.Rtmrs[0][:], c.Rtmrs[1][:], c.Rtmrs[2][:]} {
 		_, _ = rand.Read(b)
 	}
@@ -152,7 +167,7 @@ func (a *TDXAuthority) NewDevice(cfg TDXDeviceConfig) (*TDXDevice, error) {
 	return d, d.Reconfigure(cfg)
 }
 
-func sgxExtension(ppid []byte) (pkix.Extension, error) {
+func sgxExtension(cfg TDXDeviceConfig) (pkix.Extension, error) {
 	type kv struct {
 		ID    asn1.ObjectIdentifier
 		Value any
@@ -163,15 +178,26 @@ func sgxExtension(ppid []byte) (pkix.Extension, error) {
 	}
 	tcb = append(tcb, kv{append(append(asn1.ObjectIdentifier{}, oidTCB...), 17), 11})
 	tcb = append(tcb, kv{append(append(asn1.ObjectIdentifier{}, oidTCB...), 18), make([]byte, 16)})
-	val, err := asn1.Marshal([]any{
-		kv{oidPPID, ppid},
-		struct {
-			ID    asn1.ObjectIdentifier
-			Value []any
-		}{oidTCB, tcb},
+	type seq struct {
+		ID    asn1.ObjectIdentifier
+		Value []any
+	}
+	sub := func(parent asn1.ObjectIdentifier, i int) asn1.ObjectIdentifier {
+		return append(append(asn1.ObjectIdentifier{}, parent...), i)
+	}
+	exts := []any{
+		kv{oidPPID, cfg.PPID[:]},
+		seq{oidTCB, tcb},
 		kv{oidPCEID, simPCEID},
 		kv{oidFMSPC, simFMSPC},
-	})
+		kv{oidSGXType, asn1.Enumerated(cfg.SGXType)},
+	}
+	if !cfg.NoPlatformConfig {
+		exts = append(exts, kv{oidPlatID, cfg.PPID[:]}, seq{oidConfig, []any{
+			kv{sub(oidConfig, 1), cfg.DynamicPlatform}, kv{sub(oidConfig, 2), false}, kv{sub(oidConfig, 3), cfg.SMTEnabled},
+		}})
+	}
+	val, err := asn1.Marshal(exts)
 	if err != nil {
 		return pkix.Extension{}, fmt.Errorf("encoding SGX extension: %w", err)
 	}
@@ -180,7 +206,7 @@ func sgxExtension(ppid []byte) (pkix.Extension, error) {
 
 // Reconfigure changes the reported values (and recertifies the PCK).
 func (d *TDXDevice) Reconfigure(cfg TDXDeviceConfig) error {
-	ext, err := sgxExtension(cfg.PPID[:])
+	ext, err := sgxExtension(cfg)
 	if err != nil {
 		return err
 	}
@@ -362,7 +388,7 @@ func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, err
 	}
 	tcbInfo := map[string]any{
 		"id": "TDX", "version": 3, "issueDate": now.Add(-time.Hour), "nextUpdate": now.Add(30 * 24 * time.Hour),
-		"fmspc": hex.EncodeToString(simFMSPC), "pceId": hex.EncodeToString(simPCEID), "tcbType": 0, "tcbEvaluationDataNumber": 17,
+		"fmspc": hex.EncodeToString(simFMSPC), "pceId": hex.EncodeToString(simPCEID), "tcbType": 0, "tcbEvaluationDataNumber": cfg.TCBEvaluationDataNumber,
 		"tdxModule": map[string]any{"mrsigner": hex.EncodeToString(make([]byte, 48)), "attributes": "0000000000000000", "attributesMask": "ffffffffffffffff"},
 		"tcbLevels": []any{map[string]any{
 			"tcb":     map[string]any{"sgxtcbcomponents": comps(sgx), "pcesvn": 11, "tdxtcbcomponents": comps(cfg.TeeTcbSvn[:])},
@@ -371,7 +397,7 @@ func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, err
 	}
 	qeID := map[string]any{
 		"id": "TD_QE", "version": 2, "issueDate": now.Add(-time.Hour), "nextUpdate": now.Add(30 * 24 * time.Hour),
-		"tcbEvaluationDataNumber": 17, "miscselect": "00000000", "miscselectMask": "ffffffff",
+		"tcbEvaluationDataNumber": cfg.TCBEvaluationDataNumber, "miscselect": "00000000", "miscselectMask": "ffffffff",
 		"attributes": hex.EncodeToString(make([]byte, 16)), "attributesMask": hex.EncodeToString(make([]byte, 16)),
 		"mrsigner": hex.EncodeToString(simMRSigner), "isvprodid": 2,
 		"tcbLevels": []any{map[string]any{"tcb": map[string]any{"isvsvn": cfg.QeSvn}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"}},

@@ -49,13 +49,16 @@ type ReferenceValues struct {
 	MinimumMitigationVector uint64 `json:",omitempty"`
 	// AllowedChipIDs lists accepted CHIP_IDs (64 bytes each); empty accepts any chip.
 	AllowedChipIDs []attest.HexBytes `json:",omitempty"`
-	// CPUs is the number of vCPUs, informative only as in the original
-	// Contrast: TrustedMeasurement already covers it. Not checked.
+	// CPUs is the number of vCPUs. The report has no vCPU count: the
+	// launch measurement covers one VMSA per vCPU, so TrustedMeasurement,
+	// matched exactly, admits only the count it was computed for, but
+	// whether that is CPUs cannot be checked. Listed by Unenforced.
 	CPUs uint64 `json:",omitempty"`
 	// APEIP is the original Contrast's AP reset EIP (4 bytes) from which it
-	// recomputes the measurement for every vCPU count. Parsed and its
-	// length checked, but not used: TrustedMeasurement is matched exactly,
-	// so a VM with a vCPU count other than the measurement's is rejected.
+	// recomputes the measurement for every vCPU count. Its length is
+	// checked, the value is not used: TrustedMeasurement is matched
+	// exactly (the AP reset address is in every AP's VMSA), so a VM with
+	// another vCPU count is rejected. Listed by Unenforced.
 	APEIP attest.HexBytes `json:",omitempty"`
 	// SimulatedRoot is the PEM ARK (and optionally ASK) of the simulated
 	// platform. Required for, and only allowed with, snp-simulated.
@@ -181,12 +184,19 @@ func (r *ReferenceValues) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Unenforced lists the fields of r that are set but that the validator does
-// not check, each with what that means, as *attest.FieldError values.
+// Unenforced lists the fields of r that are set but that the evidence
+// cannot show, so the validator does not check them, each with what that
+// means, as *attest.FieldError values. A manifest must accept them
+// explicitly (manifest.AcceptUnenforced).
 func (r *ReferenceValues) Unenforced() []*attest.FieldError {
 	var out []*attest.FieldError
+	if r.CPUs != 0 {
+		out = append(out, attest.FieldErrorf("CPUs", "not in the report: only TrustedMeasurement (one VMSA per vCPU, matched exactly) pins the vCPU count; "+
+			"that it was computed for %d vCPUs cannot be checked", r.CPUs))
+	}
 	if len(r.APEIP) > 0 {
-		out = append(out, attest.FieldErrorf("APEIP", "not used: TrustedMeasurement is matched exactly, a VM with another vCPU count is rejected"))
+		out = append(out, attest.FieldErrorf("APEIP", "not used: TrustedMeasurement is matched exactly, so a VM with another vCPU count is rejected, "+
+			"unlike in the original Contrast, which recomputes the measurement for any vCPU count"))
 	}
 	return out
 }

@@ -50,21 +50,24 @@ type ReferenceValues struct {
 	// AllowedPIIDs lists accepted platform IDs (the 16-byte PPID of the PCK
 	// certificate); empty accepts any platform.
 	AllowedPIIDs []attest.HexBytes `json:",omitempty"`
-	// MinTCBEvaluationDataNumber is the original Contrast's minimum
-	// tcbEvaluationDataNumber of Intel's TCB info collateral. Parsed but
-	// NOT enforced yet (go-tdx-guest v0.3.1 has no option for it); see
-	// Unenforced.
+	// MinTCBEvaluationDataNumber is the minimum tcbEvaluationDataNumber of
+	// Intel's collateral: both the TCB info and the QE identity that
+	// verified the quote must have at least this number (check
+	// collateral). Set, it needs the collateral: a quote verified without
+	// it is rejected.
 	MinTCBEvaluationDataNumber int `json:",omitempty"`
-	// MemoryIntegrity, SMTDisabled and StaticPlatform are the original
-	// Contrast's requirements on the PCK certificate's SGX type (scalable
-	// with integrity), SMT and dynamic-platform flags. Parsed but NOT
-	// enforced yet (go-tdx-guest v0.3.1 does not parse these extensions);
-	// see Unenforced.
+	// MemoryIntegrity requires the PCK certificate's SGX type "scalable
+	// with integrity" (2). SMTDisabled and StaticPlatform require the
+	// platform configuration of the PCK certificate (only a PCK Platform
+	// CA certificate carries one) to say SMT disabled and not a dynamic
+	// platform. Check platform-info.
 	MemoryIntegrity bool `json:",omitempty"`
 	SMTDisabled     bool `json:",omitempty"`
 	StaticPlatform  bool `json:",omitempty"`
-	// CPUs is the number of vCPUs, informative only as in the original
-	// Contrast: the measurements already cover it. Not checked.
+	// CPUs is the number of vCPUs. The quote has no vCPU count; the
+	// measurements, matched exactly, cover the firmware configuration that
+	// lists the vCPUs, but whether they were computed for CPUs cannot be
+	// checked. Listed by Unenforced.
 	CPUs uint64 `json:",omitempty"`
 	// SimulatedRoot is the PEM root of the simulated platform. Required
 	// for, and only allowed with, tdx-simulated.
@@ -201,23 +204,15 @@ func (r *ReferenceValues) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Unenforced lists the fields of r that are set but that the validator does
-// not check yet, each with what that means, as *attest.FieldError values.
-// Each would make validation stricter, so a manifest relying on one is
-// weaker here than in the original Contrast.
+// Unenforced lists the fields of r that are set but that the evidence
+// cannot show, so the validator does not check them, each with what that
+// means, as *attest.FieldError values. A manifest must accept them
+// explicitly (manifest.AcceptUnenforced).
 func (r *ReferenceValues) Unenforced() []*attest.FieldError {
 	var out []*attest.FieldError
-	if r.MinTCBEvaluationDataNumber > 0 {
-		out = append(out, attest.FieldErrorf("MinTCBEvaluationDataNumber", "not enforced: collateral of any TCB evaluation data number is accepted"))
-	}
-	if r.MemoryIntegrity {
-		out = append(out, attest.FieldErrorf("MemoryIntegrity", "not enforced: the PCK certificate's SGX type is not checked"))
-	}
-	if r.SMTDisabled {
-		out = append(out, attest.FieldErrorf("SMTDisabled", "not enforced: a platform with SMT enabled is accepted"))
-	}
-	if r.StaticPlatform {
-		out = append(out, attest.FieldErrorf("StaticPlatform", "not enforced: a dynamic platform is accepted"))
+	if r.CPUs != 0 {
+		out = append(out, attest.FieldErrorf("CPUs", "not in the quote: only the measurements (matched exactly) pin the vCPU count; "+
+			"that they were computed for %d vCPUs cannot be checked", r.CPUs))
 	}
 	return out
 }

@@ -67,7 +67,30 @@ type platformEntry struct {
 	signed *pb.Ecdsa256BitQuoteV4AuthData
 	ak     *ecdsa.PublicKey
 	ppid   []byte
-	until  time.Time
+	// pck is what the PCK certificate says about the platform.
+	pck pckPlatform
+	// tcbEvalNum is the tcbEvaluationDataNumber of the verified
+	// collateral (the smaller of TCB info and QE identity); 0 if the
+	// quote was verified without collateral.
+	tcbEvalNum int
+	until      time.Time
+}
+
+// recordingGetter remembers the bodies it returned, so that values are
+// read from exactly the collateral go-tdx-guest verified.
+type recordingGetter struct {
+	inner interface {
+		Get(string) (map[string][]string, []byte, error)
+	}
+	bodies map[string][]byte
+}
+
+func (g *recordingGetter) Get(url string) (map[string][]string, []byte, error) {
+	h, b, err := g.inner.Get(url)
+	if err == nil {
+		g.bodies[url] = b
+	}
+	return h, b, err
 }
 
 // NewValidator returns a Validator for cfg, filling defaults.
@@ -283,7 +306,7 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 	var errs []error
 	for i := range v.cfg.ReferenceValues {
 		rv := &v.cfg.ReferenceValues[i]
-		if err := checkEntry(q, rv, entry.ppid); err != nil {
+		if err := checkEntry(q, rv, entry); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -415,29 +438,37 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	}
 	getter := &certcache.TDXGetter{Cache: v.cfg.Cache, NS: v.ns, Overlay: overlay, Ctx: ctx}
 	until := now.Add(v.cfg.ChainCacheTTL)
-	err = verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots, GetCollateral: true, CheckRevocations: true, Getter: getter})
+	rec := &recordingGetter{inner: getter, bodies: map[string][]byte{}}
+	exts, err := pcs.PckCertificateExtensions(chain.pck)
 	if err != nil {
-		if _, _, probe := getter.Get(pcs.QeIdentityURL()); probe != nil && !v.cfg.RequireCollateral {
-			v.cfg.Logger.Warn("TDX collateral unavailable, verified without it", "error", err)
-			until = now.Add(time.Minute)
-		} else {
+		return nil, attest.NewCheckError(attest.CheckChain, err)
+	}
+	tcbEvalNum := 0
+	err = verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots, GetCollateral: true, CheckRevocations: true, Getter: rec})
+	if err == nil {
+		if tcbEvalNum, err = tcbEvaluationDataNumber(rec.bodies[pcs.TcbInfoURL(exts.FMSPC)], rec.bodies[pcs.QeIdentityURL()]); err != nil {
 			return nil, attest.NewCheckError(attest.CheckCollateral, err)
 		}
+	} else if _, _, probe := getter.Get(pcs.QeIdentityURL()); probe != nil && !v.cfg.RequireCollateral {
+		v.cfg.Logger.Warn("TDX collateral unavailable, verified without it", "error", err)
+		until = now.Add(time.Minute)
+	} else {
+		return nil, attest.NewCheckError(attest.CheckCollateral, err)
 	}
 	for _, c := range []*x509.Certificate{chain.pck, chain.intermediate, chain.root} {
 		if c.NotAfter.Before(until) {
 			until = c.NotAfter
 		}
 	}
-	exts, err := pcs.PckCertificateExtensions(chain.pck)
-	if err != nil {
-		return nil, attest.NewCheckError(attest.CheckChain, err)
-	}
 	ppid, err := hex.DecodeString(exts.PPID)
 	if err != nil {
 		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
-	e := &platformEntry{ak: ak, ppid: ppid, until: until, signed: q.GetSignedData()}
+	pck, err := parsePCKPlatform(chain.pck)
+	if err != nil {
+		return nil, attest.NewCheckError(attest.CheckChain, err)
+	}
+	e := &platformEntry{ak: ak, ppid: ppid, pck: pck, tcbEvalNum: tcbEvalNum, until: until, signed: q.GetSignedData()}
 	v.mu.Lock()
 	if len(v.verified) > 4096 {
 		clear(v.verified)
@@ -447,7 +478,8 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	return e, nil
 }
 
-func checkEntry(q *pb.QuoteV4, entry *ReferenceValues, ppid []byte) error {
+func checkEntry(q *pb.QuoteV4, entry *ReferenceValues, platform *platformEntry) error {
+	ppid := platform.ppid
 	withDefaults := entry.withDefaults()
 	rv := &withDefaults
 	body := q.GetTdQuoteBody()
@@ -489,6 +521,17 @@ func checkEntry(q *pb.QuoteV4, entry *ReferenceValues, ppid []byte) error {
 		}
 		if !ok {
 			return attest.Errorf(attest.CheckChipID, "platform ID %x is not allowed", ppid)
+		}
+	}
+	if err := platform.pck.check(rv); err != nil {
+		return attest.NewCheckError(attest.CheckPlatformInfo, err)
+	}
+	if want := rv.MinTCBEvaluationDataNumber; want > 0 {
+		switch got := platform.tcbEvalNum; {
+		case got == 0:
+			return attest.Errorf(attest.CheckCollateral, "MinTCBEvaluationDataNumber %d needs Intel's collateral (TCB info, QE identity), which could not be obtained", want)
+		case got < want:
+			return attest.Errorf(attest.CheckCollateral, "the collateral's tcbEvaluationDataNumber %d is below MinTCBEvaluationDataNumber %d", got, want)
 		}
 	}
 	rtmrs := make([][]byte, 4)

@@ -1,0 +1,116 @@
+package tdx_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-tdx-guest/testing/testdata"
+	"github.com/stretchr/testify/require"
+
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/tdx"
+)
+
+// TestRealPCKPlatformRequirements checks MemoryIntegrity, SMTDisabled and
+// StaticPlatform against the PCK certificate of the Sapphire Rapids sample:
+// SGX type scalable (1, not scalable with integrity), dynamic platform, SMT
+// enabled. Each requirement rejects it with CheckPlatformInfo naming the
+// field; without them it is accepted.
+func TestRealPCKPlatformRequirements(t *testing.T) {
+	tests := map[string]struct {
+		mutate func(*tdx.ReferenceValues)
+		want   string
+	}{
+		"memory integrity": {func(r *tdx.ReferenceValues) { r.MemoryIntegrity = true }, "MemoryIntegrity"},
+		"smt disabled":     {func(r *tdx.ReferenceValues) { r.SMTDisabled = true }, "SMTDisabled"},
+		"static platform":  {func(r *tdx.ReferenceValues) { r.StaticPlatform = true }, "StaticPlatform"},
+	}
+	ev := realSample(t, testdata.RawQuote, false)
+	_, err := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false).Validate(context.Background(), ev, realReportData(t))
+	require.NoError(t, err)
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			rv := realRefVals(t)
+			tc.mutate(&rv)
+			_, err := validator(t, []tdx.ReferenceValues{rv}, sampleTime, false).Validate(context.Background(), ev, realReportData(t))
+			requireCheck(t, err, attest.CheckPlatformInfo)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// TestTCBEvaluationDataNumber checks MinTCBEvaluationDataNumber against the
+// tcbEvaluationDataNumber of the simulated collateral (17): a higher
+// minimum rejects with CheckCollateral, and so does any minimum when the
+// collateral could not be obtained (the default does not require it).
+func TestTCBEvaluationDataNumber(t *testing.T) {
+	ctx := context.Background()
+	e := newSimEnv(t, nil)
+	var rd [64]byte
+	withCollateral := e.issue(t, e.dev, rd)
+	without, err := tdx.NewIssuer(tdx.IssuerConfig{TSM: e.dev.TSM(), DisableDeviceFallback: true}).Issue(ctx, rd)
+	require.NoError(t, err)
+	tests := map[string]struct {
+		minimum int
+		ev      []byte
+		want    string // empty: accepted
+	}{
+		"at the minimum":                {minimum: 17, ev: withCollateral},
+		"below the minimum":             {minimum: 18, ev: withCollateral, want: "tcbEvaluationDataNumber 17 is below MinTCBEvaluationDataNumber 18"},
+		"no minimum without collateral": {minimum: 0, ev: without},
+		"minimum without collateral":    {minimum: 1, ev: without, want: "MinTCBEvaluationDataNumber 1 needs Intel's collateral"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			rv := e.dev.ReferenceValues()
+			rv.MinTCBEvaluationDataNumber = tc.minimum
+			_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), false).Validate(ctx, tc.ev, rd)
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			requireCheck(t, err, attest.CheckCollateral)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// TestSimulatedPCKPlatformRequirements: a platform whose PCK certificate
+// says scalable with integrity, static and SMT disabled meets all three
+// requirements; each deviation, and a certificate without the platform
+// configuration (PCK Processor CA), is rejected naming the field.
+func TestSimulatedPCKPlatformRequirements(t *testing.T) {
+	ctx := context.Background()
+	strict := func(c *sim.TDXDeviceConfig) {
+		c.SGXType, c.DynamicPlatform, c.SMTEnabled = 2, false, false
+	}
+	e := newSimEnv(t, strict)
+	rv := e.dev.ReferenceValues()
+	rv.MemoryIntegrity, rv.SMTDisabled, rv.StaticPlatform = true, true, true
+	var rd [64]byte
+	_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, e.issue(t, e.dev, rd), rd)
+	require.NoError(t, err)
+	tests := map[string]struct {
+		mutate func(*sim.TDXDeviceConfig)
+		want   string
+	}{
+		"scalable":           {func(c *sim.TDXDeviceConfig) { c.SGXType = 1 }, "MemoryIntegrity requires the PCK certificate's SGX type scalable with integrity, it is scalable"},
+		"standard":           {func(c *sim.TDXDeviceConfig) { c.SGXType = 0 }, "it is standard"},
+		"smt":                {func(c *sim.TDXDeviceConfig) { c.SMTEnabled = true }, "SMTDisabled: the PCK certificate says SMT is enabled"},
+		"dynamic":            {func(c *sim.TDXDeviceConfig) { c.DynamicPlatform = true }, "StaticPlatform: the PCK certificate says this is a dynamic platform"},
+		"no platform config": {func(c *sim.TDXDeviceConfig) { c.NoPlatformConfig = true }, "do not carry"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := e.dev.Config()
+			tc.mutate(&cfg)
+			dev, err := e.auth.NewDevice(cfg)
+			require.NoError(t, err)
+			_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, e.issue(t, dev, rd), rd)
+			requireCheck(t, err, attest.CheckPlatformInfo)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
