@@ -36,6 +36,12 @@ type Manifest struct {
 	// SeedshareOwnerPubKeys are RSA public keys (hex DER PKIX or PKCS #1, or
 	// PEM) to which the seed is encrypted on the first manifest.
 	SeedshareOwnerPubKeys []HexString `json:",omitempty"`
+	// AcceptUnenforced lists the JSON paths of reference-value fields the
+	// manifest sets although the evidence cannot show them (Unenforced),
+	// e.g. "ReferenceValues.snp[0].CPUs": the owner accepts that they are
+	// only notes. Without it, the Coordinator refuses such a manifest
+	// (CheckEnforceable).
+	AcceptUnenforced []string `json:",omitempty"`
 }
 
 // PolicyEntry is the identity of the pods launched with one policy.

@@ -82,6 +82,20 @@ func TestParseValidation(t *testing.T) {
 				"Policies[zz].SANs[0]: invalid DNS SAN",
 			},
 		},
+		"Turin": {
+			mutate:  func(r map[string]any) { snp0(r)["ProductName"] = "Turin" },
+			wantErr: []string{"ReferenceValues.snp[0].ProductName: product line Turin is not supported yet", "FMC SPL"},
+		},
+		"accepting a field that is not set": {
+			mutate:  func(r map[string]any) { r["AcceptUnenforced"] = []any{"ReferenceValues.snp[0].CPUs"} },
+			wantErr: []string{`AcceptUnenforced[0]: "ReferenceValues.snp[0].CPUs" is not a field this manifest sets`},
+		},
+		"accepting a set unenforced field": {
+			mutate: func(r map[string]any) {
+				snp0(r)["CPUs"] = 2
+				r["AcceptUnenforced"] = []any{"ReferenceValues.snp[0].CPUs"}
+			},
+		},
 		"no coordinator policy": {
 			mutate: func(r map[string]any) {
 				delete(r["Policies"].(map[string]any)[coordHash].(map[string]any), "Role")

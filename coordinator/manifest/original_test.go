@@ -39,7 +39,7 @@ func TestOriginalManifests(t *testing.T) {
 				assert.Len(t, m.WorkloadOwnerPubKeys, 1)
 				assert.False(t, m.Simulated())
 			},
-			wantUnenforced: []string{"ReferenceValues.snp[1].APEIP"},
+			wantUnenforced: []string{"ReferenceValues.snp[1].CPUs", "ReferenceValues.snp[1].APEIP"},
 		},
 		"original-tdx.json": {
 			check: func(t *testing.T, m *manifest.Manifest) {
@@ -54,12 +54,9 @@ func TestOriginalManifests(t *testing.T) {
 				assert.Len(t, t1.AllowedPIIDs, 1)
 				assert.Len(t, m.WorkloadOwnerKeyDigests, 1)
 			},
-			wantUnenforced: []string{
-				"ReferenceValues.tdx[0].MinTCBEvaluationDataNumber",
-				"ReferenceValues.tdx[1].MemoryIntegrity",
-				"ReferenceValues.tdx[1].SMTDisabled",
-				"ReferenceValues.tdx[1].StaticPlatform",
-			},
+			// MinTCBEvaluationDataNumber, MemoryIntegrity, SMTDisabled and
+			// StaticPlatform are enforced.
+			wantUnenforced: []string{"ReferenceValues.tdx[1].CPUs"},
 		},
 		"original-tdx-early.json": {
 			check: func(t *testing.T, m *manifest.Manifest) {
@@ -88,6 +85,27 @@ func TestOriginalManifests(t *testing.T) {
 				assert.NotEmpty(t, fe.Msg)
 			}
 			assert.Equal(t, tc.wantUnenforced, unenforced)
+
+			// The Coordinator refuses what it cannot enforce, naming each
+			// path, until the manifest accepts them explicitly.
+			err = m.CheckEnforceable()
+			if len(tc.wantUnenforced) == 0 {
+				require.NoError(t, err)
+			} else {
+				var ve *manifest.ValidationError
+				require.ErrorAs(t, err, &ve)
+				var refused []string
+				for _, fe := range ve.Errors {
+					refused = append(refused, fe.Path)
+					assert.Contains(t, fe.Msg, "AcceptUnenforced")
+				}
+				assert.Equal(t, tc.wantUnenforced, refused)
+				accepting := *m
+				accepting.AcceptUnenforced = tc.wantUnenforced
+				require.NoError(t, accepting.Validate())
+				require.NoError(t, accepting.CheckEnforceable())
+				assert.Len(t, accepting.Accepted(), len(tc.wantUnenforced))
+			}
 
 			vs, err := m.Validators(manifest.ValidatorOptions{Cache: certcache.New(certcache.Config{Offline: true})})
 			require.NoError(t, err)

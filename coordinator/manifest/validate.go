@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 
@@ -67,6 +68,7 @@ func (m *Manifest) Validate() error {
 			c.add(fmt.Sprintf("SeedshareOwnerPubKeys[%d]", i), "%v", err)
 		}
 	}
+	m.validateAcceptUnenforced(&c)
 	if len(c.errs) == 0 {
 		return nil
 	}
@@ -148,10 +150,12 @@ func (c *collector) addAttest(path string, err error) {
 	}
 }
 
-// Unenforced lists the reference-value fields the manifest sets that are
-// parsed for compatibility with the original Contrast but not checked yet
-// (see the attest package): each would make validation stricter, so a
-// caller should show them to the workload owner. Sorted by path.
+// Unenforced lists the reference-value fields the manifest sets that the
+// evidence cannot show, so the validators do not check them (see the
+// attest package: SNP CPUs and APEIP, TDX CPUs), with what that means.
+// Sorted by path. The original Contrast's manifests may set them; they
+// parse, but the Coordinator refuses them unless AcceptUnenforced lists
+// them (CheckEnforceable).
 func (m *Manifest) Unenforced() []FieldError {
 	var out []FieldError
 	for i := range m.ReferenceValues.SNP {
@@ -162,6 +166,50 @@ func (m *Manifest) Unenforced() []FieldError {
 	for i := range m.ReferenceValues.TDX {
 		for _, fe := range m.ReferenceValues.TDX[i].Unenforced() {
 			out = append(out, FieldError{Path: attest.JoinPath(fmt.Sprintf("ReferenceValues.tdx[%d]", i), fe.Path), Msg: fe.Err.Error()})
+		}
+	}
+	return out
+}
+
+// validateAcceptUnenforced refuses AcceptUnenforced entries that name no
+// field Unenforced lists: a misspelled or stale acceptance is an error, not
+// silently nothing.
+func (m *Manifest) validateAcceptUnenforced(c *collector) {
+	unenforced := map[string]bool{}
+	for _, fe := range m.Unenforced() {
+		unenforced[fe.Path] = true
+	}
+	for i, p := range m.AcceptUnenforced {
+		if !unenforced[p] {
+			c.add(fmt.Sprintf("AcceptUnenforced[%d]", i), "%q is not a field this manifest sets that the Coordinator cannot enforce", p)
+		}
+	}
+}
+
+// CheckEnforceable returns a *ValidationError naming every field
+// Unenforced lists that AcceptUnenforced does not: a manifest that asks
+// for something the Coordinator cannot check is refused rather than
+// accepted silently. SetManifest calls it after Parse.
+func (m *Manifest) CheckEnforceable() error {
+	var c collector
+	for _, fe := range m.Unenforced() {
+		if !slices.Contains(m.AcceptUnenforced, fe.Path) {
+			c.add(fe.Path, "set, but the Coordinator cannot enforce it (%s); remove it, or list %q in AcceptUnenforced to accept it as a note", fe.Msg, fe.Path)
+		}
+	}
+	if len(c.errs) == 0 {
+		return nil
+	}
+	return &ValidationError{Errors: c.errs}
+}
+
+// Accepted returns the fields Unenforced lists that AcceptUnenforced
+// accepts, for the Coordinator to report.
+func (m *Manifest) Accepted() []FieldError {
+	var out []FieldError
+	for _, fe := range m.Unenforced() {
+		if slices.Contains(m.AcceptUnenforced, fe.Path) {
+			out = append(out, fe)
 		}
 	}
 	return out

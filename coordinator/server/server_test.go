@@ -23,6 +23,10 @@ func TestLifecycle(t *testing.T) {
 	coordinatortest.RunLifecycle(t, memoryHarness(t))
 }
 
+func TestUnenforced(t *testing.T) {
+	coordinatortest.RunUnenforced(t, memoryHarness(t))
+}
+
 func TestRollback(t *testing.T) {
 	coordinatortest.RunRollback(t, memoryHarness(t))
 }

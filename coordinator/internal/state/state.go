@@ -254,6 +254,9 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 	if err != nil {
 		return nil, err
 	}
+	if err := m.CheckEnforceable(); err != nil {
+		return nil, err
+	}
 	policyHashes, err := checkPolicies(m, req.Policies)
 	if err != nil {
 		return nil, err
@@ -344,6 +347,9 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 	a.publish(snap)
 	result.Snapshot = snap
 	a.cfg.Logger.Info("manifest installed", "generation", gen, "transition", th.String(), "manifest", manifestHash.String(), "policies", len(m.Policies))
+	for _, fe := range m.Accepted() {
+		a.cfg.Logger.Warn("manifest accepts a reference-value field the Coordinator cannot enforce", "generation", gen, "field", fe.Path, "meaning", fe.Msg)
+	}
 	return result, nil
 }
 
