@@ -112,11 +112,30 @@ $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC): tools/go.mod tools/go.sum
 	@echo ">> building $(notdir $@)"
 	@$(TOOLGO) build -trimpath -o $@ $$(GOWORK=off go list -f '{{.ImportPath}}' tool | grep '/$(notdir $@)$$')
 
+##@ Images
+
+# `make images REGISTRY=ghcr.io/contrast-cc/contrast`: see docs/install.md.
+REGISTRY ?=
+TAG ?=
+IMAGES ?=
+IMAGES_VALUES ?=
+IMAGES_INSECURE ?=
+
+.PHONY: images
+images: go.work ## Build the coordinator, webhook, initializer and mesh-proxy images (reproducible) and push them to REGISTRY=host[:port]/path; prints the digests (TAG=, IMAGES=a,b, IMAGES_VALUES=file for helm -f, IMAGES_INSECURE=1 for plain HTTP).
+	@test -n "$(REGISTRY)" || { echo "make images needs REGISTRY=host[:port]/path, e.g. REGISTRY=ghcr.io/contrast-cc/contrast"; exit 1; }
+	@cd integration && go run ./cmd/images -registry '$(REGISTRY)' -tag '$(TAG)' -images '$(IMAGES)' \
+		$(if $(IMAGES_VALUES),-values-out '$(abspath $(IMAGES_VALUES))') $(if $(IMAGES_INSECURE),-insecure)
+
 ##@ Test
 
 .PHONY: test
 test: go.work k8s-bins ## Run unit and integration tests of every module (builds the Kubernetes binaries first).
 	@for m in $(MODULES); do echo ">> go test $$m"; (cd $$m && go test $(TEST_FLAGS) $(PKGS)); done
+
+.PHONY: chart-lint
+chart-lint: $(K8S_BIN)/helm ## helm lint --strict charts/contrast with every values file of its tests (also run by `make test`, TestChartLint).
+	@for f in integration/testdata/chart/*.values.yaml; do echo ">> helm lint $$f"; $(K8S_BIN)/helm lint --strict charts/contrast --namespace contrast-system --values $$f; done
 
 .PHONY: bench
 bench: go.work k8s-bins ## Run the benchmarks of every module; figures are ratios against baselines of the same run.
