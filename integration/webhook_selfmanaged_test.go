@@ -124,7 +124,7 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 	assertValidateServed(ctx, t, wh.Addr, bundle)
 
 	// rotation, with admissions through the API server all along
-	h := startAdmissionLoop(ctx, t, c)
+	h := startAdmissionLoop(ctx, t, c, "selfmanaged", "docker.l5d.io/buoyantio/emojivoto-web:v11", inject.DefaultRuntimeClassName)
 	var leafRenewed, caRotated bool
 	seen := map[string]bool{first.SerialNumber.String(): true}
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*selfManagedCAValidity, true, func(ctx context.Context) (bool, error) {
@@ -352,18 +352,21 @@ type admissionLoop struct {
 	failures []string
 }
 
-func startAdmissionLoop(ctx context.Context, t *testing.T, c *cluster.Cluster) *admissionLoop {
+// startAdmissionLoop creates a pod of image in namespace ns every 200 ms
+// (server-side dry run) and counts it admitted if the webhook set runtime
+// class runtimeClass.
+func startAdmissionLoop(ctx context.Context, t *testing.T, c *cluster.Cluster, ns, image, runtimeClass string) *admissionLoop {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	l := &admissionLoop{cancel: cancel, done: make(chan struct{})}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "loop", Namespace: "selfmanaged"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "docker.l5d.io/buoyantio/emojivoto-web:v11"}}},
+		ObjectMeta: metav1.ObjectMeta{Name: "loop", Namespace: ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
 	}
 	go func() {
 		defer close(l.done)
 		for ctx.Err() == nil {
-			got, err := c.Client.CoreV1().Pods("selfmanaged").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			got, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			if ctx.Err() != nil {
 				return
 			}
@@ -371,7 +374,7 @@ func startAdmissionLoop(ctx context.Context, t *testing.T, c *cluster.Cluster) *
 			switch {
 			case err != nil:
 				l.failures = append(l.failures, time.Now().Format(time.StampMilli)+": "+err.Error())
-			case ptr.Deref(got.Spec.RuntimeClassName, "") != inject.DefaultRuntimeClassName:
+			case ptr.Deref(got.Spec.RuntimeClassName, "") != runtimeClass:
 				l.failures = append(l.failures, time.Now().Format(time.StampMilli)+": pod not mutated")
 			default:
 				l.admitted++
