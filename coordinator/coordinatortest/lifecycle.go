@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
-	"github.com/contrast-cc/contrast/attest/sim"
 	meshpb "github.com/contrast-cc/contrast/coordinator/api/meshapi"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
@@ -116,24 +115,8 @@ func RunLifecycle(t *testing.T, h *Harness) {
 	require.NoError(t, err)
 	assert.NotEqual(t, webSecret, emojiResp.GetWorkloadSecret())
 
-	// Rejections name the failed check.
-	intruder := NewPolicy("intruder")
-	rejections := map[string]struct {
-		policy Policy
-		mutate func(*sim.SNPDeviceConfig)
-		want   []string
-	}{
-		"unknown policy":    {policy: intruder, want: []string{"unknown policy hash", hexOf(intruder.Hash[:])}},
-		"wrong measurement": {policy: d.Web, mutate: func(c *sim.SNPDeviceConfig) { c.Measurement[0] ^= 1 }, want: []string{`"measurement"`}},
-		"debug guest":       {policy: d.Web, mutate: func(c *sim.SNPDeviceConfig) { c.Policy.Debug = true }, want: []string{`"debug"`}},
-	}
-	for name, rc := range rejections {
-		t.Run(name, func(t *testing.T) {
-			p := h.Pod(t, rc.policy, rc.mutate)
-			_, err := NewMeshCert(ctx, c1.MeshAddr(), Issuer(p.Device), p.Key)
-			RequireCode(t, err, codes.PermissionDenied, rc.want...)
-		})
-	}
+	// Rejections name the failed check: the negative matrix (tamper.go).
+	requireRejections(t, h, c1, d)
 
 	// Updates: a stranger's key is refused; an owner's rotates the mesh CA.
 	gm, err := anon.GetManifests(ctx, &userpb.GetManifestsRequest{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,7 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/sim"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
+	"github.com/contrast-cc/contrast/coordinator/manifest"
 )
 
 // LatestStore reads and overwrites the stored latest pointer behind the
@@ -150,4 +154,145 @@ func RunUnenforced(t *testing.T, h *Harness) {
 	web := h.Pod(t, d.Web, nil)
 	_, err = NewMeshCert(ctx, c.MeshAddr(), Issuer(web.Device), web.Key)
 	require.NoError(t, err)
+}
+
+// Tamper is one way a pod's evidence deviates from the manifest, and the
+// check that must reject it.
+type Tamper struct {
+	Name string
+	// Intruder launches the pod with a policy the manifest does not list
+	// (otherwise the web workload's).
+	Intruder bool
+	// Foreign issues the evidence under another simulated AMD root.
+	Foreign bool
+	// Mutate changes the pod's simulated device.
+	Mutate func(*sim.SNPDeviceConfig)
+	// Check is the attestation check that must reject the evidence; empty
+	// for a rejection that is not one (Reason).
+	Check attest.Check
+	// Reason must appear in the rejection (the policy decision, or the
+	// cause within Check).
+	Reason string
+}
+
+// Tampers is the Coordinator's negative matrix: every deviation of
+// workload evidence from the harness's manifest that the simulated SNP
+// platform can produce, each with the check that rejects it.
+func Tampers() []Tamper {
+	return []Tamper{
+		{Name: "unknown policy", Intruder: true, Reason: "unknown policy hash"},
+		{Name: "foreign root", Foreign: true, Check: attest.CheckChain},
+		{Name: "wrong measurement", Mutate: func(c *sim.SNPDeviceConfig) { c.Measurement[0] ^= 1 }, Check: attest.CheckMeasurement},
+		{Name: "debug guest", Mutate: func(c *sim.SNPDeviceConfig) { c.Policy.Debug = true }, Check: attest.CheckDebug},
+		{Name: "snp tcb below minimum", Mutate: func(c *sim.SNPDeviceConfig) { c.TCB.SnpSpl-- }, Check: attest.CheckTCB, Reason: "below the minimum"},
+		{Name: "microcode below minimum", Mutate: func(c *sim.SNPDeviceConfig) { c.TCB.UcodeSpl-- }, Check: attest.CheckTCB, Reason: "below the minimum"},
+		{Name: "vmpl 1", Mutate: func(c *sim.SNPDeviceConfig) { c.VMPL = 1 }, Check: attest.CheckVMPL},
+		{Name: "tsme not allowed", Mutate: func(c *sim.SNPDeviceConfig) { c.PlatformInfo.TSMEEnabled = true }, Check: attest.CheckPlatformInfo},
+		{Name: "no VCEK", Mutate: func(c *sim.SNPDeviceConfig) { c.OmitCertificates = true }, Check: attest.CheckChain},
+		{Name: "migration agent", Mutate: func(c *sim.SNPDeviceConfig) { c.Policy.MigrateMA = true }, Check: attest.CheckReportFields, Reason: "migration agent"},
+	}
+}
+
+var (
+	foreignOnce sync.Once
+	foreignAuth *sim.SNPAuthority
+	foreignErr  error
+)
+
+// tamperedPod returns the pod of deployment d that tc describes.
+func (h *Harness) tamperedPod(t testing.TB, d *Deployment, tc Tamper) *Pod {
+	t.Helper()
+	p := d.Web
+	if tc.Intruder {
+		p = NewPolicy("intruder")
+	}
+	if !tc.Foreign {
+		return h.Pod(t, p, tc.Mutate)
+	}
+	foreignOnce.Do(func() { foreignAuth, foreignErr = sim.NewSNPAuthority() })
+	require.NoError(t, foreignErr)
+	cfg := h.Platform.Base
+	cfg.HostData = p.Hash
+	dev, err := foreignAuth.NewDevice(cfg)
+	require.NoError(t, err)
+	return &Pod{Device: dev, Key: OwnerKey()}
+}
+
+// RunEvidenceMatrix validates every tampered pod's evidence with the
+// validators the Coordinator builds from the harness's manifest
+// (manifest.Parse of its JSON, then Validators with opts, the options
+// production uses): each is rejected by its check, and the untampered pod
+// is accepted, so the configuration is not simply rejecting everything.
+func RunEvidenceMatrix(t *testing.T, h *Harness, opts manifest.ValidatorOptions) {
+	ctx := context.Background()
+	d := NewDeployment(1)
+	m, err := manifest.Parse(h.Request(d, nil).GetManifest())
+	require.NoError(t, err)
+	require.NoError(t, m.CheckEnforceable())
+	validators, err := m.Validators(opts)
+	require.NoError(t, err)
+	var rd [64]byte
+	rd[7] = 7
+	validate := func(p *Pod) (*attest.Result, error) {
+		ev, err := Issuer(p.Device).Issue(ctx, rd)
+		require.NoError(t, err)
+		return attest.ValidateAny(ctx, validators, ev, rd)
+	}
+	res, err := validate(h.Pod(t, d.Web, nil))
+	require.NoError(t, err, "the untampered pod is accepted")
+	_, _, known := m.Policy(res.PolicyDigest)
+	require.True(t, known)
+	for _, tc := range Tampers() {
+		t.Run(tc.Name, func(t *testing.T) {
+			res, err := validate(h.tamperedPod(t, d, tc))
+			if tc.Check == "" {
+				require.NoError(t, err, "not an attestation failure")
+				_, _, known := m.Policy(res.PolicyDigest)
+				require.False(t, known, "the policy decision rejects it")
+				return
+			}
+			require.Error(t, err)
+			got, ok := attest.FailedCheck(err)
+			require.True(t, ok, "not a CheckError: %v", err)
+			require.Equal(t, tc.Check, got, "error: %v", err)
+			require.ErrorContains(t, err, tc.Reason)
+		})
+	}
+}
+
+// RunNegativeMatrix sets the harness's manifest on a running Coordinator
+// and requests a mesh certificate for every tampered pod: each is denied
+// (PermissionDenied) naming the check that rejected it, while the
+// untampered pod gets its certificate.
+func RunNegativeMatrix(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	d := NewDeployment(1)
+	c := h.Start(t)
+	_, err := h.User(t, c, nil).SetManifest(ctx, h.Request(d, nil))
+	require.NoError(t, err)
+	web := h.Pod(t, d.Web, nil)
+	_, err = NewMeshCert(ctx, c.MeshAddr(), Issuer(web.Device), web.Key)
+	require.NoError(t, err, "the untampered pod gets a certificate")
+	requireRejections(t, h, c, d)
+}
+
+// requireRejections runs the negative matrix against the running
+// Coordinator c, whose manifest is h's for deployment d.
+func requireRejections(t *testing.T, h *Harness, c *Running, d *Deployment) {
+	t.Helper()
+	ctx := context.Background()
+	for _, tc := range Tampers() {
+		t.Run(tc.Name, func(t *testing.T) {
+			p := h.tamperedPod(t, d, tc)
+			_, err := NewMeshCert(ctx, c.MeshAddr(), Issuer(p.Device), p.Key)
+			// The mesh API names the check, not its cause (that stays in
+			// the Coordinator's log); RunEvidenceMatrix asserts the cause.
+			want := []string{fmt.Sprintf("attestation check %q failed", tc.Check)}
+			if tc.Check == "" {
+				hd := p.Device.Config().HostData
+				want = []string{tc.Reason, hexOf(hd[:])}
+			}
+			RequireCode(t, err, codes.PermissionDenied, want...)
+		})
+	}
 }

@@ -23,6 +23,10 @@ func TestLifecycle(t *testing.T) {
 	coordinatortest.RunLifecycle(t, memoryHarness(t))
 }
 
+func TestNegativeMatrix(t *testing.T) {
+	coordinatortest.RunNegativeMatrix(t, memoryHarness(t))
+}
+
 func TestUnenforced(t *testing.T) {
 	coordinatortest.RunUnenforced(t, memoryHarness(t))
 }

@@ -51,7 +51,11 @@ const envPrefix = "CONTRAST_COORDINATOR_"
 // New returns the coordinator command. level is the level of logger's
 // handler; --log-level sets it.
 func New(logger *slog.Logger, level *slog.LevelVar) *cobra.Command {
-	o := &Options{}
+	return newCommand(&Options{}, logger, level)
+}
+
+// newCommand returns the command that parses its flags into o.
+func newCommand(o *Options, logger *slog.Logger, level *slog.LevelVar) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:           "coordinator",
 		Short:         "Run the Contrast Coordinator: user API (1313), mesh API (7777), probes and metrics (9102)",
@@ -153,18 +157,27 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-func run(cmd *cobra.Command, o *Options, log *slog.Logger) error {
-	ctx := cmd.Context()
+// serverConfig builds the Coordinator's configuration from validated
+// options, except the Kubernetes client of the ConfigMap store.
+func (o *Options) serverConfig(log *slog.Logger) (server.Config, error) {
 	cache := certcache.New(certcache.Config{Offline: o.Offline, Logger: log.With("component", "certcache")})
 	issuer, err := o.issuer(cache, log)
 	if err != nil {
-		return err
+		return server.Config{}, err
 	}
-	cfg := server.Config{
+	return server.Config{
 		Issuer: issuer, Namespace: o.Namespace,
 		UserAddr: o.UserAddr, MeshAddr: o.MeshAddr, ProbeAddr: o.ProbeAddr,
 		ValidatorOptions: manifest.ValidatorOptions{Cache: cache, Logger: log.With("component", "validator")},
 		Logger:           log,
+	}, nil
+}
+
+func run(cmd *cobra.Command, o *Options, log *slog.Logger) error {
+	ctx := cmd.Context()
+	cfg, err := o.serverConfig(log)
+	if err != nil {
+		return err
 	}
 	if !o.InMemoryStore {
 		rc, err := restConfig(o.Kubeconfig)

@@ -2,14 +2,19 @@ package command
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
+	"github.com/contrast-cc/contrast/coordinator/server"
 )
 
 func TestFlagValidation(t *testing.T) {
@@ -122,4 +127,40 @@ func TestRunsSimulated(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// TestNegativeMatrixDefaultFlags runs the Coordinator's negative matrix
+// against the configuration the binary builds from its default flags (only
+// the simulated platform, its authority and the listen addresses set):
+// every tampered pod is denied by its check, through manifest.Parse and
+// the validators built with the command's validator options.
+func TestNegativeMatrixDefaultFlags(t *testing.T) {
+	p, err := coordinatortest.SharedPlatform()
+	require.NoError(t, err)
+	authority := filepath.Join(t.TempDir(), "amd.pem")
+	require.NoError(t, p.Authority.Save(authority))
+	h := coordinatortest.NewHarness(t, nil)
+	o := &Options{}
+	cmd := newCommand(o, slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, cmd.ParseFlags([]string{
+		"--platform", "snp-simulated", "--in-memory-store",
+		"--user-api-addr", "127.0.0.1:0", "--mesh-api-addr", "127.0.0.1:0", "--probe-addr", "127.0.0.1:0",
+		"--sim-authority", authority,
+		"--sim-host-data", hex.EncodeToString(h.CoordinatorPolicy.Hash[:]),
+		"--sim-measurement", hex.EncodeToString(p.Base.Measurement[:]),
+	}))
+	require.NoError(t, o.Validate())
+	cfg, err := o.serverConfig(slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Run("validators", func(t *testing.T) {
+		coordinatortest.RunEvidenceMatrix(t, h, cfg.ValidatorOptions)
+	})
+	t.Run("coordinator", func(t *testing.T) {
+		h.Configure = func(c *server.Config) {
+			built := cfg
+			built.ShutdownTimeout = c.ShutdownTimeout
+			*c = built
+		}
+		coordinatortest.RunNegativeMatrix(t, h)
+	})
 }
