@@ -71,20 +71,20 @@ func parsePCKPlatform(pck *x509.Certificate) (pckPlatform, error) {
 	}
 	var pairs []sgxPair
 	if rest, err := asn1.Unmarshal(ext, &pairs); err != nil || len(rest) != 0 {
-		return p, fmt.Errorf("parsing the PCK certificate's SGX extension: %v", errOr(err, "trailing data"))
+		return p, fmt.Errorf("parsing the PCK certificate's SGX extension: %w", errOr(err, "trailing data"))
 	}
 	for _, kv := range pairs {
 		switch {
 		case kv.ID.Equal(oidSGXType):
 			var t asn1.Enumerated
 			if rest, err := asn1.Unmarshal(kv.Value.FullBytes, &t); err != nil || len(rest) != 0 {
-				return p, fmt.Errorf("parsing the PCK certificate's SGX type: %v", errOr(err, "trailing data"))
+				return p, fmt.Errorf("parsing the PCK certificate's SGX type: %w", errOr(err, "trailing data"))
 			}
 			p.sgxType = int(t)
 		case kv.ID.Equal(oidConfiguration):
 			var cfg []sgxPair
 			if rest, err := asn1.Unmarshal(kv.Value.FullBytes, &cfg); err != nil || len(rest) != 0 {
-				return p, fmt.Errorf("parsing the PCK certificate's configuration: %v", errOr(err, "trailing data"))
+				return p, fmt.Errorf("parsing the PCK certificate's configuration: %w", errOr(err, "trailing data"))
 			}
 			p.hasConfig = true
 			for _, c := range cfg {
@@ -93,7 +93,7 @@ func parsePCKPlatform(pck *x509.Certificate) (pckPlatform, error) {
 					continue
 				}
 				if rest, err := asn1.Unmarshal(c.Value.FullBytes, &b); err != nil || len(rest) != 0 {
-					return p, fmt.Errorf("parsing the PCK certificate's configuration %v: %v", c.ID, errOr(err, "trailing data"))
+					return p, fmt.Errorf("parsing the PCK certificate's configuration %v: %w", c.ID, errOr(err, "trailing data"))
 				}
 				if c.ID.Equal(oidDynamicPlatform) {
 					p.dynamicPlatform = b
@@ -116,16 +116,16 @@ func errOr(err error, msg string) error {
 // check enforces the reference value's platform requirements.
 func (p pckPlatform) check(rv *ReferenceValues) error {
 	if rv.MemoryIntegrity && p.sgxType != sgxTypeScalableWithIntegrity {
-		return fmt.Errorf("MemoryIntegrity requires the PCK certificate's SGX type scalable with integrity, it is %s", sgxTypeName(p.sgxType))
+		return fmt.Errorf("the PCK certificate's SGX type is %s, MemoryIntegrity requires scalable with integrity", sgxTypeName(p.sgxType))
 	}
 	if (rv.SMTDisabled || rv.StaticPlatform) && !p.hasConfig {
-		return errors.New("SMTDisabled and StaticPlatform need the platform configuration of a PCK Platform CA certificate, which certificates of the PCK Processor CA, as this one, do not carry")
+		return errors.New("the PCK certificate has no platform configuration (a PCK Processor CA certificate); SMTDisabled and StaticPlatform need one")
 	}
 	if rv.SMTDisabled && p.smtEnabled {
-		return errors.New("SMTDisabled: the PCK certificate says SMT is enabled on this platform")
+		return errors.New("the PCK certificate says SMT is enabled on this platform, SMTDisabled requires it disabled")
 	}
 	if rv.StaticPlatform && p.dynamicPlatform {
-		return errors.New("StaticPlatform: the PCK certificate says this is a dynamic platform (packages can be added)")
+		return errors.New("the PCK certificate says this is a dynamic platform (packages can be added), StaticPlatform requires a static one")
 	}
 	return nil
 }

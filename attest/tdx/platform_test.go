@@ -96,11 +96,11 @@ func TestSimulatedPCKPlatformRequirements(t *testing.T) {
 		mutate func(*sim.TDXDeviceConfig)
 		want   string
 	}{
-		"scalable":           {func(c *sim.TDXDeviceConfig) { c.SGXType = 1 }, "MemoryIntegrity requires the PCK certificate's SGX type scalable with integrity, it is scalable"},
-		"standard":           {func(c *sim.TDXDeviceConfig) { c.SGXType = 0 }, "it is standard"},
-		"smt":                {func(c *sim.TDXDeviceConfig) { c.SMTEnabled = true }, "SMTDisabled: the PCK certificate says SMT is enabled"},
-		"dynamic":            {func(c *sim.TDXDeviceConfig) { c.DynamicPlatform = true }, "StaticPlatform: the PCK certificate says this is a dynamic platform"},
-		"no platform config": {func(c *sim.TDXDeviceConfig) { c.NoPlatformConfig = true }, "do not carry"},
+		"scalable":           {func(c *sim.TDXDeviceConfig) { c.SGXType = 1 }, "the PCK certificate's SGX type is scalable, MemoryIntegrity requires scalable with integrity"},
+		"standard":           {func(c *sim.TDXDeviceConfig) { c.SGXType = 0 }, "SGX type is standard"},
+		"smt":                {func(c *sim.TDXDeviceConfig) { c.SMTEnabled = true }, "SMT is enabled on this platform, SMTDisabled requires"},
+		"dynamic":            {func(c *sim.TDXDeviceConfig) { c.DynamicPlatform = true }, "dynamic platform (packages can be added), StaticPlatform requires"},
+		"no platform config": {func(c *sim.TDXDeviceConfig) { c.NoPlatformConfig = true }, "no platform configuration (a PCK Processor CA certificate); SMTDisabled and StaticPlatform need one"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

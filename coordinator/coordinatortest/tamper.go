@@ -98,7 +98,7 @@ func editJSON(t testing.TB, doc []byte, edit func(m map[string]any)) []byte {
 }
 
 func snpEntry(m map[string]any, i int) map[string]any {
-	return m["ReferenceValues"].(map[string]any)["snp"].([]any)[i].(map[string]any) //nolint:forcetypeassert // the harness's own manifest
+	return m["ReferenceValues"].(map[string]any)["snp"].([]any)[i].(map[string]any)
 }
 
 // RunUnenforced sets manifests whose reference values ask for something
