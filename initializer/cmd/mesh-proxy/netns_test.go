@@ -253,7 +253,7 @@ func echo(ns *netnstest.NS, addr string, cfg *tls.Config, msg string) (string, e
 		if cfg != nil {
 			tc := tls.Client(c, cfg)
 			_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-			if err := tc.Handshake(); err != nil {
+			if err := tc.HandshakeContext(context.Background()); err != nil {
 				return err
 			}
 			c = tc

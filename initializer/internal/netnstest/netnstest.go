@@ -53,7 +53,7 @@ func New(t testing.TB) *NS {
 	_, _ = rand.Read(b[:])
 	name := "contrast-test-" + hex.EncodeToString(b[:])
 	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.CommandContext(context.Background(), "ip", "netns", "del", name).Run() })
+	t.Cleanup(func() { _ = exec.CommandContext(context.Background(), "ip", "netns", "del", name).Run() }) //nolint:gosec // ip with a name this package generated.
 	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("opening network namespace %s: %v", name, err)

@@ -89,7 +89,7 @@ func TestStoreReload(t *testing.T) {
 	proxytest.WriteTLSDir(t, dir, rotated.Mesh.PEM, rotated.Leaf(t, "web"))
 	require.NoError(t, s.Reload())
 	assert.NotSame(t, first, s.Current())
-	assert.True(t, s.Current().Cert.Leaf.CheckSignatureFrom(rotated.Mesh.Cert) == nil)
+	require.NoError(t, s.Current().Cert.Leaf.CheckSignatureFrom(rotated.Mesh.Cert), "the new leaf is signed by the new mesh CA")
 
 	assert.InDelta(t, 2, testutil.ToFloat64(m.reloads.WithLabelValues("ok")), 0)
 	assert.InDelta(t, 1, testutil.ToFloat64(m.reloads.WithLabelValues("invalid")), 0, "one invalid content, counted once")

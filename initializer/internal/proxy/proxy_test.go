@@ -26,7 +26,7 @@ import (
 // its side when the client half-closes.
 func echoServer(t testing.TB) uint16 {
 	t.Helper()
-	ln, err := listen("127.0.0.1:0")
+	ln, err := listen()
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
@@ -44,9 +44,10 @@ func echoServer(t testing.TB) uint16 {
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
-func listen(addr string) (net.Listener, error) {
+// listen opens a listener on a free loopback port.
+func listen() (net.Listener, error) {
 	var lc net.ListenConfig
-	return lc.Listen(context.Background(), "tcp", addr)
+	return lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 }
 
 func dial(addr string) (net.Conn, error) {
@@ -297,7 +298,7 @@ func TestIngressModes(t *testing.T) {
 
 	t.Run("upstream not listening", func(t *testing.T) {
 		m := NewMetrics("test")
-		ln, err := listen("127.0.0.1:0")
+		ln, err := listen()
 		require.NoError(t, err)
 		closed := uint16(ln.Addr().(*net.TCPAddr).Port)
 		require.NoError(t, ln.Close())
@@ -324,7 +325,7 @@ func TestEgressFailures(t *testing.T) {
 	// it accepts foreign's server certificate, foreign rejects its own.
 	bothCAs := t.TempDir()
 	proxytest.WriteTLSDir(t, bothCAs, append(append([]byte{}, pki.Mesh.PEM...), other.Mesh.PEM...), pki.Leaf(t, "client"))
-	ln, err := listen("127.0.0.1:0")
+	ln, err := listen()
 	require.NoError(t, err)
 	closed := ln.Addr().String()
 	require.NoError(t, ln.Close())

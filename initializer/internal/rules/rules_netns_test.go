@@ -2,7 +2,6 @@ package rules
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -145,8 +144,7 @@ func TestRedirectNetns(t *testing.T) {
 			}
 			for _, host := range []string{server4or6, loopback} {
 				_, err := dialIn(server, host, 8080)
-				require.Error(t, err, "local connection to %s:8080", host)
-				assert.True(t, errors.Is(err, syscall.ECONNREFUSED), "local connection to %s:8080: %v", host, err)
+				require.ErrorIs(t, err, syscall.ECONNREFUSED, "local connection to %s:8080", host)
 			}
 		})
 	}
