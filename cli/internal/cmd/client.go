@@ -34,7 +34,7 @@ type coordinatorFlags struct {
 func (c *coordinatorFlags) add(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.address, "coordinator", "c", "", "host:port of the Coordinator's user API (port 1313)")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "deadline of the whole exchange with the Coordinator")
-	fs.BoolVar(&c.offline, "offline", false, "never fetch AMD KDS / Intel PCS artefacts (certificates, CRLs, TCB info); fails if they are needed and not cached")
+	fs.BoolVar(&c.offline, "offline", false, "never fetch AMD KDS / Intel PCS artifacts (certificates, CRLs, TCB info); fails if they are needed and not cached")
 }
 
 func (c *coordinatorFlags) validate() error {

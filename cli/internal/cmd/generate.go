@@ -301,7 +301,7 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return withCode(ExitFailure, err)
 	}
-	if rv != nil {
+	if len(fill) > 0 {
 		var paths []string
 		raw, paths, err = markPlaceholders(raw, fill)
 		if err != nil {
@@ -373,7 +373,7 @@ func orDefault(ns string) string {
 }
 
 func previousManifest(path string) (*manifest.Manifest, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readPath(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -526,7 +526,7 @@ func readInputs(paths []string) ([]*inputDoc, error) {
 }
 
 func readFile(path, rel string) ([]*inputDoc, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readPath(path)
 	if err != nil {
 		return nil, withCode(ExitUsage, fmt.Errorf("input: %w", err))
 	}

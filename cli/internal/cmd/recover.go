@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -108,7 +107,7 @@ func (o *recoverOptions) run(cmd *cobra.Command) error {
 	if err := writeFile(o.path(fileMeshCA), resp.GetMeshCa(), 0o644); err != nil {
 		return err
 	}
-	if known, err := os.ReadFile(o.path(fileRootCA)); err == nil && !bytes.Equal(bytes.TrimSpace(known), bytes.TrimSpace(resp.GetRootCa())) {
+	if known, err := readPath(o.path(fileRootCA)); err == nil && !bytes.Equal(bytes.TrimSpace(known), bytes.TrimSpace(resp.GetRootCa())) {
 		return &exitError{code: ExitMismatch, err: fmt.Errorf("the recovered Coordinator's root CA differs from %s", o.path(fileRootCA))}
 	}
 	if o.output == "json" {
@@ -158,7 +157,7 @@ func (o *recoverOptions) decryptSeed() (seed, salt []byte, err error) {
 	if !ok {
 		return nil, nil, usageErrorf("%s: a seed-share owner key is RSA, not %T", keyPath, key)
 	}
-	raw, err := os.ReadFile(o.path(fileSeedShares))
+	raw, err := readPath(o.path(fileSeedShares))
 	if err != nil {
 		return nil, nil, withCode(ExitUsage, fmt.Errorf("reading seed shares: %w", err))
 	}

@@ -150,7 +150,7 @@ func NewRootCommand() *cobra.Command {
 Coordinator after attesting it, and lets anyone verify a running deployment.
 
 Typical flow:
-  contrast generate --coordinator coordinator.yaml --reference-values snp deployment/
+  contrast generate --settings settings.yaml --coordinator-yaml coordinator.yaml --reference-values snp deployment/
   contrast set -c coordinator.example:1313
   kubectl apply -f deployment/
   contrast verify -c coordinator.example:1313

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -199,7 +198,7 @@ func collectPolicies(m *manifest.Manifest, dir string, paths []string) ([][]byte
 		}
 	}
 	for h := range m.Policies {
-		doc, err := os.ReadFile(filepath.Join(dir, h.String()))
+		doc, err := readPath(filepath.Join(dir, h.String()))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:

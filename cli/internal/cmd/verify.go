@@ -174,7 +174,7 @@ func (o *verifyOptions) compare(local *manifest.Manifest, resp *userpb.GetManife
 
 // checkRoot compares the root CA with the one recorded in the workspace.
 func (o *verifyOptions) checkRoot(root []byte) string {
-	known, err := os.ReadFile(o.path(fileRootCA))
+	known, err := readPath(o.path(fileRootCA))
 	if err != nil || bytes.Equal(bytes.TrimSpace(known), bytes.TrimSpace(root)) {
 		return ""
 	}

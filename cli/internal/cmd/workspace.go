@@ -38,7 +38,7 @@ const seedShareKeyBits = 3072
 
 // writeFile writes data atomically (temporary file and rename) with perm.
 func writeFile(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return withCode(ExitFailure, fmt.Errorf("creating directory of %s: %w", path, err))
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
@@ -94,7 +94,7 @@ func newSeedShareKey() (crypto.Signer, error) { return rsa.GenerateKey(rand.Read
 // loadKey reads a PEM private key (PKCS #8, SEC 1 or PKCS #1). A missing
 // file is an error wrapping fs.ErrNotExist.
 func loadKey(path string) (crypto.Signer, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readPath(path)
 	if err != nil {
 		return nil, withCode(ExitUsage, fmt.Errorf("reading key: %w", err))
 	}
@@ -135,7 +135,7 @@ func pubHex(pub crypto.PublicKey) (manifest.HexString, error) {
 // readManifest reads and validates a manifest file with the Coordinator's
 // own parser, so every problem is reported with its JSON path.
 func readManifest(path string) (*manifest.Manifest, []byte, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readPath(path)
 	if err != nil {
 		return nil, nil, withCode(ExitUsage, fmt.Errorf("reading manifest: %w", err))
 	}
@@ -149,7 +149,7 @@ func readManifest(path string) (*manifest.Manifest, []byte, error) {
 // readLatest reads the latest transition recorded in the workspace (nil if
 // there is none).
 func readLatest(path string) ([]byte, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readPath(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -192,4 +192,10 @@ func marshalJSON(v any) ([]byte, error) {
 		return nil, fmt.Errorf("encoding JSON: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+// readPath reads a file the user named (flags, arguments) or a file of the
+// workspace the user chose.
+func readPath(path string) ([]byte, error) {
+	return os.ReadFile(path) //nolint:gosec // G304: reading the files the user names is the point
 }
