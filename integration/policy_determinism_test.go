@@ -50,7 +50,18 @@ func TestPolicyDeterminismOnAdmittedPods(t *testing.T) {
 			fromYAML, err := policy.Generate(ctx, policy.GenerateInput{Workload: &w, Images: src})
 			require.NoError(t, err)
 			pod := waitForPodOf(ctx, t, c, w)
-			fromPod, err := policy.Generate(ctx, policy.GenerateInput{Pod: pod, Images: src})
+			// envFrom: the webhook reads the ConfigMaps through the API server
+			sources := &policy.EnvSources{ConfigMaps: map[string]*corev1.ConfigMap{}}
+			for _, ct := range pod.Spec.Containers {
+				for _, ef := range ct.EnvFrom {
+					if ef.ConfigMapRef != nil {
+						cm, err := c.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ef.ConfigMapRef.Name, metav1.GetOptions{})
+						require.NoError(t, err)
+						sources.ConfigMaps[cm.Name] = cm
+					}
+				}
+			}
+			fromPod, err := policy.Generate(ctx, policy.GenerateInput{Pod: pod, Images: src, EnvSources: sources})
 			require.NoError(t, err)
 			require.Equal(t, fromYAML.Rego, fromPod.Rego, "policy of admitted pod %s differs", pod.Name)
 			require.Equal(t, fromYAML.Annotations, fromPod.Annotations)

@@ -48,6 +48,32 @@ type Mutator struct {
 	MaxPolicyBytes int
 	// Logger receives warnings about a pod's pull secrets (default none).
 	Logger *slog.Logger
+	// EnvSources reads the ConfigMaps an admitted pod references with
+	// envFrom (webhook: through the API server). Without it, a pod with
+	// envFrom is denied naming the field. MutateWorkload uses the
+	// workload's EnvSources instead.
+	EnvSources EnvSourceFunc
+}
+
+// EnvSourceFunc returns the ConfigMaps of namespace with the given names
+// (missing ones are left out). Errors must not contain the values.
+type EnvSourceFunc func(ctx context.Context, namespace string, names []string) (*policy.EnvSources, error)
+
+// envFromConfigMaps are the names of the ConfigMaps spec references with
+// envFrom, sorted.
+func envFromConfigMaps(spec *corev1.PodSpec) []string {
+	var names []string
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range cs {
+			for _, ef := range c.EnvFrom {
+				if ef.ConfigMapRef != nil && !slices.Contains(names, ef.ConfigMapRef.Name) {
+					names = append(names, ef.ConfigMapRef.Name)
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // MutatePod returns the Contrast pod for an admitted pod, with the policy
@@ -63,7 +89,13 @@ func (m *Mutator) MutatePod(ctx context.Context, pod *corev1.Pod, kc authn.Keych
 	if err != nil {
 		return nil, nil, err
 	}
-	res, err := m.pinAndSetPolicy(ctx, policy.GenerateInput{Pod: out}, &out.ObjectMeta, &out.Spec, &pod.Spec, kc)
+	in := policy.GenerateInput{Pod: out}
+	if names := envFromConfigMaps(&out.Spec); len(names) > 0 && m.EnvSources != nil {
+		if in.EnvSources, err = m.EnvSources(ctx, out.Namespace, names); err != nil {
+			return nil, nil, fmt.Errorf("reading the ConfigMaps of envFrom: %w", err)
+		}
+	}
+	res, err := m.pinAndSetPolicy(ctx, in, &out.ObjectMeta, &out.Spec, &pod.Spec, kc)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -41,7 +41,6 @@ type ContainerData struct {
 	ImageRefs      []string      `json:"image_refs"`
 	Args           []string      `json:"args"`
 	Env            []EnvSpec     `json:"env"`
-	EnvPatterns    []string      `json:"env_patterns"`
 	Cwd            string        `json:"cwd"`
 	User           UserData      `json:"user"`
 	Capabilities   []string      `json:"capabilities"`

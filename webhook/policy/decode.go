@@ -40,15 +40,97 @@ type Workload struct {
 	Template corev1.PodTemplateSpec
 	// Object is the typed object (*corev1.Pod, *appsv1.Deployment, ...).
 	Object any
+	// EnvSources are the ConfigMaps the pod template may reference with
+	// envFrom. DecodeWorkloads sets it to the ConfigMaps of the same
+	// input in the workload's namespace (or without one); a caller that
+	// reads several inputs sets it from all of them (see DecodeEnvSources).
+	EnvSources *EnvSources
+}
+
+// EnvSources holds the ConfigMaps that containers reference with envFrom,
+// by name, as they are at admission (webhook: read through the API server)
+// or as the input documents define them (YAML side, as Kata genpolicy reads
+// its config-map inputs). Generation pins the keys and values they bring;
+// a later change of a ConfigMap makes the pod's containers fail to start.
+type EnvSources struct {
+	ConfigMaps map[string]*corev1.ConfigMap
+}
+
+// DecodeEnvSources returns the ConfigMaps of a multi-document YAML or JSON
+// stream (Lists expanded) that are in namespace or name none.
+func DecodeEnvSources(data []byte, namespace string) (*EnvSources, error) {
+	cms, err := decodeConfigMaps(data)
+	if err != nil {
+		return nil, err
+	}
+	return envSourcesIn(cms, namespace), nil
+}
+
+func envSourcesIn(cms []*corev1.ConfigMap, namespace string) *EnvSources {
+	s := &EnvSources{ConfigMaps: map[string]*corev1.ConfigMap{}}
+	for _, cm := range cms {
+		if cm.Namespace == "" || cm.Namespace == namespace {
+			s.ConfigMaps[cm.Name] = cm
+		}
+	}
+	return s
+}
+
+func decodeConfigMaps(data []byte) ([]*corev1.ConfigMap, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReaderSize(bytes.NewReader(data), 64<<10))
+	var out []*corev1.ConfigMap
+	for i := 0; ; i++ {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading document %d: %w", i, err)
+		}
+		if len(doc) > maxDocumentSize {
+			return nil, fmt.Errorf("document %d: larger than %d bytes", i, maxDocumentSize)
+		}
+		cms, err := configMapsOf(doc, 0)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		out = append(out, cms...)
+	}
+}
+
+func configMapsOf(doc []byte, depth int) ([]*corev1.ConfigMap, error) {
+	if len(bytes.TrimSpace(doc)) == 0 {
+		return nil, nil
+	}
+	var tm typeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return nil, fmt.Errorf("decoding type: %w", err)
+	}
+	switch {
+	case tm.Kind == "ConfigMap" && tm.APIVersion == "v1":
+		var cm corev1.ConfigMap
+		if err := yaml.UnmarshalStrict(doc, &cm); err != nil {
+			return nil, fmt.Errorf("decoding ConfigMap: %w", err)
+		}
+		return []*corev1.ConfigMap{&cm}, nil
+	case depth == 0 && (tm.Kind == "List" || (len(tm.Kind) > 4 && tm.Kind[len(tm.Kind)-4:] == "List" && tm.Items != nil)):
+		var out []*corev1.ConfigMap
+		for i, item := range tm.Items {
+			cms, err := configMapsOf(item, depth+1)
+			if err != nil {
+				return nil, fmt.Errorf("item %d: %w", i, err)
+			}
+			out = append(out, cms...)
+		}
+		return out, nil
+	}
+	return nil, nil
 }
 
 // maxDocumentSize bounds one YAML document.
 const maxDocumentSize = 4 << 20
 
-// DecodeWorkloads decodes a multi-document YAML or JSON stream and returns the
-// workloads in it, in order. Objects of other kinds (Services, ConfigMaps,
-// ...) are skipped; a List is expanded.
-func DecodeWorkloads(data []byte) ([]Workload, error) {
+func decodeWorkloads(data []byte) ([]Workload, error) {
 	reader := utilyaml.NewYAMLReader(bufio.NewReaderSize(bytes.NewReader(data), 64<<10))
 	var out []Workload
 	for i := 0; ; i++ {
@@ -68,6 +150,25 @@ func DecodeWorkloads(data []byte) ([]Workload, error) {
 		}
 		out = append(out, ws...)
 	}
+}
+
+// DecodeWorkloads decodes a multi-document YAML or JSON stream and returns the
+// workloads in it, in order, each with the ConfigMaps of the stream in its
+// namespace as EnvSources. Objects of other kinds (Services, ConfigMaps,
+// ...) are skipped; a List is expanded.
+func DecodeWorkloads(data []byte) ([]Workload, error) {
+	ws, err := decodeWorkloads(data)
+	if err != nil {
+		return nil, err
+	}
+	cms, err := decodeConfigMaps(data)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ws {
+		ws[i].EnvSources = envSourcesIn(cms, ws[i].Namespace)
+	}
+	return ws, nil
 }
 
 type typeMeta struct {

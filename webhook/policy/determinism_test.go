@@ -186,7 +186,8 @@ func TestGoldenAndDeterminism(t *testing.T) {
 			require.Equal(t, fromYAML.Rego, again.Rego, "generation is not repeatable")
 
 			pod := admit(t, w, src)
-			fromPod, err := policy.Generate(t.Context(), policy.GenerateInput{Pod: pod, Images: src})
+			// the webhook reads the ConfigMaps through the API server
+			fromPod, err := policy.Generate(t.Context(), policy.GenerateInput{Pod: pod, Images: src, EnvSources: w.EnvSources})
 			require.NoError(t, err)
 			assert.Equal(t, string(goldenText(t, fromYAML)), string(goldenText(t, fromPod)))
 			require.Equal(t, fromYAML.Rego, fromPod.Rego, "YAML-side and admitted-pod policies differ")

@@ -2,9 +2,15 @@
 // this project with the pod's policy data, wrapped in initdata, and the
 // digest Kata puts into HOST_DATA (SNP) or MRCONFIGID (TDX).
 //
-// Generation is a pure function of the pod template and the image
-// configurations: the same workload yields byte-identical output whether it
-// is read from YAML or from the pod the API server admitted.
+// Generation is a pure function of the pod template, its namespace, the
+// image configurations and the ConfigMaps it references with envFrom: the
+// same workload yields byte-identical output whether it is read from YAML or
+// from the pod the API server admitted. The YAML side passes the ConfigMaps
+// found in the input documents (Workload.EnvSources, filled by
+// DecodeWorkloads from the same stream, or DecodeEnvSources for other
+// files) and the namespace of the document or a default (Workload.Namespace);
+// the webhook passes the admission request's namespace (Pod.Namespace) and
+// the ConfigMaps as the API server has them (GenerateInput.EnvSources).
 package policy
 
 import (
@@ -49,6 +55,11 @@ type GenerateInput struct {
 	// Legacy selects the io.katacontainers.config.agent.policy annotation
 	// instead of initdata.
 	Legacy bool
+	// EnvSources are the ConfigMaps the pod references with envFrom
+	// (webhook: read through the API server at admission). For a Workload
+	// it replaces Workload.EnvSources if set. envFrom of a ConfigMap that is
+	// not here is refused (optional ones bring no variables).
+	EnvSources *EnvSources
 }
 
 // Result is the generated policy.
@@ -82,11 +93,13 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 		ident     podIdentity
 		kind      string
 		namespace string
+		sources   *EnvSources
 	)
 	switch {
 	case in.Workload != nil && in.Pod == nil:
 		tmpl = *in.Workload.Template.DeepCopy()
 		namespace = in.Workload.Namespace
+		sources = in.Workload.EnvSources
 		meta := &podMeta{name: tmpl.Name, generateName: tmpl.GenerateName}
 		ident = identityForWorkload(in.Workload.Kind, in.Workload.Name, meta)
 		kind = effectiveKind(in.Workload.Kind, in.Workload.Name)
@@ -103,8 +116,11 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	default:
 		return nil, fmt.Errorf("%w: exactly one of Workload and Pod must be set", ErrInvalidInput)
 	}
+	if in.EnvSources != nil {
+		sources = in.EnvSources
+	}
 	orig := canonicalize(&tmpl)
-	b := &builder{t: &tmpl, orig: orig, namespace: namespace}
+	b := &builder{t: &tmpl, orig: orig, namespace: namespace, sources: sources}
 	data, err := b.build(ctx, ident, in.Images, in.Keychain)
 	if err != nil {
 		return nil, err
@@ -207,9 +223,11 @@ type builder struct {
 	t *corev1.PodTemplateSpec
 	// namespace is the pod's namespace, "" if unknown.
 	namespace string
-	orig      origins
-	cs        []container
-	imgs      []*images.Image
+	// sources are the ConfigMaps available to envFrom (nil: none).
+	sources *EnvSources
+	orig    origins
+	cs      []container
+	imgs    []*images.Image
 }
 
 func (b *builder) build(ctx context.Context, ident podIdentity, src images.Source, kc authn.Keychain) (*Data, error) {
@@ -305,7 +323,7 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 	}
 	data.Containers = append(data.Containers, pause)
 	for i, c := range cs {
-		cd, err := containerData(t, c, imgs[i], accts[i])
+		cd, err := containerData(t, c, imgs[i], accts[i], b.sources)
 		if err != nil {
 			return nil, err
 		}
@@ -427,7 +445,6 @@ func pauseContainer(spec *corev1.PodSpec) (ContainerData, error) {
 		ImageRefs:      []string{},
 		Args:           []string{"/pause"},
 		Env:            []EnvSpec{{Name: "PATH", Kind: "exact", Value: pausePath, Required: false}},
-		EnvPatterns:    []string{},
 		Cwd:            "/",
 		User:           UserData{UID: uid, GID: gid, AdditionalGIDs: sortedGIDs(append(supplemental, gid))},
 		Capabilities:   defaultCapabilities,
@@ -528,13 +545,13 @@ func resolveUser(ct container, spec *corev1.PodSpec, img *images.Image, acct *im
 	return UserData{UID: uid, GID: gid, AdditionalGIDs: sortedGIDs(gids)}, nil
 }
 
-func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, acct *images.Accounts) (ContainerData, error) {
+func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, acct *images.Accounts, sources *EnvSources) (ContainerData, error) {
 	c, spec := ct.c, &t.Spec
 	user, err := resolveUser(ct, spec, img, acct)
 	if err != nil {
 		return ContainerData{}, err
 	}
-	env, patterns, fixed, err := buildEnv(t, ct, img)
+	env, fixed, err := buildEnv(t, ct, img, sources)
 	if err != nil {
 		return ContainerData{}, err
 	}
@@ -594,7 +611,6 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		ImageRefs:      refs,
 		Args:           args,
 		Env:            env,
-		EnvPatterns:    patterns,
 		Cwd:            cwd,
 		User:           user,
 		Capabilities:   caps,
@@ -832,10 +848,13 @@ var kubernetesServicePatterns = []string{
 
 var envNameRe = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
 
-// buildEnv returns the expected variables (image env overridden by pod env,
-// plus HOSTNAME), patterns for variables whose names are not known, and the
-// map of variables usable in $(VAR) expansion (nil value: not fixed).
-func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]EnvSpec, []string, map[string]*string, error) {
+// buildEnv returns the expected variables (image env overridden by envFrom,
+// then by pod env, plus HOSTNAME) and the map of variables usable in $(VAR)
+// expansion (nil value: not fixed). envFrom brings exactly the keys and
+// values of the referenced ConfigMaps in sources; a Secret's values cannot
+// be pinned without putting them in the policy (the agent's engine has no
+// hash builtin), so envFrom of a Secret is refused.
+func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image, sources *EnvSources) ([]EnvSpec, map[string]*string, error) {
 	c := ct.c
 	byName := map[string]EnvSpec{}
 	var order []string
@@ -856,25 +875,37 @@ func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]Env
 	if c.TTY {
 		set(EnvSpec{Name: "TERM", Kind: "exact", Value: "xterm", Required: false})
 	}
-	var patterns []string
+	// fixed values usable in $(VAR) references: envFrom and pod env (in
+	// order); service links are never fixed.
+	fixed := map[string]*string{}
 	for i, ef := range c.EnvFrom {
 		if ef.Prefix != "" && !envNameRe.MatchString(ef.Prefix) {
-			return nil, nil, nil, fieldErr(index(ct.path+".envFrom", i)+".prefix", ErrInvalidInput, "not a valid environment variable name prefix")
+			return nil, nil, fieldErr(index(ct.path+".envFrom", i)+".prefix", ErrInvalidInput, "not a valid environment variable name prefix")
 		}
-		// Keys of ConfigMaps and Secrets are not known before the pod runs.
-		patterns = append(patterns, "^"+regexp.QuoteMeta(ef.Prefix)+"[-._a-zA-Z][-._a-zA-Z0-9]*=(?s:.*)$")
 	}
-	// fixed values usable in $(VAR) references: pod env (in order) and
-	// service links (never fixed).
-	fixed := map[string]*string{}
+	for i, ef := range c.EnvFrom {
+		vars, err := envFromVars(index(ct.path+".envFrom", i), ef, sources)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, k := range slices.Sorted(maps.Keys(vars)) {
+			name := ef.Prefix + k
+			if !envNameRe.MatchString(name) {
+				continue // the kubelet skips invalid names
+			}
+			v := vars[k]
+			set(EnvSpec{Name: name, Kind: "exact", Value: v, Required: true})
+			fixed[name] = &v
+		}
+	}
 	for i, e := range c.Env {
 		field := index(ct.path+".env", i)
 		if !envNameRe.MatchString(e.Name) {
-			return nil, nil, nil, fieldErr(field+".name", ErrInvalidInput, "not a valid environment variable name")
+			return nil, nil, fieldErr(field+".name", ErrInvalidInput, "not a valid environment variable name")
 		}
 		s, err := envSpec(t, field, e, fixed)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		set(s)
 		if s.Kind == "exact" {
@@ -884,15 +915,39 @@ func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]Env
 			fixed[e.Name] = nil
 		}
 	}
-	if patterns == nil {
-		patterns = []string{}
-	}
 	out := make([]EnvSpec, 0, len(order))
 	for _, n := range order {
 		out = append(out, byName[n])
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, patterns, fixed, nil
+	return out, fixed, nil
+}
+
+// envFromVars returns the variables one envFrom entry brings, before the
+// prefix. Errors name the field, never a value.
+func envFromVars(field string, ef corev1.EnvFromSource, sources *EnvSources) (map[string]string, error) {
+	switch {
+	case ef.SecretRef != nil:
+		return nil, fieldErr(field+".secretRef", ErrUnsupported,
+			"secret %q: envFrom of a Secret cannot be pinned without its values in the policy (readable by anyone who can read the pod); use env with secretKeyRef or a secret volume", ef.SecretRef.Name)
+	case ef.ConfigMapRef != nil:
+		name := ef.ConfigMapRef.Name
+		var cm *corev1.ConfigMap
+		if sources != nil {
+			cm = sources.ConfigMaps[name]
+		}
+		switch {
+		case cm != nil:
+			return cm.Data, nil
+		case sources != nil && ef.ConfigMapRef.Optional != nil && *ef.ConfigMapRef.Optional:
+			return nil, nil // the kubelet adds nothing for a missing optional ConfigMap
+		default:
+			return nil, fieldErr(field+".configMapRef.name", ErrUnsupported,
+				"configMap %q is not available: its keys and values are pinned in the policy (the webhook reads it through the API server, contrast generate from its input files)", name)
+		}
+	default:
+		return nil, fieldErr(field, ErrInvalidInput, "neither configMapRef nor secretRef")
+	}
 }
 
 var labelRefRe = regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\]$`)

@@ -347,11 +347,6 @@ env_allowed(c, e, sb) if {
 	env_value_ok(s, env_value(e), sb)
 }
 
-env_allowed(c, e, _) if {
-	some r in c.env_patterns
-	regex.match(r, e)
-}
-
 # Service links: all services with enableServiceLinks, else the master service.
 env_allowed(c, e, _) if {
 	c.kind != "sandbox"

@@ -470,3 +470,114 @@ func TestNamespaceBinding(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", r.Data.Pod.NamespaceRegex, "YAML without a namespace keeps the pattern")
 }
+
+// envFromPod is a pod whose container takes variables from a ConfigMap and
+// has one literal variable.
+func envFromPod(ef ...corev1.EnvFromSource) *policy.Workload {
+	w := simplePod()
+	w.Namespace = "demo"
+	w.Template.Name = "p"
+	w.Template.Spec.Containers[0].Command = []string{"/agent"}
+	w.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "MODE", Value: "prod"}}
+	w.Template.Spec.Containers[0].EnvFrom = ef
+	return w
+}
+
+// TestEnvFrom checks that envFrom brings exactly the keys and values of the
+// referenced ConfigMap as it is at generation, never an open name pattern.
+func TestEnvFrom(t *testing.T) {
+	src, _ := testRegistry(t)
+	cfg := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cfg", Namespace: "demo"},
+		Data: map[string]string{"LEVEL": "debug", "URL": "https://db.demo:5432"}}
+	w := envFromPod(corev1.EnvFromSource{Prefix: "APP_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}})
+	w.EnvSources = &policy.EnvSources{ConfigMaps: map[string]*corev1.ConfigMap{"cfg": cfg}}
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+	require.NoError(t, err)
+	img, err := src.Resolve(t.Context(), "registry.example/acme/agent:2", nil)
+	require.NoError(t, err)
+
+	const cid = "44941c1e6546ae2aef276f738b162fc379e61467120544e13e5ca5bd204862b9"
+	sandbox := func(t *testing.T, a *agentsim.Agent) {
+		t.Helper()
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, "p", "demo"))
+		require.NoError(t, err)
+		require.True(t, d.Allowed, "pause container denied")
+	}
+	request := func(env ...any) map[string]any {
+		r := containerRequest(t, cid, "c", "p", "demo", img.Reference())
+		p := proc(r)
+		p["Args"] = []any{"/agent"}
+		p["Cwd"] = "/"
+		p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
+		p["Env"] = append([]any{"PATH=/", "HOSTNAME=p", "MODE=prod", "KUBERNETES_SERVICE_HOST=10.0.0.1"}, env...)
+		return r
+	}
+	t.Run("allowed/the ConfigMap's variables", func(t *testing.T) {
+		a, err := agentsim.New(res.Rego)
+		require.NoError(t, err)
+		sandbox(t, a)
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", request("APP_LEVEL=debug", "APP_URL=https://db.demo:5432"))
+		require.NoError(t, err)
+		assert.True(t, d.Allowed)
+	})
+	for name, env := range map[string][]any{
+		"LD_PRELOAD added":                  {"APP_LEVEL=debug", "APP_URL=https://db.demo:5432", "LD_PRELOAD=/tmp/evil.so"},
+		"prefixed variable added":           {"APP_LEVEL=debug", "APP_URL=https://db.demo:5432", "APP_EXTRA=1"},
+		"value changed":                     {"APP_LEVEL=debug", "APP_URL=https://evil.example:5432"},
+		"variable of the ConfigMap missing": {"APP_LEVEL=debug"},
+	} {
+		t.Run("denied/"+name, func(t *testing.T) {
+			requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", request(env...), "env_ok")
+		})
+	}
+	assert.NotContains(t, res.Rego, `[-._a-zA-Z][-._a-zA-Z0-9]*=(?s:.*)`, "no open name pattern")
+}
+
+// TestEnvFromUnavailable checks that envFrom sources that cannot be pinned
+// are refused at generation, naming the field.
+func TestEnvFromUnavailable(t *testing.T) {
+	src, _ := testRegistry(t)
+	optional := true
+	cases := map[string]struct {
+		ef        corev1.EnvFromSource
+		sources   *policy.EnvSources
+		wantField string
+	}{
+		"ConfigMap not given": {
+			ef:        corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}},
+			wantField: "spec.containers[0].envFrom[0].configMapRef.name",
+		},
+		"ConfigMap missing": {
+			ef:        corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}},
+			sources:   &policy.EnvSources{ConfigMaps: map[string]*corev1.ConfigMap{}},
+			wantField: "spec.containers[0].envFrom[0].configMapRef.name",
+		},
+		"Secret": {
+			ef:        corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}}},
+			wantField: "spec.containers[0].envFrom[0].secretRef",
+		},
+		"optional Secret": {
+			ef:        corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}, Optional: &optional}},
+			wantField: "spec.containers[0].envFrom[0].secretRef",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := envFromPod(tc.ef)
+			w.EnvSources = tc.sources
+			_, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+			var fe *policy.FieldError
+			require.ErrorAs(t, err, &fe)
+			assert.Equal(t, tc.wantField, fe.Field)
+			require.ErrorIs(t, err, policy.ErrUnsupported)
+		})
+	}
+	// An optional ConfigMap that does not exist brings no variables.
+	w := envFromPod(corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Optional: &optional}})
+	w.EnvSources = &policy.EnvSources{}
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+	require.NoError(t, err)
+	for _, e := range res.Data.Containers[1].Env {
+		assert.NotContains(t, []string{"LEVEL", "URL"}, e.Name)
+	}
+}

@@ -276,6 +276,10 @@ func run(ctx context.Context, cfg *config) error {
 	if cfg.pullSecrets {
 		keychain = server.PullSecretKeychain(client.CoreV1())
 	}
+	if client != nil {
+		// envFrom: the ConfigMaps' keys and values are pinned at admission
+		mutator.EnvSources = server.ConfigMapReader(client.CoreV1())
+	}
 	admission, err := server.NewAdmissionHandler(server.AdmissionConfig{
 		Mutator: mutator, Metrics: metrics, Logger: log, ExcludedNamespaces: cfg.excluded, Keychain: keychain,
 	})
