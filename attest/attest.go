@@ -59,6 +59,9 @@ type Result struct {
 	ChipID []byte
 	// TCB is a platform-specific description of the TCB (hex).
 	TCB string
+	// TCBStatus is, for TDX, the platform's TCB status per Intel's
+	// collateral (UpToDate, or a status the reference value allowed).
+	TCBStatus string
 	// ReferenceName is the Name of the reference value entry that matched.
 	ReferenceName string
 }
@@ -95,6 +98,9 @@ const (
 	CheckReportFields Check = "report-fields"
 	CheckReference    Check = "reference-values"
 	CheckSession      Check = "session"
+	CheckQEIdentity   Check = "qe-identity"
+	CheckTDXModule    Check = "tdx-module"
+	CheckTCBStatus    Check = "tcb-status"
 )
 
 // knownChecks holds every Check declared above. It is the authoritative list:
@@ -105,7 +111,7 @@ var knownChecks = []Check{
 	CheckDebug, CheckPlatformInfo, CheckVMPL, CheckChipID, CheckReportData,
 	CheckPolicyDigest, CheckMRSEAM, CheckRTMR, CheckXFAM, CheckTDAttributes,
 	CheckQESVN, CheckPCESVN, CheckMitigation, CheckReportFields, CheckReference,
-	CheckSession,
+	CheckSession, CheckQEIdentity, CheckTDXModule, CheckTCBStatus,
 }
 
 // Checks returns every check the validators can report, in declaration order.
@@ -247,8 +253,11 @@ func PrefixFieldErrors(prefix string, err error) error {
 }
 
 // ValidateAny accepts evidence if any validator accepts it. With one
-// validator its error is returned unchanged; with several, the errors are
-// joined under the common failed check (or CheckReference if they differ).
+// validator its error is returned unchanged. With several, validators of
+// another platform (CheckPlatform) are ignored when one of the evidence's
+// platform rejected it, so the rejection names that validator's check;
+// the remaining errors are joined under their common failed check (or
+// CheckReference if they differ).
 func ValidateAny(ctx context.Context, validators []Validator, evidence []byte, reportData [64]byte) (*Result, error) {
 	if len(validators) == 0 {
 		return nil, Errorf(CheckReference, "no validators configured")
@@ -260,6 +269,12 @@ func ValidateAny(ctx context.Context, validators []Validator, evidence []byte, r
 			return res, nil
 		}
 		errs = append(errs, err)
+	}
+	if relevant := slices.DeleteFunc(slices.Clone(errs), func(e error) bool {
+		c, _ := FailedCheck(e)
+		return c == CheckPlatform
+	}); len(relevant) > 0 {
+		errs = relevant
 	}
 	if len(errs) == 1 {
 		return nil, errs[0]

@@ -53,7 +53,7 @@ func newEnv(t testing.TB) *env {
 			Cache:           certcache.New(certcache.Config{Offline: true}),
 		})
 		require.NoError(t, err)
-		shared = &env{dev: dev, iss: snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true}), val: v}
+		shared = &env{dev: dev, iss: snp.NewIssuer(dev.IssuerConfig()), val: v}
 	})
 	return shared
 }

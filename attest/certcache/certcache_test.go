@@ -25,7 +25,7 @@ func TestCacheFetchesOnceAndServesOffline(t *testing.T) {
 	ctx := context.Background()
 	url := srv.URL + "/vcek/cert"
 	for range 3 {
-		a, err := c.Get(ctx, "", url, nil)
+		a, err := c.Get(ctx, "", url, KindCertificate)
 		require.NoError(t, err)
 		assert.Equal(t, []byte("body"), a.Body)
 		assert.Equal(t, "chain", a.Header["Tcb-Info-Issuer-Chain"])
@@ -34,17 +34,17 @@ func TestCacheFetchesOnceAndServesOffline(t *testing.T) {
 
 	// Mutable documents are refetched after the TTL.
 	crl := srv.URL + "/crl"
-	_, err := c.Get(ctx, "", crl, nil)
+	_, err := c.Get(ctx, "", crl, KindCRL)
 	require.NoError(t, err)
 	now = now.Add(2 * time.Hour)
-	_, err = c.Get(ctx, "", crl, nil)
+	_, err = c.Get(ctx, "", crl, KindCRL)
 	require.NoError(t, err)
 	assert.Equal(t, int32(3), hits.Load())
 }
 
 func TestOfflineMissingNamesURL(t *testing.T) {
 	c := New(Config{Offline: true})
-	_, err := c.Get(context.Background(), "", "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", nil)
+	_, err := c.Get(context.Background(), "", "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", KindCertificate)
 	var me *MissingError
 	require.ErrorAs(t, err, &me)
 	assert.Equal(t, "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", me.URL)
@@ -54,15 +54,15 @@ func TestOfflineMissingNamesURL(t *testing.T) {
 
 func TestOverlayAndNamespaces(t *testing.T) {
 	c := New(Config{})
-	overlay := map[string]Artifact{"u": {URL: "u", Body: []byte("x")}}
-	a, err := c.Get(context.Background(), "sim", "u", overlay)
+	g := &SEVGetter{Cache: c, NS: "sim", Overlay: map[string]Artifact{"u": {URL: "u", Body: []byte("x")}}}
+	b, err := g.Get("u")
 	require.NoError(t, err)
-	assert.Equal(t, []byte("x"), a.Body)
+	assert.Equal(t, []byte("x"), b)
 	// A simulated namespace never reaches the network.
-	_, err = c.Get(context.Background(), "sim", "https://kdsintf.amd.com/x", nil)
+	_, err = c.Get(context.Background(), "sim", "https://kdsintf.amd.com/x", KindCertificate)
 	require.ErrorIs(t, err, ErrOffline)
 	c.Put("sim", Artifact{URL: "v", Body: []byte("s")})
-	_, err = c.Get(context.Background(), "", "v", nil)
+	_, err = c.Get(context.Background(), "", "v", KindCertificate)
 	require.Error(t, err, "real namespace must not see simulated artifacts")
 }
 
@@ -70,7 +70,7 @@ func TestFetchErrorNamesURL(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	defer srv.Close()
 	c := New(Config{Client: srv.Client()})
-	_, err := c.Get(context.Background(), "", srv.URL+"/x", nil)
+	_, err := c.Get(context.Background(), "", srv.URL+"/x", KindCertificate)
 	var me *MissingError
 	require.ErrorAs(t, err, &me)
 	require.ErrorContains(t, err, srv.URL+"/x")
@@ -83,18 +83,18 @@ func TestDiskPersistence(t *testing.T) {
 	}))
 	url := srv.URL + "/vcek/v1/Milan/abc"
 	online := New(Config{Client: srv.Client(), Dir: dir})
-	_, err := online.Get(context.Background(), "", url, nil)
+	_, err := online.Get(context.Background(), "", url, KindCertificate)
 	require.NoError(t, err)
 	srv.Close()
 
 	offline := New(Config{Offline: true, Dir: dir})
-	a, err := offline.Get(context.Background(), "", url, nil)
+	a, err := offline.Get(context.Background(), "", url, KindCertificate)
 	require.NoError(t, err)
 	assert.Equal(t, []byte("vcek"), a.Body)
 
 	offline.Seed(Artifact{URL: "https://seeded/crl", Body: []byte("crl")})
 	again := New(Config{Offline: true, Dir: dir})
-	a, err = again.Get(context.Background(), "", "https://seeded/crl", nil)
+	a, err = again.Get(context.Background(), "", "https://seeded/crl", KindCRL)
 	require.NoError(t, err)
 	assert.Equal(t, []byte("crl"), a.Body)
 }

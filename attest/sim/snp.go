@@ -24,6 +24,7 @@ import (
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 
 	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/evidence"
 	"github.com/contrast-cc/contrast/attest/snp"
 )
 
@@ -44,6 +45,7 @@ type SNPAuthority struct {
 	arkKey, askKey *rsa.PrivateKey
 	ARK, ASK       *x509.Certificate
 	crl            []byte
+	crlSigned      time.Time
 	mu             sync.Mutex
 	revoked        []*big.Int
 }
@@ -89,19 +91,37 @@ func (a *SNPAuthority) certify() error {
 
 func (a *SNPAuthority) signCRL() error {
 	now := time.Now().Add(-time.Minute)
+	der, err := a.crlDER(now, now.Add(7*24*time.Hour), a.revoked)
+	if err != nil {
+		return err
+	}
+	a.crl, a.crlSigned = der, now
+	return nil
+}
+
+func (a *SNPAuthority) crlDER(thisUpdate, nextUpdate time.Time, revoked []*big.Int) ([]byte, error) {
 	var entries []x509.RevocationListEntry
-	for _, s := range a.revoked {
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now})
+	for _, s := range revoked {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: thisUpdate})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(time.Now().UnixNano()), ThisUpdate: now, NextUpdate: now.Add(7 * 24 * time.Hour),
+		Number: big.NewInt(thisUpdate.UnixNano()), ThisUpdate: thisUpdate, NextUpdate: nextUpdate,
 		SignatureAlgorithm: x509.SHA384WithRSAPSS, RevokedCertificateEntries: entries,
 	}, a.ARK, a.arkKey)
 	if err != nil {
-		return fmt.Errorf("signing CRL: %w", err)
+		return nil, fmt.Errorf("signing CRL: %w", err)
 	}
-	a.crl = der
-	return nil
+	return der, nil
+}
+
+// SignCRL returns a CRL signed by the ARK with the given validity, revoking
+// the ASK if revokeASK is set (for tests of stale and replayed CRLs).
+func (a *SNPAuthority) SignCRL(thisUpdate, nextUpdate time.Time, revokeASK bool) ([]byte, error) {
+	var revoked []*big.Int
+	if revokeASK {
+		revoked = []*big.Int{a.ASK.SerialNumber}
+	}
+	return a.crlDER(thisUpdate, nextUpdate, revoked)
 }
 
 // RevokeASK puts the ASK on the simulated CRL (for revocation tests).
@@ -112,11 +132,27 @@ func (a *SNPAuthority) RevokeASK() error {
 	return a.signCRL()
 }
 
-// CRL returns the DER CRL signed by the ARK.
+// crlRefresh is how often the simulated ARK reissues its CRL, so that it is
+// always fresh for a validator's maximum collateral age.
+const crlRefresh = time.Hour
+
+// CRL returns the DER CRL signed by the ARK, reissued when older than an
+// hour (or empty if reissuing fails).
 func (a *SNPAuthority) CRL() []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if time.Since(a.crlSigned) > crlRefresh {
+		if err := a.signCRL(); err != nil {
+			return nil
+		}
+	}
 	return a.crl
+}
+
+// CRLURL is where the simulated ASK's CRL lives (AMD's KDS URL; the
+// validator keeps simulated artifacts apart).
+func (a *SNPAuthority) CRLURL() string {
+	return kds.CrlLinkByRole(SNPProductLine, "ASK")
 }
 
 // RootPEM returns the ARK and ASK in PEM, the value of SimulatedRoot.
@@ -296,6 +332,19 @@ func platformInfoBits(p abi.SnpPlatformInfo) uint64 {
 		v |= 1 << 7
 	}
 	return v
+}
+
+// Artifacts returns what the device's evidence carries beside the report:
+// the simulated ARK's current CRL, for snp.IssuerConfig.ArtifactSource.
+func (d *SNPDevice) Artifacts() []evidence.Artifact {
+	return []evidence.Artifact{{URL: d.auth.CRLURL(), Body: d.auth.CRL()}}
+}
+
+// IssuerConfig returns the configuration of an SNP issuer backed by this
+// device: its configfs-tsm fake, no device fallback, and the simulated
+// ARK's current CRL attached to every evidence frame.
+func (d *SNPDevice) IssuerConfig() snp.IssuerConfig {
+	return snp.IssuerConfig{TSM: d.TSM(), DisableDeviceFallback: true, ArtifactSource: d.Artifacts}
 }
 
 // TSM returns a configfs-tsm client (the go-configfs-tsm fake) backed by

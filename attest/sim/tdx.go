@@ -143,15 +143,16 @@ func DefaultTDXDeviceConfig() TDXDeviceConfig {
 // v4 quotes with an ECDSA P-256 attestation key certified by a QE report
 // that its PCK key signs.
 type TDXDevice struct {
-	auth    *TDXAuthority
-	mu      sync.Mutex
-	cfg     TDXDeviceConfig
-	akKey   *ecdsa.PrivateKey
-	pckKey  *ecdsa.PrivateKey
-	PCK     *x509.Certificate
-	chain   []byte
-	qeCert  *pb.QEReportCertificationData
-	attData []evidence.Artifact
+	auth       *TDXAuthority
+	mu         sync.Mutex
+	cfg        TDXDeviceConfig
+	akKey      *ecdsa.PrivateKey
+	pckKey     *ecdsa.PrivateKey
+	PCK        *x509.Certificate
+	chain      []byte
+	qeCert     *pb.QEReportCertificationData
+	attData    []evidence.Artifact
+	attDataAge time.Time
 }
 
 // NewDevice creates a simulated TD whose PCK the authority certifies.
@@ -248,13 +249,13 @@ func (d *TDXDevice) Reconfigure(cfg TDXDeviceConfig) error {
 	}
 	var arts []evidence.Artifact
 	if cfg.WithCollateral {
-		if arts, err = d.auth.collateral(cfg); err != nil {
+		if arts, err = d.auth.collateral(cfg, pck, TDXCollateralOptions{}); err != nil {
 			return err
 		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.cfg, d.PCK, d.chain, d.qeCert, d.attData = cfg, pck, chain, qeCert, arts
+	d.cfg, d.PCK, d.chain, d.qeCert, d.attData, d.attDataAge = cfg, pck, chain, qeCert, arts, time.Now()
 	return nil
 }
 
@@ -334,11 +335,61 @@ func (d *TDXDevice) Quote(reportData [64]byte) ([]byte, error) {
 	return abi.QuoteToAbiBytes(q)
 }
 
-// Artifacts returns the collateral attached to this device's evidence.
+// Artifacts returns the collateral attached to this device's evidence
+// (none without WithCollateral), reissued when older than an hour so that
+// it stays within a validator's maximum collateral age; for
+// tdx.IssuerConfig.ArtifactSource.
 func (d *TDXDevice) Artifacts() []evidence.Artifact {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cfg.WithCollateral && time.Since(d.attDataAge) > collateralRefresh {
+		if arts, err := d.auth.collateral(d.cfg, d.PCK, TDXCollateralOptions{}); err == nil {
+			d.attData, d.attDataAge = arts, time.Now()
+		}
+	}
 	return d.attData
+}
+
+// collateralRefresh is how often simulated collateral is reissued.
+const collateralRefresh = time.Hour
+
+// TDXCollateralOptions change the simulated collateral, for tests of what
+// a validator must refuse. The zero value is what Artifacts returns.
+type TDXCollateralOptions struct {
+	// IssuedAt is the issue date of every document (TCB info, QE
+	// identity, CRLs); zero means an hour ago.
+	IssuedAt time.Time
+	// NextUpdate of every document; zero means IssuedAt plus 30 days.
+	NextUpdate time.Time
+	// TCBStatus of the platform's TCB level; empty means UpToDate (or
+	// OutOfDate with TDXDeviceConfig.TCBOutOfDate).
+	TCBStatus string
+	// QEStatus of the QE's TCB level; empty means UpToDate.
+	QEStatus string
+	// QEMrSigner replaces the QE identity's MRSIGNER.
+	QEMrSigner []byte
+	// MrSignerSeam replaces the TCB info's TDX module signer.
+	MrSignerSeam []byte
+	// RevokePCK puts the device's PCK certificate on the PCK CRL.
+	RevokePCK bool
+	// RevokeTCBSigner puts the TCB signing certificate on the root CA CRL.
+	RevokeTCBSigner bool
+}
+
+// Collateral returns collateral for this device's platform, signed under
+// the simulated root, changed by opts.
+func (d *TDXDevice) Collateral(opts TDXCollateralOptions) ([]evidence.Artifact, error) {
+	d.mu.Lock()
+	cfg, pck := d.cfg, d.PCK
+	d.mu.Unlock()
+	return d.auth.collateral(cfg, pck, opts)
+}
+
+// IssuerConfig returns the configuration of a TDX issuer backed by this
+// device: its configfs-tsm fake, no device fallback, and its current
+// collateral attached to every evidence frame.
+func (d *TDXDevice) IssuerConfig() tdx.IssuerConfig {
+	return tdx.IssuerConfig{TSM: d.TSM(), DisableDeviceFallback: true, ArtifactSource: d.Artifacts}
 }
 
 // TSM returns a configfs-tsm client (the go-configfs-tsm fake) backed by
@@ -369,8 +420,17 @@ func (d *TDXDevice) ReferenceValues() tdx.ReferenceValues {
 
 // collateral produces TCB info, QE identity and CRLs signed under the
 // simulated root, with the response headers Intel PCS sends.
-func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, error) {
-	now := time.Now().UTC().Truncate(time.Second)
+func (a *TDXAuthority) collateral(cfg TDXDeviceConfig, pck *x509.Certificate, opts TDXCollateralOptions) ([]evidence.Artifact, error) {
+	issued := opts.IssuedAt
+	if issued.IsZero() {
+		issued = time.Now().Add(-time.Hour)
+	}
+	issued = issued.UTC().Truncate(time.Second)
+	next := opts.NextUpdate
+	if next.IsZero() {
+		next = issued.Add(30 * 24 * time.Hour)
+	}
+	next = next.UTC().Truncate(time.Second)
 	comps := func(vals []byte) []map[string]any {
 		out := make([]map[string]any, len(vals))
 		for i, v := range vals {
@@ -378,29 +438,44 @@ func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, err
 		}
 		return out
 	}
-	status := "UpToDate"
-	if cfg.TCBOutOfDate {
-		status = "OutOfDate"
+	status := opts.TCBStatus
+	if status == "" {
+		status = "UpToDate"
+		if cfg.TCBOutOfDate {
+			status = "OutOfDate"
+		}
+	}
+	qeStatus := opts.QEStatus
+	if qeStatus == "" {
+		qeStatus = "UpToDate"
+	}
+	qeSigner := simMRSigner
+	if opts.QEMrSigner != nil {
+		qeSigner = opts.QEMrSigner
+	}
+	seamSigner := make([]byte, 48)
+	if opts.MrSignerSeam != nil {
+		seamSigner = opts.MrSignerSeam
 	}
 	sgx := make([]byte, 16)
 	for i := range sgx {
 		sgx[i] = 2
 	}
 	tcbInfo := map[string]any{
-		"id": "TDX", "version": 3, "issueDate": now.Add(-time.Hour), "nextUpdate": now.Add(30 * 24 * time.Hour),
+		"id": "TDX", "version": 3, "issueDate": issued, "nextUpdate": next,
 		"fmspc": hex.EncodeToString(simFMSPC), "pceId": hex.EncodeToString(simPCEID), "tcbType": 0, "tcbEvaluationDataNumber": cfg.TCBEvaluationDataNumber,
-		"tdxModule": map[string]any{"mrsigner": hex.EncodeToString(make([]byte, 48)), "attributes": "0000000000000000", "attributesMask": "ffffffffffffffff"},
+		"tdxModule": map[string]any{"mrsigner": hex.EncodeToString(seamSigner), "attributes": "0000000000000000", "attributesMask": "ffffffffffffffff"},
 		"tcbLevels": []any{map[string]any{
 			"tcb":     map[string]any{"sgxtcbcomponents": comps(sgx), "pcesvn": 11, "tdxtcbcomponents": comps(cfg.TeeTcbSvn[:])},
 			"tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": status,
 		}},
 	}
 	qeID := map[string]any{
-		"id": "TD_QE", "version": 2, "issueDate": now.Add(-time.Hour), "nextUpdate": now.Add(30 * 24 * time.Hour),
+		"id": "TD_QE", "version": 2, "issueDate": issued, "nextUpdate": next,
 		"tcbEvaluationDataNumber": cfg.TCBEvaluationDataNumber, "miscselect": "00000000", "miscselectMask": "ffffffff",
 		"attributes": hex.EncodeToString(make([]byte, 16)), "attributesMask": hex.EncodeToString(make([]byte, 16)),
-		"mrsigner": hex.EncodeToString(simMRSigner), "isvprodid": 2,
-		"tcbLevels": []any{map[string]any{"tcb": map[string]any{"isvsvn": cfg.QeSvn}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"}},
+		"mrsigner": hex.EncodeToString(qeSigner), "isvprodid": 2,
+		"tcbLevels": []any{map[string]any{"tcb": map[string]any{"isvsvn": cfg.QeSvn}, "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": qeStatus}},
 	}
 	signed := func(name string, v any) ([]byte, error) {
 		raw, err := json.Marshal(v)
@@ -426,21 +501,32 @@ func (a *TDXAuthority) collateral(cfg TDXDeviceConfig) ([]evidence.Artifact, err
 			pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Root.Raw})...)
 		return url.QueryEscape(string(p))
 	}
-	crl := func(issuer *x509.Certificate, key *ecdsa.PrivateKey) ([]byte, error) {
+	crl := func(issuer *x509.Certificate, key *ecdsa.PrivateKey, revoked ...*x509.Certificate) ([]byte, error) {
+		var entries []x509.RevocationListEntry
+		for _, c := range revoked {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: issued})
+		}
 		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-			Number: big.NewInt(1), ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(30 * 24 * time.Hour),
-			SignatureAlgorithm: x509.ECDSAWithSHA256,
+			Number: big.NewInt(issued.Unix()), ThisUpdate: issued, NextUpdate: next,
+			SignatureAlgorithm: x509.ECDSAWithSHA256, RevokedCertificateEntries: entries,
 		}, issuer, key)
 		if err != nil {
 			return nil, fmt.Errorf("signing CRL: %w", err)
 		}
 		return der, nil
 	}
-	pckCRL, err := crl(a.PlatformCA, a.caKey)
+	var revokedPCK, revokedRoot []*x509.Certificate
+	if opts.RevokePCK {
+		revokedPCK = append(revokedPCK, pck)
+	}
+	if opts.RevokeTCBSigner {
+		revokedRoot = append(revokedRoot, a.TCB)
+	}
+	pckCRL, err := crl(a.PlatformCA, a.caKey, revokedPCK...)
 	if err != nil {
 		return nil, err
 	}
-	rootCRL, err := crl(a.Root, a.rootKey)
+	rootCRL, err := crl(a.Root, a.rootKey, revokedRoot...)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,9 @@ type IssuerConfig struct {
 	DisableDeviceFallback bool
 	// Cache, if set, is used to attach missing certificates and the CRL.
 	Cache *certcache.Cache
+	// ArtifactSource, if set, returns artifacts attached to every evidence
+	// frame, e.g. the simulated ARK's current CRL.
+	ArtifactSource func() []evidence.Artifact
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -73,8 +76,11 @@ func (i *Issuer) Issue(ctx context.Context, reportData [64]byte) ([]byte, error)
 		}
 	}
 	frame := &evidence.Frame{Kind: evidence.KindSNP}
+	if i.cfg.ArtifactSource != nil {
+		frame.Artifacts = append(frame.Artifacts, i.cfg.ArtifactSource()...)
+	}
 	if i.cfg.Cache != nil {
-		frame.Artifacts = i.attach(ctx, att)
+		frame.Artifacts = append(frame.Artifacts, i.attach(ctx, att)...)
 	}
 	frame.Evidence, err = proto.Marshal(att)
 	if err != nil {
@@ -143,21 +149,21 @@ func (i *Issuer) attach(ctx context.Context, att *spb.Attestation) []evidence.Ar
 	chain := att.GetCertificateChain()
 	if info.SigningKey == abi.VcekReportSigner && len(chain.GetVcekCert()) == 0 {
 		url := kds.VCEKCertURL(line, att.GetReport().GetChipId(), kds.TCBVersion(att.GetReport().GetReportedTcb()))
-		if a, err := i.cfg.Cache.Get(ctx, "", url, nil); err == nil {
+		if a, err := i.cfg.Cache.Get(ctx, "", url, certcache.KindCertificate); err == nil {
 			chain.VcekCert = a.Body
 		} else {
 			i.cfg.Logger.Warn("fetching VCEK failed", "error", err)
 		}
 	}
 	if len(chain.GetAskCert()) == 0 || len(chain.GetArkCert()) == 0 {
-		if a, err := i.cfg.Cache.Get(ctx, "", kds.ProductCertChainURL(info.SigningKey, line), nil); err == nil {
+		if a, err := i.cfg.Cache.Get(ctx, "", kds.ProductCertChainURL(info.SigningKey, line), certcache.KindCertificate); err == nil {
 			if ask, ark, err := kds.ParseProductCertChain(a.Body); err == nil {
 				chain.AskCert, chain.ArkCert = ask, ark
 			}
 		}
 	}
 	url := kds.CrlLinkByKey(line, info.SigningKey)
-	a, err := i.cfg.Cache.Get(ctx, "", url, nil)
+	a, err := i.cfg.Cache.Get(ctx, "", url, certcache.KindCRL)
 	if err != nil {
 		i.cfg.Logger.Info("CRL not attached", "error", err)
 		return nil

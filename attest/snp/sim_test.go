@@ -52,7 +52,7 @@ func newSimEnv(t testing.TB, fresh ...bool) *simEnv {
 	cfg.HostData[0] = 0xaa
 	dev, err := auth.NewDevice(cfg)
 	require.NoError(t, err)
-	return &simEnv{auth: auth, dev: dev, iss: snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true})}
+	return &simEnv{auth: auth, dev: dev, iss: snp.NewIssuer(dev.IssuerConfig())}
 }
 
 func (e *simEnv) issue(t testing.TB, rd [64]byte) []byte {
@@ -106,7 +106,7 @@ func TestSimulatedNegative(t *testing.T) {
 		require.NoError(t, err)
 		dev2, err := other.NewDevice(e.dev.Config())
 		require.NoError(t, err)
-		ev, err := snp.NewIssuer(snp.IssuerConfig{TSM: dev2.TSM(), DisableDeviceFallback: true}).Issue(ctx, rd)
+		ev, err := snp.NewIssuer(dev2.IssuerConfig()).Issue(ctx, rd)
 		require.NoError(t, err)
 		v := offlineValidator(t, []snp.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 		_, err = v.Validate(ctx, ev, rd)
@@ -159,7 +159,7 @@ func TestSimulatedNegative(t *testing.T) {
 				tc.mutate(&cfg)
 				dev, err := e.auth.NewDevice(cfg)
 				require.NoError(t, err)
-				ev, err := snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true}).Issue(ctx, rd)
+				ev, err := snp.NewIssuer(dev.IssuerConfig()).Issue(ctx, rd)
 				require.NoError(t, err)
 				v := offlineValidator(t, []snp.ReferenceValues{rv}, time.Now())
 				_, err = v.Validate(ctx, ev, rd)
@@ -182,14 +182,15 @@ func TestSimulatedRevocationAndMissingVCEK(t *testing.T) {
 	require.NoError(t, err)
 	v := offlineValidator(t, []snp.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 	_, err = v.Validate(ctx, ev, rd)
-	requireCheck(t, err, attest.CheckChain)
+	requireCheck(t, err, attest.CheckRevocation)
+	require.ErrorContains(t, err, "was revoked")
 
 	// A host that did not provision the VCEK: offline validation names the KDS URL.
 	cfg := e.dev.Config()
 	cfg.OmitCertificates = true
 	dev, err := e.auth.NewDevice(cfg)
 	require.NoError(t, err)
-	ev, err = snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true}).Issue(ctx, rd)
+	ev, err = snp.NewIssuer(dev.IssuerConfig()).Issue(ctx, rd)
 	require.NoError(t, err)
 	_, err = v.Validate(ctx, ev, rd)
 	requireCheck(t, err, attest.CheckChain)

@@ -90,13 +90,25 @@ func requireCheck(t *testing.T, err error, want attest.Check) {
 	assert.Equal(t, want, got, "error: %v", err)
 }
 
+// TestRealMilanSampleOffline: the Milan report and VCEK shipped in
+// go-sev-guest verify against the real embedded AMD roots (chain and report
+// signature) and pass every reference-value check, offline; the ARK's CRL,
+// which the production path requires, is not shipped with the sample and
+// cannot be made for the real ARK, so the report is refused at the last
+// check, revocation, naming the KDS URL. The simulated platform shows the
+// same code accepting with a CRL.
 func TestRealMilanSampleOffline(t *testing.T) {
 	v := offlineValidator(t, []snp.ReferenceValues{realRefVals(t)}, sampleTime)
-	res, err := v.Validate(context.Background(), realSample(t, nil), realReportData())
+	_, err := v.Validate(context.Background(), realSample(t, nil), realReportData())
+	requireCheck(t, err, attest.CheckRevocation)
+	require.ErrorContains(t, err, "https://kdsintf.amd.com/vcek/v1/Milan/crl")
+	// A CRL carried by the evidence must be signed by the real ARK: one of
+	// a simulated ARK is refused.
+	crl, err := newSimEnv(t).auth.SignCRL(sampleTime.Add(-time.Hour), sampleTime.Add(24*time.Hour), false)
 	require.NoError(t, err)
-	assert.Equal(t, attest.PlatformSNP, res.Platform)
-	assert.Len(t, res.PolicyDigest, 32)
-	assert.Equal(t, "milan-sample", res.ReferenceName)
+	_, err = v.Validate(context.Background(), withArtifacts(t, realSample(t, nil), evidence.Artifact{URL: crlURL, Body: crl}), realReportData())
+	requireCheck(t, err, attest.CheckRevocation)
+	require.ErrorContains(t, err, "CRL is not issued by the ARK")
 }
 
 func TestRealMilanSampleFlippedByte(t *testing.T) {
@@ -162,7 +174,7 @@ func TestRealValidatorRejectsSimulatedEvidence(t *testing.T) {
 	require.NoError(t, err)
 	rv := dev.ReferenceValues()
 	var rd [64]byte
-	ev, err := snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true}).Issue(context.Background(), rd)
+	ev, err := snp.NewIssuer(dev.IssuerConfig()).Issue(context.Background(), rd)
 	require.NoError(t, err)
 
 	// A real reference value with the simulated device's exact values.

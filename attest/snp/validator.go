@@ -35,11 +35,13 @@ type Config struct {
 	ExpectedHostData []byte
 	// Cache fetches VCEKs and CRLs; defaults to an online cache.
 	Cache *certcache.Cache
-	// RequireRevocationCheck fails validation when the CRL cannot be
-	// obtained. By default an unobtainable CRL is logged and skipped.
-	RequireRevocationCheck bool
+	// MaxCollateralAge bounds the age of the ARK's CRL, which is always
+	// required (see certcache.Freshness). Zero means
+	// certcache.DefaultMaxAge.
+	MaxCollateralAge time.Duration
 	// ChainCacheTTL bounds how long a verified VCEK chain is trusted
-	// without re-verification (and CRL re-check). Zero means 10 minutes.
+	// without re-verification (and CRL re-check). Zero means 10 minutes;
+	// it is further bounded by the CRL's next update and maximum age.
 	ChainCacheTTL time.Duration
 	// Now is the clock; defaults to time.Now.
 	Now func() time.Time
@@ -61,6 +63,10 @@ type Validator struct {
 type chainEntry struct {
 	cert  *x509.Certificate
 	until time.Time
+	// revErr is the failed revocation check of a chain that verified; it
+	// is reported after the reference-value checks. Such entries are
+	// never cached.
+	revErr error
 }
 
 // NewValidator returns a Validator for cfg, filling defaults.
@@ -130,6 +136,11 @@ func realRoots() (map[string][]*trust.AMDRootCerts, error) {
 // Platform returns the platform this validator accepts.
 func (v *Validator) Platform() attest.Platform { return v.platform }
 
+// CacheNamespace is the certcache namespace of the validator's documents:
+// "" (the real vendor services) for hardware, a namespace of its own for
+// each simulated root.
+func (v *Validator) CacheNamespace() string { return v.ns }
+
 // Validate implements attest.Validator.
 func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte) (*attest.Result, error) {
 	frame, err := evidence.Unmarshal(ev)
@@ -151,7 +162,8 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 	if info.SigningKey != abi.VcekReportSigner && info.SigningKey != abi.VlekReportSigner {
 		return nil, attest.Errorf(attest.CheckSignature, "report signed by %v, want VCEK or VLEK", info.SigningKey)
 	}
-	if err := v.verifySignature(ctx, frame, att, raw, info.SigningKey); err != nil {
+	chain, err := v.verifySignature(ctx, frame, att, raw, info.SigningKey)
+	if err != nil {
 		return nil, err
 	}
 	// Checks independent of the reference-value entry.
@@ -171,6 +183,9 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 		if err := v.checkEntry(att, rv, product); err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if chain.revErr != nil {
+			return nil, chain.revErr
 		}
 		return &attest.Result{
 			Platform:      v.platform,
@@ -231,9 +246,10 @@ func endorsementDER(att *spb.Attestation, key abi.ReportSigner) []byte {
 }
 
 // verifySignature checks the report signature and the endorsement key's
-// chain to the trusted root. A chain is verified once per VCEK/VLEK (and
-// root), then cached for ChainCacheTTL; every report's signature is checked.
-func (v *Validator) verifySignature(ctx context.Context, frame *evidence.Frame, att *spb.Attestation, raw []byte, key abi.ReportSigner) error {
+// chain to the trusted root, and the chain's revocation status (reported in
+// the entry). A chain is verified once per VCEK/VLEK (and root), then cached
+// for ChainCacheTTL; every report's signature is checked.
+func (v *Validator) verifySignature(ctx context.Context, frame *evidence.Frame, att *spb.Attestation, raw []byte, key abi.ReportSigner) (*chainEntry, error) {
 	now := v.cfg.Now()
 	der := endorsementDER(att, key)
 	var ck [32]byte
@@ -244,9 +260,9 @@ func (v *Validator) verifySignature(ctx context.Context, frame *evidence.Frame, 
 		v.mu.RUnlock()
 		if ok && now.Before(e.until) {
 			if err := verify.SnpReportSignature(raw, e.cert); err != nil {
-				return attest.NewCheckError(attest.CheckSignature, err)
+				return nil, attest.NewCheckError(attest.CheckSignature, err)
 			}
-			return nil
+			return e, nil
 		}
 	}
 	overlay := map[string]certcache.Artifact{}
@@ -258,52 +274,116 @@ func (v *Validator) verifySignature(ctx context.Context, frame *evidence.Frame, 
 	// roots are used for verification, and filling them in here keeps
 	// go-sev-guest from fetching them into its process-wide cache.
 	line := productLine(att, key)
-	if rs := v.roots[line]; len(rs) > 0 {
+	rs := v.roots[line]
+	if len(rs) > 0 {
 		att.CertificateChain.ArkCert = rs[0].ProductCerts.Ark.Raw
 		if rs[0].ProductCerts.Ask != nil {
 			att.CertificateChain.AskCert = rs[0].ProductCerts.Ask.Raw
 		}
 	}
+	// Revocation is checked below with a CRL chosen and checked for
+	// freshness here, never through go-sev-guest, which would keep the
+	// first CRL it sees in the shared roots and use it for other chips.
 	opts := &verify.Options{
 		// For v2 reports (no CPUID in the report) the product comes from the
 		// endorsement certificate, which the chain verification then pins.
-		Product:          reportProduct(att, key),
-		CheckRevocations: true,
-		Getter:           getter,
-		Now:              now,
-		TrustedRoots:     v.roots,
+		Product:      reportProduct(att, key),
+		Getter:       getter,
+		Now:          now,
+		TrustedRoots: v.roots,
 	}
-	err := verify.SnpAttestationContext(ctx, att, opts)
-	var crlErr verify.CRLUnavailableErr
-	if err != nil && errors.As(err, &crlErr) && !v.cfg.RequireRevocationCheck {
-		v.cfg.Logger.Warn("SNP CRL unavailable, skipping revocation check", "error", err)
-		opts.CheckRevocations = false
-		err = verify.SnpAttestationContext(ctx, att, opts)
-	}
-	if err != nil {
-		return v.classify(att, raw, key, err)
+	if err := verify.SnpAttestationContext(ctx, att, opts); err != nil {
+		return nil, v.classify(att, raw, key, err)
 	}
 	der = endorsementDER(att, key)
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return attest.NewCheckError(attest.CheckChain, err)
+		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
 	until := now.Add(v.cfg.ChainCacheTTL)
-	for _, r := range v.roots[line] {
+	for _, r := range rs {
 		for _, c := range []*x509.Certificate{cert, r.ProductCerts.Ark, r.ProductCerts.Ask} {
 			if c != nil && c.NotAfter.Before(until) {
 				until = c.NotAfter
 			}
 		}
 	}
+	e := &chainEntry{cert: cert, until: until}
+	if len(rs) == 0 {
+		e.revErr = attest.Errorf(attest.CheckRevocation, "no trusted root for product line %q", line)
+		return e, nil
+	}
+	crlUntil, err := v.checkRevocation(ctx, frame, rs[0], line, key, cert)
+	if err != nil {
+		e.revErr = err
+		return e, nil
+	}
+	if crlUntil.Before(e.until) {
+		e.until = crlUntil
+	}
 	ck = sha256.Sum256(append(bytes.Clone(v.rootsHash), der...))
 	v.mu.Lock()
 	if len(v.verified) > 4096 {
 		clear(v.verified)
 	}
-	v.verified[ck] = &chainEntry{cert: cert, until: until}
+	v.verified[ck] = e
 	v.mu.Unlock()
-	return nil
+	return e, nil
+}
+
+// checkRevocation requires the ARK's CRL for the endorsement key's product
+// line: the newest authentic copy of this verifier's own (cached, fetched)
+// and the one the evidence carries, within its validity period and
+// MaxCollateralAge. Neither the intermediate (ASK, or ASVK for a VLEK) nor
+// the endorsement certificate may be on it. It returns when the verdict
+// expires.
+func (v *Validator) checkRevocation(ctx context.Context, frame *evidence.Frame, root *trust.AMDRootCerts, line string, key abi.ReportSigner, endorsement *x509.Certificate) (time.Time, error) {
+	now := v.cfg.Now()
+	url := kds.CrlLinkByKey(line, key)
+	var carried *certcache.Artifact
+	for _, a := range frame.Artifacts {
+		if a.URL == url {
+			carried = &certcache.Artifact{URL: a.URL, Body: a.Body}
+		}
+	}
+	ark := root.ProductCerts.Ark
+	intermediate := root.ProductCerts.Ask
+	if key == abi.VlekReportSigner {
+		intermediate = root.ProductCerts.Asvk
+	}
+	if ark == nil || intermediate == nil {
+		return time.Time{}, attest.Errorf(attest.CheckRevocation, "trusted %s root lacks the ARK or the intermediate for %v", line, key)
+	}
+	sel, err := certcache.Select(ctx, v.cfg.Cache, v.ns, url, certcache.KindCRL, carried, func(a *certcache.Artifact) (*x509.RevocationList, time.Time, error) {
+		crl, err := x509.ParseRevocationList(a.Body)
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("parsing CRL: %w", err)
+		}
+		if !bytes.Equal(crl.RawIssuer, ark.RawSubject) {
+			return nil, time.Time{}, errors.New("CRL is not issued by the ARK")
+		}
+		if err := crl.CheckSignatureFrom(ark); err != nil {
+			return nil, time.Time{}, fmt.Errorf("CRL is not signed by the ARK: %w", err)
+		}
+		return crl, crl.ThisUpdate, nil
+	})
+	if err != nil {
+		return time.Time{}, attest.NewCheckError(attest.CheckRevocation, fmt.Errorf("no usable CRL %s: %w", url, err))
+	}
+	crl := sel.Doc
+	until, err := certcache.Freshness{MaxAge: v.cfg.MaxCollateralAge}.Check(now, crl.ThisUpdate, crl.NextUpdate, sel.Artifact.FetchedAt)
+	if err != nil {
+		return time.Time{}, attest.NewCheckError(attest.CheckRevocation, fmt.Errorf("CRL %s: %w", url, err))
+	}
+	for _, bad := range crl.RevokedCertificateEntries {
+		for _, c := range []*x509.Certificate{intermediate, endorsement} {
+			if c.SerialNumber.Cmp(bad.SerialNumber) == 0 {
+				return time.Time{}, attest.Errorf(attest.CheckRevocation, "%s certificate %x was revoked at %s (CRL %s)",
+					c.Subject.CommonName, c.SerialNumber, bad.RevocationTime.UTC().Format(time.RFC3339), url)
+			}
+		}
+	}
+	return until, nil
 }
 
 // classify names the check behind a go-sev-guest verification error.
@@ -311,10 +391,6 @@ func (v *Validator) classify(att *spb.Attestation, raw []byte, key abi.ReportSig
 	var missing *certcache.MissingError
 	if errors.As(err, &missing) {
 		return attest.NewCheckError(attest.CheckChain, err)
-	}
-	var crlErr verify.CRLUnavailableErr
-	if errors.As(err, &crlErr) {
-		return attest.NewCheckError(attest.CheckRevocation, err)
 	}
 	if cert, perr := x509.ParseCertificate(endorsementDER(att, key)); perr == nil {
 		if serr := verify.SnpReportSignature(raw, cert); serr != nil {

@@ -37,6 +37,10 @@ type IssuerConfig struct {
 	Cache *certcache.Cache
 	// Artifacts are attached to every evidence frame (e.g. pre-fetched collateral).
 	Artifacts []evidence.Artifact
+	// ArtifactSource, if set, returns artifacts attached to every evidence
+	// frame after Artifacts, e.g. the simulated collateral, reissued while
+	// the issuer runs.
+	ArtifactSource func() []evidence.Artifact
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +76,9 @@ func (i *Issuer) Issue(ctx context.Context, reportData [64]byte) ([]byte, error)
 		}
 	}
 	frame := &evidence.Frame{Kind: evidence.KindTDX, Evidence: quote, Artifacts: append([]evidence.Artifact(nil), i.cfg.Artifacts...)}
+	if i.cfg.ArtifactSource != nil {
+		frame.Artifacts = append(frame.Artifacts, i.cfg.ArtifactSource()...)
+	}
 	if i.cfg.Cache != nil && len(frame.Artifacts) == 0 {
 		frame.Artifacts = i.attach(ctx, quote)
 	}
@@ -111,8 +118,15 @@ func (i *Issuer) attach(ctx context.Context, quote []byte) []evidence.Artifact {
 		return nil
 	}
 	var out []evidence.Artifact
-	for _, url := range []string{pcs.TcbInfoURL(exts.FMSPC), pcs.QeIdentityURL(), pcs.PckCrlURL(caType(chain.pck)), intelRootCRL} {
-		a, err := i.cfg.Cache.Get(ctx, "", url, nil)
+	for _, d := range []struct {
+		url  string
+		kind certcache.Kind
+	}{
+		{pcs.TcbInfoURL(exts.FMSPC), certcache.KindTCBInfo}, {pcs.QeIdentityURL(), certcache.KindQEIdentity},
+		{pcs.PckCrlURL(caType(chain.pck)), certcache.KindCRL}, {intelRootCRL, certcache.KindCRL},
+	} {
+		url := d.url
+		a, err := i.cfg.Cache.Get(ctx, "", url, d.kind)
 		if err != nil {
 			i.cfg.Logger.Info("collateral not attached", "error", err)
 			continue

@@ -3,7 +3,6 @@ package tdx
 import (
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -128,31 +127,4 @@ func (p pckPlatform) check(rv *ReferenceValues) error {
 		return errors.New("the PCK certificate says this is a dynamic platform (packages can be added), StaticPlatform requires a static one")
 	}
 	return nil
-}
-
-// tcbEvaluationDataNumber returns the smaller tcbEvaluationDataNumber of
-// the TCB info and QE identity bodies (as Intel PCS returns them, signed
-// JSON under "tcbInfo" and "enclaveIdentity").
-func tcbEvaluationDataNumber(tcbInfo, qeIdentity []byte) (int, error) {
-	var ti struct {
-		TcbInfo struct {
-			TcbEvaluationDataNumber *int `json:"tcbEvaluationDataNumber"`
-		} `json:"tcbInfo"`
-	}
-	var qi struct {
-		EnclaveIdentity struct {
-			TcbEvaluationDataNumber *int `json:"tcbEvaluationDataNumber"`
-		} `json:"enclaveIdentity"`
-	}
-	if err := json.Unmarshal(tcbInfo, &ti); err != nil {
-		return 0, fmt.Errorf("decoding TCB info: %w", err)
-	}
-	if err := json.Unmarshal(qeIdentity, &qi); err != nil {
-		return 0, fmt.Errorf("decoding QE identity: %w", err)
-	}
-	a, b := ti.TcbInfo.TcbEvaluationDataNumber, qi.EnclaveIdentity.TcbEvaluationDataNumber
-	if a == nil || b == nil {
-		return 0, errors.New("collateral without tcbEvaluationDataNumber")
-	}
-	return min(*a, *b), nil
 }

@@ -28,13 +28,15 @@ func TestRealPCKPlatformRequirements(t *testing.T) {
 		"static platform":  {func(r *tdx.ReferenceValues) { r.StaticPlatform = true }, "StaticPlatform"},
 	}
 	ev := realSample(t, testdata.RawQuote, false)
-	_, err := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false).Validate(context.Background(), ev, realReportData(t))
-	require.NoError(t, err)
+	// Without the requirements the platform checks pass, and the sample is
+	// refused only for want of collateral (it carries none here).
+	_, err := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime).Validate(context.Background(), ev, realReportData(t))
+	requireCheck(t, err, attest.CheckRevocation)
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			rv := realRefVals(t)
 			tc.mutate(&rv)
-			_, err := validator(t, []tdx.ReferenceValues{rv}, sampleTime, false).Validate(context.Background(), ev, realReportData(t))
+			_, err := validator(t, []tdx.ReferenceValues{rv}, sampleTime).Validate(context.Background(), ev, realReportData(t))
 			requireCheck(t, err, attest.CheckPlatformInfo)
 			require.ErrorContains(t, err, tc.want)
 		})
@@ -43,8 +45,8 @@ func TestRealPCKPlatformRequirements(t *testing.T) {
 
 // TestTCBEvaluationDataNumber checks MinTCBEvaluationDataNumber against the
 // tcbEvaluationDataNumber of the simulated collateral (17): a higher
-// minimum rejects with CheckCollateral, and so does any minimum when the
-// collateral could not be obtained (the default does not require it).
+// minimum rejects with CheckCollateral; without collateral the quote is
+// refused whatever the minimum, for the missing CRLs (revocation).
 func TestTCBEvaluationDataNumber(t *testing.T) {
 	ctx := context.Background()
 	e := newSimEnv(t, nil)
@@ -55,23 +57,24 @@ func TestTCBEvaluationDataNumber(t *testing.T) {
 	tests := map[string]struct {
 		minimum int
 		ev      []byte
+		check   attest.Check
 		want    string // empty: accepted
 	}{
 		"at the minimum":                {minimum: 17, ev: withCollateral},
-		"below the minimum":             {minimum: 18, ev: withCollateral, want: "tcbEvaluationDataNumber 17 is below MinTCBEvaluationDataNumber 18"},
-		"no minimum without collateral": {minimum: 0, ev: without},
-		"minimum without collateral":    {minimum: 1, ev: without, want: "MinTCBEvaluationDataNumber 1 needs Intel's collateral"},
+		"below the minimum":             {minimum: 18, ev: withCollateral, check: attest.CheckCollateral, want: "tcbEvaluationDataNumber 17 is below MinTCBEvaluationDataNumber 18"},
+		"no minimum without collateral": {minimum: 0, ev: without, check: attest.CheckRevocation, want: "IntelSGXRootCA.der"},
+		"minimum without collateral":    {minimum: 1, ev: without, check: attest.CheckRevocation, want: "IntelSGXRootCA.der"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			rv := e.dev.ReferenceValues()
 			rv.MinTCBEvaluationDataNumber = tc.minimum
-			_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), false).Validate(ctx, tc.ev, rd)
+			_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, tc.ev, rd)
 			if tc.want == "" {
 				require.NoError(t, err)
 				return
 			}
-			requireCheck(t, err, attest.CheckCollateral)
+			requireCheck(t, err, tc.check)
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
@@ -90,7 +93,7 @@ func TestSimulatedPCKPlatformRequirements(t *testing.T) {
 	rv := e.dev.ReferenceValues()
 	rv.MemoryIntegrity, rv.SMTDisabled, rv.StaticPlatform = true, true, true
 	var rd [64]byte
-	_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, e.issue(t, e.dev, rd), rd)
+	_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, e.issue(t, e.dev, rd), rd)
 	require.NoError(t, err)
 	tests := map[string]struct {
 		mutate func(*sim.TDXDeviceConfig)
@@ -108,7 +111,7 @@ func TestSimulatedPCKPlatformRequirements(t *testing.T) {
 			tc.mutate(&cfg)
 			dev, err := e.auth.NewDevice(cfg)
 			require.NoError(t, err)
-			_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, e.issue(t, dev, rd), rd)
+			_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, e.issue(t, dev, rd), rd)
 			requireCheck(t, err, attest.CheckPlatformInfo)
 			require.ErrorContains(t, err, tc.want)
 		})

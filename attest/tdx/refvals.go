@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/contrast-cc/contrast/attest"
@@ -47,6 +48,10 @@ type ReferenceValues struct {
 	// MinimumPceSvn is the minimum provisioning certification enclave SVN
 	// of the quote header; omitted, 0.
 	MinimumPceSvn *uint16 `json:",omitempty"`
+	// AllowedTCBStatuses lists the TCB statuses of Intel's collateral that
+	// are accepted (checked after the collateral, the QE identity and the
+	// TDX module); empty means UpToDate only. Revoked is never accepted.
+	AllowedTCBStatuses []string `json:",omitempty"`
 	// AllowedPIIDs lists accepted platform IDs (the 16-byte PPID of the PCK
 	// certificate); empty accepts any platform.
 	AllowedPIIDs []attest.HexBytes `json:",omitempty"`
@@ -196,12 +201,25 @@ func (r *ReferenceValues) Validate() error {
 	if r.MinTCBEvaluationDataNumber < 0 {
 		field("MinTCBEvaluationDataNumber", errors.New("must not be negative"))
 	}
+	for i, st := range r.AllowedTCBStatuses {
+		if !slices.Contains(acceptableStatuses, st) {
+			field(fmt.Sprintf("AllowedTCBStatuses[%d]", i), fmt.Errorf("%q is not an acceptable TCB status (one of %s)", st, strings.Join(acceptableStatuses, ", ")))
+		}
+	}
 	for i, id := range r.AllowedPIIDs {
 		if len(id) != 16 {
 			field(fmt.Sprintf("AllowedPIIDs[%d]", i), fmt.Errorf("must be 16 bytes, got %d", len(id)))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// allowedTCBStatuses returns the TCB statuses r accepts.
+func (r *ReferenceValues) allowedTCBStatuses() []string {
+	if len(r.AllowedTCBStatuses) == 0 {
+		return []string{StatusUpToDate}
+	}
+	return r.AllowedTCBStatuses
 }
 
 // Unenforced lists the fields of r that are set but that the evidence

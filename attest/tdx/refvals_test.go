@@ -138,7 +138,7 @@ func TestOriginalShapeAgainstSimulatedTD(t *testing.T) {
 			if tc.rv != nil {
 				tc.rv(&r)
 			}
-			_, err := validator(t, []tdx.ReferenceValues{r}, time.Now(), true).Validate(ctx, e.issue(t, dev, rd), rd)
+			_, err := validator(t, []tdx.ReferenceValues{r}, time.Now()).Validate(ctx, e.issue(t, dev, rd), rd)
 			if tc.want == "" {
 				require.NoError(t, err)
 				return

@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
+	"github.com/google/go-tdx-guest/verify"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -75,15 +78,37 @@ func realReportData(t testing.TB) [64]byte {
 	return rd
 }
 
-func validator(t testing.TB, rvs []tdx.ReferenceValues, now time.Time, requireCollateral bool) *tdx.Validator {
+// validator is the validator the Coordinator builds from a manifest
+// (manifest.Validators sets reference values, cache and logger; every other
+// setting is the default) with --offline and the clock at now.
+func validator(t testing.TB, rvs []tdx.ReferenceValues, now time.Time) *tdx.Validator {
+	t.Helper()
+	return validatorWith(t, rvs, now, certcache.New(certcache.Config{Offline: true, Now: func() time.Time { return now }}))
+}
+
+func validatorWith(t testing.TB, rvs []tdx.ReferenceValues, now time.Time, cache *certcache.Cache) *tdx.Validator {
 	t.Helper()
 	v, err := tdx.NewValidator(tdx.Config{
-		ReferenceValues: rvs, Cache: certcache.New(certcache.Config{Offline: true}),
-		Now: func() time.Time { return now }, RequireCollateral: requireCollateral,
+		ReferenceValues: rvs, Cache: cache,
+		Now:    func() time.Time { return now },
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)
 	return v
+}
+
+// bundled returns an offline cache seeded, at now, with the collateral
+// go-tdx-guest ships beside its sample quote, as an operator bundles it.
+func bundled(now time.Time) *certcache.Cache {
+	c := certcache.New(certcache.Config{Offline: true, Now: func() time.Time { return now }})
+	for url, r := range tdxtest.TestGetter.Responses {
+		hdr := map[string]string{}
+		for k, v := range r.Header {
+			hdr[k] = v[0]
+		}
+		c.Put("", certcache.Artifact{URL: url, Header: hdr, Body: r.Body, FetchedAt: now})
+	}
+	return c
 }
 
 func requireCheck(t *testing.T, err error, want attest.Check) {
@@ -96,28 +121,56 @@ func requireCheck(t *testing.T, err error, want attest.Check) {
 
 func TestRealSapphireRapidsQuoteOffline(t *testing.T) {
 	// Quote signature, QE report and PCK chain against the real embedded
-	// Intel root, offline, without collateral.
-	v := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false)
-	res, err := v.Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
-	require.NoError(t, err)
-	assert.Equal(t, attest.PlatformTDX, res.Platform)
-	assert.Len(t, res.PolicyDigest, 48)
-	assert.Len(t, res.ChipID, 16)
+	// Intel root, offline, with the collateral go-tdx-guest ships bundled
+	// at the sample's time: the collateral's signatures verify against the
+	// real root, nothing is revoked, the QE identity matches (MRSIGNER,
+	// ISVPRODID, masks; ISVSVN 4 is UpToDate), but the PCK certificate's
+	// CPU SVNs (03 03 02 02 02 01 00 02 …) are below both TCB levels of the
+	// shipped TCB info (05 05 02 02 03 01 00 03 …), so Intel's algorithm
+	// finds no TCB level: the TCB is not supported, and the quote is
+	// refused at the last check. Real collateral acceptance cannot be shown
+	// on this sample; the simulated platform runs the same code to the end.
+	v := validatorWith(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, bundled(sampleTime))
+	_, err := v.Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
+	requireCheck(t, err, attest.CheckTCBStatus)
+	require.ErrorContains(t, err, "TCB not supported")
 
-	// With the collateral shipped beside the sample: TCB info, QE identity
-	// and both CRLs verify against the real root, but the shipped TCB info
-	// is newer than the quote's TEE_TCB_SVN, so go-tdx-guest finds no
-	// matching TCB level (as its own tests expect).
-	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, true).
-		Validate(context.Background(), realSample(t, testdata.RawQuote, true), realReportData(t))
-	requireCheck(t, err, attest.CheckCollateral)
-	require.ErrorContains(t, err, "no matching TCB level")
-
-	// Collateral required but absent offline: the error names the PCS URL.
-	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, true).
+	// Every status opt-in changes nothing: there is no status to allow.
+	rv := realRefVals(t)
+	rv.AllowedTCBStatuses = []string{tdx.StatusUpToDate, tdx.StatusOutOfDate, tdx.StatusOutOfDateConfigurationNeeded}
+	_, err = validatorWith(t, []tdx.ReferenceValues{rv}, sampleTime, bundled(sampleTime)).
 		Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
-	requireCheck(t, err, attest.CheckCollateral)
-	require.ErrorContains(t, err, "https://api.trustedservices.intel.com/")
+	requireCheck(t, err, attest.CheckTCBStatus)
+
+	// The same collateral carried by the evidence only: the root CA CRL
+	// (issued 2023-04-03) is older than the maximum age at the sample's
+	// time, and an evidence copy is as old as its issue date says.
+	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime).
+		Validate(context.Background(), realSample(t, testdata.RawQuote, true), realReportData(t))
+	requireCheck(t, err, attest.CheckRevocation)
+	require.ErrorContains(t, err, "older than the maximum age")
+
+	// No collateral offline: the error names the URL that was needed.
+	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime).
+		Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
+	requireCheck(t, err, attest.CheckRevocation)
+	require.ErrorContains(t, err, "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der")
+}
+
+// TestEmbeddedIntelRootIsGoTDXGuests: the root this package trusts is the
+// one go-tdx-guest embeds (the sample's chain verifies with either).
+func TestEmbeddedIntelRootIsGoTDXGuests(t *testing.T) {
+	q := realQuote(t)
+	require.NoError(t, verify.TdxQuote(q, &verify.Options{Now: sampleTime}))
+	pool := x509.NewCertPool()
+	pool.AddCert(tdx.IntelRoot())
+	require.NoError(t, verify.TdxQuote(q, &verify.Options{Now: sampleTime, TrustedRoots: pool}))
+	chain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+	var last []byte
+	for b, rest := pem.Decode(chain); b != nil; b, rest = pem.Decode(rest) {
+		last = b.Bytes
+	}
+	assert.Equal(t, tdx.IntelRoot().Raw, last)
 }
 
 func TestRealQuoteFlippedByte(t *testing.T) {
@@ -125,7 +178,7 @@ func TestRealQuoteFlippedByte(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			raw := append([]byte(nil), testdata.RawQuote...)
 			raw[off] ^= 1
-			v := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false)
+			v := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime)
 			_, err := v.Validate(context.Background(), realSample(t, raw, false), realReportData(t))
 			requireCheck(t, err, attest.CheckSignature)
 		})
@@ -157,19 +210,21 @@ func TestRealQuoteNegative(t *testing.T) {
 			if !tc.now.IsZero() {
 				now = tc.now
 			}
-			_, err := validator(t, []tdx.ReferenceValues{rv}, now, false).Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
+			_, err := validator(t, []tdx.ReferenceValues{rv}, now).Validate(context.Background(), realSample(t, testdata.RawQuote, false), realReportData(t))
 			requireCheck(t, err, tc.want)
 		})
 	}
 	// Relay: the right quote for another session.
 	rd := realReportData(t)
 	rd[0] ^= 1
-	_, err := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime, false).Validate(context.Background(), realSample(t, testdata.RawQuote, false), rd)
+	_, err := validator(t, []tdx.ReferenceValues{realRefVals(t)}, sampleTime).Validate(context.Background(), realSample(t, testdata.RawQuote, false), rd)
 	requireCheck(t, err, attest.CheckReportData)
-	// Expired collateral (the TCB signing certificate ends 2025-05-21).
-	_, err = validator(t, []tdx.ReferenceValues{realRefVals(t)}, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), true).
+	// Expired collateral: bundled at the sample's time, used in 2025 (the
+	// CRLs' next updates and the maximum age have passed).
+	late := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	_, err = validatorWith(t, []tdx.ReferenceValues{realRefVals(t)}, late, bundled(sampleTime)).
 		Validate(context.Background(), realSample(t, testdata.RawQuote, true), realReportData(t))
-	requireCheck(t, err, attest.CheckCollateral)
+	requireCheck(t, err, attest.CheckRevocation)
 }
 
 type simEnv struct {
@@ -212,7 +267,7 @@ func TestSimulatedRoundTrip(t *testing.T) {
 	e := newSimEnv(t, nil)
 	var rd [64]byte
 	rd[3] = 3
-	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 	for range 2 {
 		res, err := v.Validate(context.Background(), e.issue(t, e.dev, rd), rd)
 		require.NoError(t, err)
@@ -237,7 +292,7 @@ func TestSimulatedNegative(t *testing.T) {
 		"low tee tcb":     {func(c *sim.TDXDeviceConfig) { c.TeeTcbSvn[0] = 1 }, attest.CheckTCB},
 		"low qe svn":      {func(c *sim.TDXDeviceConfig) { c.QeSvn = 1 }, attest.CheckQESVN},
 		"ppid":            {func(c *sim.TDXDeviceConfig) { c.PPID[0] ^= 1 }, attest.CheckChipID},
-		"tcb out of date": {func(c *sim.TDXDeviceConfig) { c.TCBOutOfDate = true }, attest.CheckCollateral},
+		"tcb out of date": {func(c *sim.TDXDeviceConfig) { c.TCBOutOfDate = true }, attest.CheckTCBStatus},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -245,7 +300,7 @@ func TestSimulatedNegative(t *testing.T) {
 			tc.mutate(&cfg)
 			dev, err := e.auth.NewDevice(cfg)
 			require.NoError(t, err)
-			_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, e.issue(t, dev, rd), rd)
+			_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, e.issue(t, dev, rd), rd)
 			requireCheck(t, err, tc.want)
 		})
 	}
@@ -258,28 +313,28 @@ func TestSimulatedNegative(t *testing.T) {
 	t.Run("replayed", func(t *testing.T) {
 		var other [64]byte
 		other[0] = 1
-		_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, good, other)
+		_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, good, other)
 		requireCheck(t, err, attest.CheckReportData)
 	})
 	t.Run("simulated against real", func(t *testing.T) {
 		realRV := rv
 		realRV.Platform, realRV.SimulatedRoot = attest.PlatformTDX, ""
-		_, err := validator(t, []tdx.ReferenceValues{realRV}, time.Now(), true).Validate(ctx, good, rd)
+		_, err := validator(t, []tdx.ReferenceValues{realRV}, time.Now()).Validate(ctx, good, rd)
 		requireCheck(t, err, attest.CheckChain)
 		_, err = tdx.NewValidator(tdx.Config{ReferenceValues: []tdx.ReferenceValues{realRefVals(t), rv}})
 		require.Error(t, err)
 	})
 	t.Run("real against simulated", func(t *testing.T) {
-		_, err := validator(t, []tdx.ReferenceValues{rv}, sampleTime, true).Validate(ctx, realSample(t, testdata.RawQuote, true), realReportData(t))
+		_, err := validator(t, []tdx.ReferenceValues{rv}, sampleTime).Validate(ctx, realSample(t, testdata.RawQuote, true), realReportData(t))
 		require.Error(t, err)
 	})
 	t.Run("foreign root", func(t *testing.T) {
 		other := newSimEnv(t, func(c *sim.TDXDeviceConfig) { *c = e.dev.Config() })
-		_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, other.issue(t, other.dev, rd), rd)
+		_, err := validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, other.issue(t, other.dev, rd), rd)
 		requireCheck(t, err, attest.CheckChain)
 	})
 	t.Run("truncated and oversized", func(t *testing.T) {
-		v := validator(t, []tdx.ReferenceValues{rv}, time.Now(), true)
+		v := validator(t, []tdx.ReferenceValues{rv}, time.Now())
 		for _, n := range []int{0, 11, 100, len(good) / 2, len(good) - 1} {
 			_, err := v.Validate(ctx, good[:n], rd)
 			requireCheck(t, err, attest.CheckFormat)
@@ -290,9 +345,9 @@ func TestSimulatedNegative(t *testing.T) {
 	t.Run("no collateral offline", func(t *testing.T) {
 		ev, err := tdx.NewIssuer(tdx.IssuerConfig{TSM: e.dev.TSM(), DisableDeviceFallback: true}).Issue(ctx, rd)
 		require.NoError(t, err)
-		_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now(), true).Validate(ctx, ev, rd)
-		requireCheck(t, err, attest.CheckCollateral)
-		require.ErrorContains(t, err, "https://api.trustedservices.intel.com/")
+		_, err = validator(t, []tdx.ReferenceValues{rv}, time.Now()).Validate(ctx, ev, rd)
+		requireCheck(t, err, attest.CheckRevocation)
+		require.ErrorContains(t, err, "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der")
 	})
 }
 
@@ -313,7 +368,7 @@ func BenchmarkTDXValidate(b *testing.B) {
 	e := newSimEnv(b, nil)
 	var rd [64]byte
 	ev := e.issue(b, e.dev, rd)
-	v := validator(b, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	v := validator(b, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 	_, err := v.Validate(context.Background(), ev, rd)
 	require.NoError(b, err)
 	b.ReportAllocs()
@@ -348,7 +403,7 @@ func BenchmarkTDXValidateVsFloor(b *testing.B) {
 	e := newSimEnv(b, nil)
 	var rd [64]byte
 	ev := e.issue(b, e.dev, rd)
-	v := validator(b, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	v := validator(b, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 	_, err := v.Validate(context.Background(), ev, rd)
 	require.NoError(b, err)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -379,7 +434,7 @@ func TestWarmCacheStillChecksEveryQuote(t *testing.T) {
 	ctx := context.Background()
 	e := newSimEnv(t, nil)
 	var rd [64]byte
-	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 	good := e.issue(t, e.dev, rd)
 	_, err := v.Validate(ctx, good, rd)
 	require.NoError(t, err)
@@ -405,7 +460,7 @@ func TestWarmCacheStillChecksEveryQuote(t *testing.T) {
 
 func TestConcurrentValidation(t *testing.T) {
 	e := newSimEnv(t, nil)
-	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now(), true)
+	v := validator(t, []tdx.ReferenceValues{e.dev.ReferenceValues()}, time.Now())
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {

@@ -13,6 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,12 +42,13 @@ type Config struct {
 	ExpectedMrConfigID []byte
 	// Cache fetches collateral; defaults to an online cache.
 	Cache *certcache.Cache
-	// RequireCollateral fails validation when TCB info, QE identity or the
-	// CRLs cannot be obtained. By default the quote is then verified
-	// without collateral and a warning is logged.
-	RequireCollateral bool
+	// MaxCollateralAge bounds the age of TCB info, QE identity and the
+	// CRLs, which are always required (see certcache.Freshness). Zero
+	// means certcache.DefaultMaxAge.
+	MaxCollateralAge time.Duration
 	// ChainCacheTTL bounds how long a verified PCK chain, QE report and
-	// collateral verdict is reused. Zero means 10 minutes.
+	// collateral verdict is reused. Zero means 10 minutes; it is further
+	// bounded by the collateral's next updates and maximum age.
 	ChainCacheTTL time.Duration
 	// Now is the clock; defaults to time.Now.
 	Now func() time.Time
@@ -58,6 +62,7 @@ type Validator struct {
 	platform attest.Platform
 	ns       string
 	roots    *x509.CertPool
+	root     *x509.Certificate
 	rootID   []byte
 	mu       sync.RWMutex
 	verified map[[32]byte]*platformEntry
@@ -69,28 +74,17 @@ type platformEntry struct {
 	ppid   []byte
 	// pck is what the PCK certificate says about the platform.
 	pck pckPlatform
-	// tcbEvalNum is the tcbEvaluationDataNumber of the verified
-	// collateral (the smaller of TCB info and QE identity); 0 if the
-	// quote was verified without collateral.
+	// tcbEvalNum is the tcbEvaluationDataNumber of the chosen collateral
+	// (the smaller of TCB info and QE identity); 0 if it was not obtained.
 	tcbEvalNum int
 	until      time.Time
-}
-
-// recordingGetter remembers the bodies it returned, so that values are
-// read from exactly the collateral go-tdx-guest verified.
-type recordingGetter struct {
-	inner interface {
-		Get(string) (map[string][]string, []byte, error)
-	}
-	bodies map[string][]byte
-}
-
-func (g *recordingGetter) Get(url string) (map[string][]string, []byte, error) {
-	h, b, err := g.inner.Get(url)
-	if err == nil {
-		g.bodies[url] = b
-	}
-	return h, b, err
+	// status is the platform's TCB status per Intel's collateral.
+	status string
+	// collErr is the failed collateral, revocation, QE identity, TDX
+	// module or TCB level check of a quote whose signatures verified; it
+	// is reported after the reference-value checks. Such entries are
+	// never cached.
+	collErr error
 }
 
 // NewValidator returns a Validator for cfg, filling defaults.
@@ -102,17 +96,19 @@ func NewValidator(cfg Config) (*Validator, error) {
 	}
 	v := &Validator{verified: map[[32]byte]*platformEntry{}, platform: platform}
 	v.rootID = []byte("intel")
+	v.root = IntelRoot()
 	if v.platform == attest.PlatformSimulatedTDX {
 		root, err := parseRoot(simRoot)
 		if err != nil {
 			return nil, err
 		}
-		v.roots = x509.NewCertPool()
-		v.roots.AddCert(root)
+		v.root = root
 		sum := sha256.Sum256(root.Raw)
 		v.rootID = sum[:]
 		v.ns = "tdx-sim-" + hex.EncodeToString(sum[:8])
 	}
+	v.roots = x509.NewCertPool()
+	v.roots.AddCert(v.root)
 	if cfg.Cache == nil {
 		cfg.Cache = certcache.New(certcache.Config{})
 	}
@@ -131,6 +127,11 @@ func NewValidator(cfg Config) (*Validator, error) {
 
 // Platform returns the platform this validator accepts.
 func (v *Validator) Platform() attest.Platform { return v.platform }
+
+// CacheNamespace is the certcache namespace of the validator's documents:
+// "" (the real vendor services) for hardware, a namespace of its own for
+// each simulated root.
+func (v *Validator) CacheNamespace() string { return v.ns }
 
 type pckChain struct{ pck, intermediate, root *x509.Certificate }
 
@@ -310,6 +311,13 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 			errs = append(errs, err)
 			continue
 		}
+		if entry.collErr != nil {
+			return nil, entry.collErr
+		}
+		if allowed := rv.allowedTCBStatuses(); !slices.Contains(allowed, entry.status) {
+			errs = append(errs, attest.Errorf(attest.CheckTCBStatus, "TCB status %s is not allowed (allowed: %s)", entry.status, strings.Join(allowed, ", ")))
+			continue
+		}
 		return &attest.Result{
 			Platform:      v.platform,
 			PolicyDigest:  bytes.Clone(body.GetMrConfigId()),
@@ -317,6 +325,7 @@ func (v *Validator) Validate(ctx context.Context, ev []byte, reportData [64]byte
 			ReportData:    reportData,
 			ChipID:        bytes.Clone(entry.ppid),
 			TCB:           hex.EncodeToString(body.GetTeeTcbSvn()),
+			TCBStatus:     entry.status,
 			ReferenceName: rv.Name,
 		}, nil
 	}
@@ -432,33 +441,9 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	if err := verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots}); err != nil {
 		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
-	overlay := map[string]certcache.Artifact{}
-	for _, a := range frame.Artifacts {
-		overlay[a.URL] = certcache.Artifact{URL: a.URL, Header: a.Header, Body: a.Body}
-	}
-	getter := &certcache.TDXGetter{Cache: v.cfg.Cache, NS: v.ns, Overlay: overlay, Ctx: ctx}
-	until := now.Add(v.cfg.ChainCacheTTL)
-	rec := &recordingGetter{inner: getter, bodies: map[string][]byte{}}
 	exts, err := pcs.PckCertificateExtensions(chain.pck)
 	if err != nil {
 		return nil, attest.NewCheckError(attest.CheckChain, err)
-	}
-	tcbEvalNum := 0
-	err = verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots, GetCollateral: true, CheckRevocations: true, Getter: rec})
-	if err == nil {
-		if tcbEvalNum, err = tcbEvaluationDataNumber(rec.bodies[pcs.TcbInfoURL(exts.FMSPC)], rec.bodies[pcs.QeIdentityURL()]); err != nil {
-			return nil, attest.NewCheckError(attest.CheckCollateral, err)
-		}
-	} else if _, _, probe := getter.Get(pcs.QeIdentityURL()); probe != nil && !v.cfg.RequireCollateral {
-		v.cfg.Logger.Warn("TDX collateral unavailable, verified without it", "error", err)
-		until = now.Add(time.Minute)
-	} else {
-		return nil, attest.NewCheckError(attest.CheckCollateral, err)
-	}
-	for _, c := range []*x509.Certificate{chain.pck, chain.intermediate, chain.root} {
-		if c.NotAfter.Before(until) {
-			until = c.NotAfter
-		}
 	}
 	ppid, err := hex.DecodeString(exts.PPID)
 	if err != nil {
@@ -468,7 +453,19 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	if err != nil {
 		return nil, attest.NewCheckError(attest.CheckChain, err)
 	}
-	e := &platformEntry{ak: ak, ppid: ppid, pck: pck, tcbEvalNum: tcbEvalNum, until: until, signed: q.GetSignedData()}
+	e := &platformEntry{ak: ak, ppid: ppid, pck: pck, signed: q.GetSignedData()}
+	until, status, evalNum, err := v.checkCollateral(ctx, frame, q, chain, exts, now)
+	if err != nil {
+		e.collErr = err
+		return e, nil
+	}
+	e.status, e.tcbEvalNum = status, evalNum
+	for _, c := range []*x509.Certificate{chain.pck, chain.intermediate, chain.root} {
+		if c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	e.until = until
 	v.mu.Lock()
 	if len(v.verified) > 4096 {
 		clear(v.verified)
@@ -476,6 +473,59 @@ func (v *Validator) verifyPlatform(ctx context.Context, frame *evidence.Frame, q
 	v.verified[key] = e
 	v.mu.Unlock()
 	return e, nil
+}
+
+// checkCollateral obtains Intel's collateral (obtainCollateral), checks the
+// QE report against the QE identity and the platform against the TCB info,
+// and returns the converged TCB status and when the verdict expires. A
+// platform that is UpToDate is additionally verified by go-tdx-guest with
+// exactly the chosen collateral, as a backstop; go-tdx-guest accepts no
+// other status, so for a status a reference value opts in to, this
+// package's checks stand alone.
+func (v *Validator) checkCollateral(ctx context.Context, frame *evidence.Frame, q *pb.QuoteV4, chain *pckChain, exts *pcs.PckExtensions, now time.Time) (time.Time, string, int, error) {
+	coll, err := v.obtainCollateral(ctx, frame, chain, exts.FMSPC, now)
+	if err != nil {
+		return time.Time{}, "", 0, err
+	}
+	qeStatus, err := checkQEIdentity(q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport(), &coll.qeID)
+	if err != nil {
+		return time.Time{}, "", 0, err
+	}
+	status, err := tcbStatus(q.GetTdQuoteBody(), exts, &coll.tcbInfo)
+	if err != nil {
+		return time.Time{}, "", 0, err
+	}
+	evalNum := min(coll.tcbInfo.TcbEvaluationDataNumber, coll.qeID.TcbEvaluationDataNumber)
+	status = converge(status, qeStatus)
+	if len(coll.evidence) > 0 {
+		v.cfg.Logger.Debug("using collateral carried by the evidence", "kinds", coll.evidence)
+	}
+	if status == StatusUpToDate {
+		getter := &fixedGetter{docs: coll.docs}
+		err := verify.TdxQuote(q, &verify.Options{Now: now, TrustedRoots: v.roots, GetCollateral: true, CheckRevocations: true, Getter: getter})
+		if err != nil {
+			return time.Time{}, "", 0, attest.NewCheckError(attest.CheckCollateral, fmt.Errorf("go-tdx-guest rejects the collateral: %w", err))
+		}
+	}
+	return coll.until, status, evalNum, nil
+}
+
+// fixedGetter serves go-tdx-guest exactly the chosen documents.
+type fixedGetter struct {
+	docs map[string]*certcache.Artifact
+}
+
+// Get implements go-tdx-guest's trust.HTTPSGetter.
+func (g *fixedGetter) Get(u string) (map[string][]string, []byte, error) {
+	a, ok := g.docs[u]
+	if !ok {
+		return nil, nil, fmt.Errorf("%s was not chosen for this quote", u)
+	}
+	hdr := make(map[string][]string, len(a.Header))
+	for k, v := range a.Header {
+		hdr[http.CanonicalHeaderKey(k)] = []string{v}
+	}
+	return hdr, a.Body, nil
 }
 
 func checkEntry(q *pb.QuoteV4, entry *ReferenceValues, platform *platformEntry) error {
@@ -528,8 +578,8 @@ func checkEntry(q *pb.QuoteV4, entry *ReferenceValues, platform *platformEntry) 
 	}
 	if want := rv.MinTCBEvaluationDataNumber; want > 0 {
 		switch got := platform.tcbEvalNum; {
-		case got == 0:
-			return attest.Errorf(attest.CheckCollateral, "MinTCBEvaluationDataNumber %d needs Intel's collateral (TCB info, QE identity), which could not be obtained", want)
+		case platform.collErr != nil:
+			return platform.collErr
 		case got < want:
 			return attest.Errorf(attest.CheckCollateral, "the collateral's tcbEvaluationDataNumber %d is below MinTCBEvaluationDataNumber %d", got, want)
 		}

@@ -76,7 +76,7 @@ func (p *Platform) Device(hostData [32]byte, mutate func(*sim.SNPDeviceConfig)) 
 
 // Issuer returns an SNP issuer backed by dev.
 func Issuer(dev *sim.SNPDevice) *snp.Issuer {
-	return snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true})
+	return snp.NewIssuer(dev.IssuerConfig())
 }
 
 // Policy is a fake policy document and its hash.

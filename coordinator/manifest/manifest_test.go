@@ -212,6 +212,13 @@ func TestParseValidation(t *testing.T) {
 			},
 			wantErr: []string{"ReferenceValues.tdx[0].Rtmrs: has 5 elements, at most 4 allowed"},
 		},
+		"revoked TCB status allowed": {
+			mutate: func(r map[string]any) {
+				rv := r["ReferenceValues"].(map[string]any)
+				rv["tdx"] = []any{map[string]any{"AllowedTCBStatuses": []any{"OutOfDate", "Revoked"}}}
+			},
+			wantErr: []string{`ReferenceValues.tdx[0].AllowedTCBStatuses[1]: "Revoked" is not an acceptable TCB status`},
+		},
 		"wrong type": {
 			mutate:  func(r map[string]any) { r["Policies"] = []any{} },
 			wantErr: []string{"Policies: cannot decode JSON array"},

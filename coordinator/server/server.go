@@ -130,6 +130,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		store = history.NewMemStore()
 	}
 	c := &Coordinator{cfg: cfg, metrics: metrics.New(Version)}
+	if cache := cfg.ValidatorOptions.Cache; cache != nil {
+		cache.SetObserver(c.metrics)
+	}
 	var err error
 	c.auth, err = state.New(ctx, state.Config{
 		History: history.New(store), ValidatorOptions: cfg.ValidatorOptions,

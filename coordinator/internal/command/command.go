@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -36,12 +37,22 @@ type Options struct {
 	ProbeAddr     string
 	Platform      string
 	Offline       bool
-	LogLevel      string
-	SimAuthority  string
-	SimHostData   string
-	SimInitdata   string
-	SimMeasure    string
-	InMemoryStore bool
+	CollateralDir string
+	// MaxCollateralAge bounds the age of CRLs, TCB info and QE identity.
+	MaxCollateralAge time.Duration
+	// CollateralTTL is how long fetched mutable documents are cached.
+	CollateralTTL time.Duration
+	// FetchRate, FetchBurst and FetchNegativeTTL bound the requests to AMD
+	// KDS and Intel PCS (per source).
+	FetchRate        float64
+	FetchBurst       int
+	FetchNegativeTTL time.Duration
+	LogLevel         string
+	SimAuthority     string
+	SimHostData      string
+	SimInitdata      string
+	SimMeasure       string
+	InMemoryStore    bool
 }
 
 // envPrefix: every flag can be set as CONTRAST_COORDINATOR_<FLAG> (dashes
@@ -90,7 +101,13 @@ func newCommand(o *Options, logger *slog.Logger, level *slog.LevelVar) *cobra.Co
 	f.StringVar(&o.MeshAddr, "mesh-api-addr", server.DefaultMeshAddr, "listen address of the mesh API (mutual aTLS)")
 	f.StringVar(&o.ProbeAddr, "probe-addr", server.DefaultProbeAddr, "listen address of /livez, /readyz and /metrics")
 	f.StringVar(&o.Platform, "platform", "", "evidence issuer: snp, tdx, snp-simulated or tdx-simulated (required)")
-	f.BoolVar(&o.Offline, "offline", false, "never fetch KDS/PCS artifacts; rely on those attached to the evidence")
+	f.BoolVar(&o.Offline, "offline", false, "never fetch from AMD KDS / Intel PCS: use only collateral cached in --collateral-dir (seeded by an operator) or carried by evidence, within --collateral-max-age; no check is skipped")
+	f.StringVar(&o.CollateralDir, "collateral-dir", "", "directory persisting fetched KDS/PCS documents across restarts, and where an operator seeds them for --offline")
+	f.DurationVar(&o.MaxCollateralAge, "collateral-max-age", certcache.DefaultMaxAge, "maximum age of a CRL, TCB info or QE identity: since its issue date, or since this Coordinator fetched it (or it was seeded)")
+	f.DurationVar(&o.CollateralTTL, "collateral-refresh", time.Hour, "how long a fetched CRL, TCB info or QE identity is used before it is fetched again")
+	f.Float64Var(&o.FetchRate, "vendor-fetch-rate", 1, "sustained requests per second to each of AMD KDS and Intel PCS")
+	f.IntVar(&o.FetchBurst, "vendor-fetch-burst", 10, "requests allowed at once to each of AMD KDS and Intel PCS")
+	f.DurationVar(&o.FetchNegativeTTL, "vendor-fetch-retry-after", time.Minute, "how long a failed KDS/PCS request is not repeated")
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.SimAuthority, "sim-authority", "", "simulated: file of the simulated AMD/Intel root and keys (created if missing)")
 	f.StringVar(&o.SimHostData, "sim-host-data", "", "simulated: hex policy digest the simulated TEE reports")
@@ -149,6 +166,10 @@ func (o *Options) Validate() error {
 	if !o.InMemoryStore && o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace (or $POD_NAMESPACE) is required"))
 	}
+	// Zero means the default of each (certcache, validators).
+	if o.MaxCollateralAge < 0 || o.CollateralTTL < 0 || o.FetchRate < 0 || o.FetchBurst < 0 || o.FetchNegativeTTL < 0 {
+		errs = append(errs, errors.New("--collateral-max-age, --collateral-refresh, --vendor-fetch-rate, --vendor-fetch-burst and --vendor-fetch-retry-after must not be negative"))
+	}
 	switch o.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -160,17 +181,28 @@ func (o *Options) Validate() error {
 // serverConfig builds the Coordinator's configuration from validated
 // options, except the Kubernetes client of the ConfigMap store.
 func (o *Options) serverConfig(log *slog.Logger) (server.Config, error) {
-	cache := certcache.New(certcache.Config{Offline: o.Offline, Logger: log.With("component", "certcache")})
-	issuer, err := o.issuer(cache, log)
+	vopts := o.ValidatorOptions(log)
+	issuer, err := o.issuer(vopts.Cache, log)
 	if err != nil {
 		return server.Config{}, err
 	}
 	return server.Config{
 		Issuer: issuer, Namespace: o.Namespace,
 		UserAddr: o.UserAddr, MeshAddr: o.MeshAddr, ProbeAddr: o.ProbeAddr,
-		ValidatorOptions: manifest.ValidatorOptions{Cache: cache, Logger: log.With("component", "validator")},
+		ValidatorOptions: vopts,
 		Logger:           log,
 	}, nil
+}
+
+// ValidatorOptions returns the options of the validators the Coordinator
+// builds from each manifest: the production configuration.
+func (o *Options) ValidatorOptions(log *slog.Logger) manifest.ValidatorOptions {
+	cache := certcache.New(certcache.Config{
+		Offline: o.Offline, Dir: o.CollateralDir, TTL: o.CollateralTTL,
+		FetchRate: o.FetchRate, FetchBurst: o.FetchBurst, NegativeTTL: o.FetchNegativeTTL,
+		Logger: log.With("component", "certcache"),
+	})
+	return manifest.ValidatorOptions{Cache: cache, MaxCollateralAge: o.MaxCollateralAge, Logger: log.With("component", "validator")}
 }
 
 func run(cmd *cobra.Command, o *Options, log *slog.Logger) error {
@@ -262,7 +294,9 @@ func (o *Options) issuer(cache *certcache.Cache, log *slog.Logger) (attest.Issue
 			return nil, fmt.Errorf("simulated TD: %w", err)
 		}
 		log.Warn("using a SIMULATED TDX device: evidence proves nothing about this host")
-		return tdx.NewIssuer(tdx.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Artifacts: dev.Artifacts(), Logger: log.With("component", "issuer")}), nil
+		ic := dev.IssuerConfig()
+		ic.Logger = log.With("component", "issuer")
+		return tdx.NewIssuer(ic), nil
 	}
 	var auth *sim.SNPAuthority
 	if o.SimAuthority != "" {
@@ -283,5 +317,7 @@ func (o *Options) issuer(cache *certcache.Cache, log *slog.Logger) (attest.Issue
 		return nil, fmt.Errorf("simulated SNP device: %w", err)
 	}
 	log.Warn("using a SIMULATED SNP device: evidence proves nothing about this host")
-	return snp.NewIssuer(snp.IssuerConfig{TSM: dev.TSM(), DisableDeviceFallback: true, Logger: log.With("component", "issuer")}), nil
+	ic := dev.IssuerConfig()
+	ic.Logger = log.With("component", "issuer")
+	return snp.NewIssuer(ic), nil
 }

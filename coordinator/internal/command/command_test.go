@@ -60,6 +60,10 @@ func TestFlagValidation(t *testing.T) {
 			env:     map[string]string{"CONTRAST_COORDINATOR_IN_MEMORY_STORE": "true"},
 			wantErr: []string{"--in-memory-store is only allowed with a simulated --platform"},
 		},
+		"negative collateral age": {
+			args:    []string{"--platform", "tdx", "--namespace", "x", "--collateral-max-age", "-1h"},
+			wantErr: []string{"--collateral-max-age"},
+		},
 		"unknown flag": {
 			args:    []string{"--nope"},
 			wantErr: []string{"unknown flag"},

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	"github.com/contrast-cc/contrast/attest/certcache"
 )
 
 // Metrics are the Coordinator's collectors, registered on Registry.
@@ -22,6 +24,7 @@ type Metrics struct {
 	Attestations       *prometheus.CounterVec
 	CertificatesIssued prometheus.Counter
 	ManifestUpdates    *prometheus.CounterVec
+	CollateralFetches  *prometheus.CounterVec
 	grpcRequests       *prometheus.CounterVec
 	grpcDuration       *prometheus.HistogramVec
 }
@@ -57,6 +60,10 @@ func New(version string) *Metrics {
 			Name: "contrast_coordinator_manifest_updates_total",
 			Help: "SetManifest outcomes by result (accepted, invalid, unauthorized, conflict, failed).",
 		}, []string{"result"}),
+		CollateralFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_coordinator_collateral_fetches_total",
+			Help: "Requests for AMD KDS / Intel PCS documents that needed the network, by source (kds, pcs, other) and result (ok, error, shared, negative-cached, rate-limited).",
+		}, []string{"source", "result"}),
 		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "contrast_coordinator_grpc_server_handled_total",
 			Help: "gRPC calls completed by the server, by service, method and status code.",
@@ -77,7 +84,7 @@ func New(version string) *Metrics {
 	}
 	buildInfo.WithLabelValues("coordinator", version, goVersion).Set(1)
 	m.Registry.MustRegister(m.ManifestGeneration, m.RecoveryMode, m.Attestations, m.CertificatesIssued,
-		m.ManifestUpdates, m.grpcRequests, m.grpcDuration, buildInfo,
+		m.ManifestUpdates, m.CollateralFetches, m.grpcRequests, m.grpcDuration, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -88,6 +95,14 @@ func (m *Metrics) Attestation(result, reason string) {
 		return
 	}
 	m.Attestations.WithLabelValues(result, reason).Inc()
+}
+
+// ObserveFetch implements certcache.Observer.
+func (m *Metrics) ObserveFetch(source certcache.Source, result certcache.FetchResult) {
+	if m == nil {
+		return
+	}
+	m.CollateralFetches.WithLabelValues(string(source), string(result)).Inc()
 }
 
 func splitMethod(full string) (string, string) {
