@@ -147,6 +147,7 @@ type config struct {
 	certValidity        time.Duration
 	settings            *settings.Resolved
 	excluded            []string
+	own                 string
 	pullSecrets         bool
 	kubeconfig          string
 	logLevel            slog.Level
@@ -189,6 +190,10 @@ func (o *options) config() (*config, error) {
 		errs = append(errs, err)
 	}
 	c.excluded = excluded
+	if err == nil {
+		// known: excluded() found it; the Coordinator of the Helm release runs there
+		c.own, _ = o.ownNamespace()
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -281,7 +286,7 @@ func run(ctx context.Context, cfg *config) error {
 		mutator.EnvSources = server.ConfigMapReader(client.CoreV1())
 	}
 	admission, err := server.NewAdmissionHandler(server.AdmissionConfig{
-		Mutator: mutator, Metrics: metrics, Logger: log, ExcludedNamespaces: cfg.excluded, Keychain: keychain,
+		Mutator: mutator, Metrics: metrics, Logger: log, ExcludedNamespaces: cfg.excluded, CoordinatorNamespace: cfg.own, Keychain: keychain,
 	})
 	if err != nil {
 		return err

@@ -45,6 +45,12 @@ type AdmissionConfig struct {
 	// configuration's selectors say (the webhook's own namespace,
 	// kube-system).
 	ExcludedNamespaces []string
+	// CoordinatorNamespace is the webhook's own namespace, where the
+	// Coordinator of its Helm release runs: pods there annotated
+	// contrast.cc/pod-role: coordinator are admitted although the namespace
+	// is excluded (the webhook configuration selects only them), so the
+	// Coordinator gets its policy like any confidential pod. Empty: none.
+	CoordinatorNamespace string
 	// Keychain returns a pod's registry credentials (optional).
 	Keychain KeychainFunc
 }
@@ -171,10 +177,17 @@ func (a *admitter) skipReason(ar *kwhmodel.AdmissionReview, obj metav1.Object) (
 		return nil, reasonNotAPod
 	case ar.Operation != kwhmodel.OperationCreate:
 		return pod, "operation"
-	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace):
+	case slices.Contains(a.cfg.ExcludedNamespaces, ar.Namespace) && !a.admitsCoordinator(ar.Namespace, pod):
 		return pod, "excluded-namespace"
 	}
 	return pod, ""
+}
+
+// admitsCoordinator reports whether pod is a Coordinator pod in
+// CoordinatorNamespace, admitted although that namespace is excluded.
+func (a *admitter) admitsCoordinator(namespace string, pod *corev1.Pod) bool {
+	return a.cfg.CoordinatorNamespace != "" && namespace == a.cfg.CoordinatorNamespace &&
+		pod.Annotations[inject.AnnotationPodRole] == inject.RoleCoordinator
 }
 
 // mutatePod runs the mutator over pod, in the request's namespace, with the

@@ -47,7 +47,7 @@ func fixtureOn(t testing.TB, imgs *injecttest.Images) *fixture {
 	cfg := inject.Config{InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777"}
 	require.NoError(t, cfg.Validate())
 	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(imgs.Source, metrics)}
-	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}})
+	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}, CoordinatorNamespace: "contrast-system"})
 	require.NoError(t, err)
 	return &fixture{handler: h, metrics: metrics, mutator: m}
 }
@@ -204,6 +204,8 @@ func TestAdmissionSkips(t *testing.T) {
 		"update":            {op: admissionv1.Update, namespace: "emojivoto", reason: "operation"},
 		"opted-out pod":     {op: admissionv1.Create, namespace: "emojivoto", mutate: func(p *corev1.Pod) { p.Labels[inject.LabelInject] = "disabled" }, reason: "opted-out"},
 		"hostNetwork in ks": {op: admissionv1.Create, namespace: "kube-system", mutate: func(p *corev1.Pod) { p.Spec.HostNetwork = true }, reason: "excluded-namespace"},
+		"coordinator in ks": {op: admissionv1.Create, namespace: "kube-system", mutate: asCoordinator, reason: "excluded-namespace"},
+		"other pod role":    {op: admissionv1.Create, namespace: "contrast-system", mutate: func(p *corev1.Pod) { p.Annotations = map[string]string{inject.AnnotationPodRole: "worker"} }, reason: "excluded-namespace"},
 	}
 	for name, tc := range testCases {
 		t.Run(name, func(t *testing.T) {
@@ -219,6 +221,27 @@ func TestAdmissionSkips(t *testing.T) {
 			assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultSkipped, tc.reason)), 0)
 		})
 	}
+}
+
+func asCoordinator(p *corev1.Pod) {
+	p.Annotations = map[string]string{inject.AnnotationPodRole: inject.RoleCoordinator}
+}
+
+// TestAdmissionCoordinatorInOwnNamespace: the webhook's own namespace is
+// excluded, but the Coordinator of its Helm release runs there and gets
+// its policy (runtime class and policy only, nothing injected).
+func TestAdmissionCoordinatorInOwnNamespace(t *testing.T) {
+	f := fixtureOn(t, injecttest.Serve(t))
+	pod := webPod()
+	asCoordinator(pod)
+	code, resp := post(t, f.handler, review(t, admissionv1.Create, "contrast-system", pod, false))
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, resp.Allowed)
+	got := applyPatch(t, pod, resp)
+	assert.Len(t, got.Annotations[policy.AnnotationPolicyHash], 64)
+	assert.Equal(t, inject.DefaultRuntimeClassName, ptr.Deref(got.Spec.RuntimeClassName, ""))
+	assert.Empty(t, got.Spec.InitContainers, "a Coordinator gets no Initializer")
+	assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.admissions.WithLabelValues(ResultMutated, "ok")), 0)
 }
 
 // webDeployment is the emojivoto web Deployment.
