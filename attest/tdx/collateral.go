@@ -66,7 +66,6 @@ const (
 	tcbSigningCN        = "Intel SGX TCB Signing"
 	tcbInfoChainHeader  = "Tcb-Info-Issuer-Chain"
 	qeIDChainHeader     = "Sgx-Enclave-Identity-Issuer-Chain"
-	pckCRLChainHeader   = "Sgx-Pck-Crl-Issuer-Chain"
 	tcbInfoMember       = "tcbInfo"
 	qeIdentityMember    = "enclaveIdentity"
 	tcbInfoIDTDX        = "TDX"
