@@ -206,10 +206,21 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	}
 	mutator := resolved.Mutator(src, log)
 
+	// envFrom: the policy pins the keys and values of the ConfigMaps the
+	// workloads reference, taken from all input documents (the webhook
+	// reads them through the API server)
+	var all []byte
+	for _, d := range docs {
+		all = append(append(all, d.raw...), "\n---\n"...)
+	}
 	var gens []*generated
 	for _, d := range docs {
 		for i := range d.workloads {
-			gens = append(gens, &generated{doc: d, index: i, w: &d.workloads[i]})
+			w := &d.workloads[i]
+			if w.EnvSources, err = policy.DecodeEnvSources(all, w.Namespace); err != nil {
+				return usageErrorf("%s: %w", d.file, err)
+			}
+			gens = append(gens, &generated{doc: d, index: i, w: w})
 		}
 	}
 	if len(gens) == 0 {
