@@ -126,6 +126,10 @@ func TestPrivilegedRequests(t *testing.T) {
 		require.True(t, allow(t, a, "CreateContainerRequest", privSandbox(t)), "pause container denied")
 		return a
 	}
+	sandbox := func(t *testing.T, a *agentsim.Agent) {
+		t.Helper()
+		require.True(t, allow(t, a, "CreateContainerRequest", privSandbox(t)), "pause container denied")
+	}
 	mustAllow := func(t *testing.T, a *agentsim.Agent, req map[string]any) {
 		t.Helper()
 		if !allow(t, a, "CreateContainerRequest", req) {
@@ -186,115 +190,119 @@ func TestPrivilegedRequests(t *testing.T) {
 	}
 
 	// The privileged container is still pinned: every change is denied.
-	tamper := map[string]func(r map[string]any){
-		"other digest": func(r map[string]any) {
+	tamper := map[string]struct {
+		mod    func(r map[string]any)
+		checks []string
+	}{
+		"other digest": {func(r map[string]any) {
 			r["storages"].([]any)[0].(map[string]any)["source"] = "registry.example/acme/agent@sha256:" + strings.Repeat("0", 64)
-		},
-		"tag instead of digest": func(r map[string]any) {
+		}, []string{"storages_ok"}},
+		"tag instead of digest": {func(r map[string]any) {
 			r["storages"].([]any)[0].(map[string]any)["source"] = "registry.example/acme/agent:2"
-		},
-		"args":          func(r map[string]any) { proc(r)["Args"] = []any{"/bin/sh", "-c", "evil"} },
-		"env added":     func(r map[string]any) { proc(r)["Env"] = append(proc(r)["Env"].([]any), "LD_PRELOAD=/tmp/evil.so") },
-		"env changed":   func(r map[string]any) { proc(r)["Env"].([]any)[3] = "MODE=host" },
-		"cwd":           func(r map[string]any) { proc(r)["Cwd"] = "/tmp" },
-		"other user":    func(r map[string]any) { proc(r)["User"].(map[string]any)["UID"] = 1000 },
-		"terminal":      func(r map[string]any) { proc(r)["Terminal"] = true },
-		"no-new-privs":  func(r map[string]any) { proc(r)["NoNewPrivileges"] = true },
-		"SELinux label": func(r map[string]any) { proc(r)["SelinuxLabel"] = "system_u:system_r:spc_t:s0" },
-		"inheritable capabilities": func(r map[string]any) {
+		}, []string{"storages_ok"}},
+		"args":          {func(r map[string]any) { proc(r)["Args"] = []any{"/bin/sh", "-c", "evil"} }, []string{"args_ok"}},
+		"env added":     {func(r map[string]any) { proc(r)["Env"] = append(proc(r)["Env"].([]any), "LD_PRELOAD=/tmp/evil.so") }, []string{"env_ok"}},
+		"env changed":   {func(r map[string]any) { proc(r)["Env"].([]any)[3] = "MODE=host" }, []string{"env_ok"}},
+		"cwd":           {func(r map[string]any) { proc(r)["Cwd"] = "/tmp" }, []string{"cwd_ok"}},
+		"other user":    {func(r map[string]any) { proc(r)["User"].(map[string]any)["UID"] = 1000 }, []string{"user_ok"}},
+		"terminal":      {func(r map[string]any) { proc(r)["Terminal"] = true }, []string{"terminal_ok"}},
+		"no-new-privs":  {func(r map[string]any) { proc(r)["NoNewPrivileges"] = true }, []string{"no_new_privileges_ok"}},
+		"SELinux label": {func(r map[string]any) { proc(r)["SelinuxLabel"] = "system_u:system_r:spc_t:s0" }, []string{"no_selinux_label"}},
+		"inheritable capabilities": {func(r map[string]any) {
 			proc(r)["Capabilities"].(map[string]any)["Inheritable"] = privilegedCaps
-		},
-		"ambient capabilities": func(r map[string]any) {
+		}, []string{"caps_ok"}},
+		"ambient capabilities": {func(r map[string]any) {
 			proc(r)["Capabilities"].(map[string]any)["Ambient"] = []any{"CAP_SYS_ADMIN"}
-		},
-		"unknown capability": func(r map[string]any) {
+		}, []string{"caps_ok"}},
+		"unknown capability": {func(r map[string]any) {
 			c := proc(r)["Capabilities"].(map[string]any)
 			c["Bounding"] = append(append([]any{}, privilegedCaps...), "CAP_FUTURE")
-		},
-		"host device (privileged_without_host_devices=false)": func(r map[string]any) {
+		}, []string{"caps_ok"}},
+		"host device (privileged_without_host_devices=false)": {func(r map[string]any) {
 			oci(r)["Linux"].(map[string]any)["Devices"] = []any{map[string]any{"Path": "/dev/sda", "Type": "b", "Major": 8, "Minor": 0}}
-		},
-		"agent device": func(r map[string]any) {
+		}, []string{"no_linux_devices"}},
+		"agent device": {func(r map[string]any) {
 			r["devices"] = []any{map[string]any{"id": "vfio1", "type_": "vfio-pci-gk"}}
-		},
-		"host mount": func(r map[string]any) {
+		}, []string{"no_agent_devices"}},
+		"host mount": {func(r map[string]any) {
 			oci(r)["Mounts"] = append(oci(r)["Mounts"].([]any), map[string]any{"destination": "/host", "source": "/", "type_": "bind", "options": []any{"rbind"}})
-		},
-		"/sys bound from elsewhere": func(r map[string]any) {
+		}, []string{"mounts_ok"}},
+		"/sys bound from elsewhere": {func(r map[string]any) {
 			for _, m := range oci(r)["Mounts"].([]any) {
 				if m := m.(map[string]any); m["destination"] == "/sys" {
 					m["type_"], m["source"], m["options"] = "bind", "/run/kata-containers/shared/containers/evil", []any{"rbind", "rw"}
 				}
 			}
-		},
-		"sysfs with suid": func(r map[string]any) {
+		}, []string{"mounts_ok"}},
+		"sysfs with suid": {func(r map[string]any) {
 			setMountOptions(r, "/sys", "noexec", "nodev", "rw")
-		},
-		"sysfs shared propagation": func(r map[string]any) {
+		}, []string{"mounts_ok"}},
+		"sysfs shared propagation": {func(r map[string]any) {
 			setMountOptions(r, "/sys", "nosuid", "noexec", "nodev", "rw", "rshared")
-		},
-		"cgroup with exec": func(r map[string]any) {
+		}, []string{"mounts_ok"}},
+		"cgroup with exec": {func(r map[string]any) {
 			setMountOptions(r, "/sys/fs/cgroup", "nosuid", "nodev", "relatime", "rw")
-		},
-		"shared rootfs": func(r map[string]any) {
+		}, []string{"mounts_ok"}},
+		"shared rootfs": {func(r map[string]any) {
 			oci(r)["Root"].(map[string]any)["Path"] = "/run/kata-containers/shared/containers/" + privToolID + "/rootfs"
-		},
-		"hook": func(r map[string]any) {
+		}, []string{"root_ok"}},
+		"hook": {func(r map[string]any) {
 			oci(r)["Hooks"] = map[string]any{"Prestart": []any{map[string]any{"Path": "/bin/evil"}}}
-		},
-		"user namespace mapping": func(r map[string]any) {
+		}, []string{"hooks_ok"}},
+		"user namespace mapping": {func(r map[string]any) {
 			oci(r)["Linux"].(map[string]any)["UIDMappings"] = []any{map[string]any{"ContainerID": 0, "HostID": 0, "Size": 65536}}
-		},
-		"pid namespace of the sandbox": func(r map[string]any) {
+		}, []string{"no_id_mappings"}},
+		"pid namespace of the sandbox": {func(r map[string]any) {
 			l := oci(r)["Linux"].(map[string]any)
 			l["Namespaces"] = append(l["Namespaces"].([]any), map[string]any{"Type": "pid", "Path": "/proc/1/ns/pid"})
-		},
-		"sysctl": func(r map[string]any) {
+		}, []string{"namespaces_ok"}},
+		"sysctl": {func(r map[string]any) {
 			oci(r)["Linux"].(map[string]any)["Sysctl"] = map[string]any{"kernel.modules_disabled": "0"}
-		},
-		"shared mount": func(r map[string]any) {
+		}, []string{"sysctls_ok"}},
+		"shared mount": {func(r map[string]any) {
 			r["shared_mounts"] = []any{map[string]any{"name": "x", "src_ctr": "tool", "src_path": "/", "dst_ctr": "app", "dst_path": "/host"}}
-		},
+		}, []string{"no_shared_mounts"}},
 	}
-	for name, f := range tamper {
+	for name, tc := range tamper {
 		t.Run("tampered/"+name, func(t *testing.T) {
-			a := fresh(t)
 			r := tool(t)
-			f(r)
-			assert.False(t, allow(t, a, "CreateContainerRequest", r), "tampered request allowed")
+			tc.mod(r)
+			requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", r, tc.checks...)
 		})
 	}
 
 	// The ordinary container of the same pod cannot become privileged,
 	// neither as a whole nor in any single aspect.
-	escalate := map[string]func(r map[string]any){
-		"privileged shape": makePrivileged,
-		"all capabilities": func(r map[string]any) {
+	escalate := map[string]struct {
+		mod    func(r map[string]any)
+		checks []string
+	}{
+		"privileged shape": {makePrivileged, []string{"caps_ok", "paths_ok", "mounts_ok"}},
+		"all capabilities": {func(r map[string]any) {
 			c := proc(r)["Capabilities"].(map[string]any)
 			c["Bounding"], c["Effective"], c["Permitted"] = privilegedCaps, privilegedCaps, privilegedCaps
-		},
-		"CAP_SYS_ADMIN": func(r map[string]any) {
+		}, []string{"caps_ok"}},
+		"CAP_SYS_ADMIN": {func(r map[string]any) {
 			c := proc(r)["Capabilities"].(map[string]any)
 			c["Bounding"] = append(c["Bounding"].([]any), "CAP_SYS_ADMIN")
-		},
-		"no masked paths":    func(r map[string]any) { oci(r)["Linux"].(map[string]any)["MaskedPaths"] = []any{} },
-		"no read-only paths": func(r map[string]any) { oci(r)["Linux"].(map[string]any)["ReadonlyPaths"] = []any{} },
-		"writable sysfs":     func(r map[string]any) { setMountOptions(r, "/sys", "nosuid", "noexec", "nodev", "rw") },
-		"sysfs without ro":   func(r map[string]any) { setMountOptions(r, "/sys", "nosuid", "noexec", "nodev") },
-		"writable cgroupfs": func(r map[string]any) {
+		}, []string{"caps_ok"}},
+		"no masked paths":    {func(r map[string]any) { oci(r)["Linux"].(map[string]any)["MaskedPaths"] = []any{} }, []string{"paths_ok"}},
+		"no read-only paths": {func(r map[string]any) { oci(r)["Linux"].(map[string]any)["ReadonlyPaths"] = []any{} }, []string{"paths_ok"}},
+		"writable sysfs":     {func(r map[string]any) { setMountOptions(r, "/sys", "nosuid", "noexec", "nodev", "rw") }, []string{"mounts_ok"}},
+		"sysfs without ro":   {func(r map[string]any) { setMountOptions(r, "/sys", "nosuid", "noexec", "nodev") }, []string{"mounts_ok"}},
+		"writable cgroupfs": {func(r map[string]any) {
 			setMountOptions(r, "/sys/fs/cgroup", "nosuid", "noexec", "nodev", "relatime", "rw")
-		},
-		"named as the privileged container": func(r map[string]any) {
+		}, []string{"mounts_ok"}},
+		"named as the privileged container": {func(r map[string]any) {
 			makePrivileged(r)
 			oci(r)["Annotations"].(map[string]any)["io.kubernetes.cri.container-name"] = "tool"
-		},
+		}, []string{"args_ok", "env_ok"}},
 	}
-	for name, f := range escalate {
+	for name, tc := range escalate {
 		t.Run("escalated/"+name, func(t *testing.T) {
-			a := fresh(t)
 			r := app(t)
-			f(r)
-			assert.False(t, allow(t, a, "CreateContainerRequest", r), "ordinary container became privileged")
+			tc.mod(r)
+			requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", r, tc.checks...)
 		})
 	}
 }
@@ -326,9 +334,9 @@ func TestPrivilegedOnlyWhereRequested(t *testing.T) {
 	require.NoError(t, err)
 	a, err := agentsim.New(res.Rego)
 	require.NoError(t, err)
-	d, err := a.Allow(t.Context(), "CreateContainerRequest", privSandbox(t))
-	assert.False(t, err == nil && d.Allowed, "sandbox with writable sysfs allowed in a pod without privileged containers")
-	d, err = a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, privPod, privNS))
+	// a sandbox with writable sysfs in a pod without privileged containers
+	requireDeniedBy(t, res.Rego, nil, "CreateContainerRequest", privSandbox(t), "mounts_ok")
+	d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, privPod, privNS))
 	require.NoError(t, err)
 	assert.True(t, d.Allowed)
 }

@@ -129,70 +129,81 @@ func TestEmojivotoRequests(t *testing.T) {
 		require.True(t, allow(t, a, "RemoveContainerRequest", map[string]any{"container_id": webID}))
 	})
 
-	tamper := map[string]func(r map[string]any){
-		"other digest": func(r map[string]any) {
+	// each tampering and the check that denies it
+	tamper := map[string]struct {
+		mod   func(r map[string]any)
+		check string
+	}{
+		"other digest": {func(r map[string]any) {
 			r["storages"].([]any)[0].(map[string]any)["source"] = "docker.l5d.io/buoyantio/emojivoto-web@sha256:" + strings.Repeat("0", 64)
-		},
-		"tag instead of digest": func(r map[string]any) {
+		}, "storages_ok"},
+		"tag instead of digest": {func(r map[string]any) {
 			r["storages"].([]any)[0].(map[string]any)["source"] = "docker.l5d.io/buoyantio/emojivoto-web:v11"
-		},
-		"args": func(r map[string]any) { proc(r)["Args"] = []any{"/bin/sh", "-c", "evil"} },
-		"env added": func(r map[string]any) {
+		}, "storages_ok"},
+		"args": {func(r map[string]any) { proc(r)["Args"] = []any{"/bin/sh", "-c", "evil"} }, "args_ok"},
+		"env added": {func(r map[string]any) {
 			proc(r)["Env"] = append(proc(r)["Env"].([]any), "LD_PRELOAD=/tmp/evil.so")
-		},
-		"env removed": func(r map[string]any) {
+		}, "env_ok"},
+		"env removed": {func(r map[string]any) {
 			proc(r)["Env"] = proc(r)["Env"].([]any)[:3]
-		},
-		"env changed": func(r map[string]any) { proc(r)["Env"].([]any)[2] = "WEB_PORT=9999" },
-		"env duplicated": func(r map[string]any) {
+		}, "env_ok"},
+		"env changed": {func(r map[string]any) { proc(r)["Env"].([]any)[2] = "WEB_PORT=9999" }, "env_ok"},
+		"env duplicated": {func(r map[string]any) {
 			proc(r)["Env"] = append(proc(r)["Env"].([]any), "WEB_PORT=8080")
-		},
-		"wrong hostname": func(r map[string]any) { proc(r)["Env"].([]any)[1] = "HOSTNAME=other" },
-		"cwd":            func(r map[string]any) { proc(r)["Cwd"] = "/tmp" },
-		"root user":      func(r map[string]any) { proc(r)["User"].(map[string]any)["UID"] = 1 },
-		"extra group":    func(r map[string]any) { proc(r)["User"].(map[string]any)["AdditionalGids"] = []any{0, 6} },
-		"capability": func(r map[string]any) {
+		}, "env_ok"},
+		"wrong hostname": {func(r map[string]any) { proc(r)["Env"].([]any)[1] = "HOSTNAME=other" }, "env_ok"},
+		"cwd":            {func(r map[string]any) { proc(r)["Cwd"] = "/tmp" }, "cwd_ok"},
+		"root user":      {func(r map[string]any) { proc(r)["User"].(map[string]any)["UID"] = 1 }, "user_ok"},
+		"extra group":    {func(r map[string]any) { proc(r)["User"].(map[string]any)["AdditionalGids"] = []any{0, 6} }, "user_ok"},
+		"capability": {func(r map[string]any) {
 			c := proc(r)["Capabilities"].(map[string]any)
 			c["Bounding"] = append(c["Bounding"].([]any), "CAP_SYS_ADMIN")
-		},
-		"host mount": func(r map[string]any) {
+		}, "caps_ok"},
+		"host mount": {func(r map[string]any) {
 			oci(r)["Mounts"] = append(oci(r)["Mounts"].([]any), map[string]any{"destination": "/host", "source": "/", "type_": "bind", "options": []any{"rbind"}})
-		},
-		"shared rootfs": func(r map[string]any) {
+		}, "mounts_ok"},
+		"shared rootfs": {func(r map[string]any) {
 			oci(r)["Root"].(map[string]any)["Path"] = "/run/kata-containers/shared/containers/" + webID + "/rootfs"
-		},
-		"hook": func(r map[string]any) {
+		}, "root_ok"},
+		"hook": {func(r map[string]any) {
 			oci(r)["Hooks"] = map[string]any{"Prestart": []any{map[string]any{"Path": "/bin/evil"}}}
-		},
-		"other container name": func(r map[string]any) {
+		}, "hooks_ok"},
+		"other container name": {func(r map[string]any) {
 			oci(r)["Annotations"].(map[string]any)["io.kubernetes.cri.container-name"] = "other"
-		},
-		"other pod": func(r map[string]any) {
-			oci(r)["Annotations"].(map[string]any)["io.kubernetes.cri.sandbox-name"] = "web-5f8d7c9b4d-aaaaa"
-		},
-		"unknown annotation": func(r map[string]any) {
+		}, "selects"},
+		"other pod": {func(r map[string]any) {
+			// a name the ReplicaSet could generate, but not the VM's pod
+			oci(r)["Annotations"].(map[string]any)["io.kubernetes.cri.sandbox-name"] = "web-5f8d7c9b4d-bbbbb"
+			proc(r)["Env"].([]any)[1] = "HOSTNAME=web-5f8d7c9b4d-bbbbb"
+		}, "sandbox_consistent"},
+		"unknown annotation": {func(r map[string]any) {
 			oci(r)["Annotations"].(map[string]any)["io.katacontainers.evil"] = "1"
-		},
-		"sysctl": func(r map[string]any) {
+		}, "annotations_ok"},
+		"sysctl": {func(r map[string]any) {
 			oci(r)["Linux"].(map[string]any)["Sysctl"] = map[string]any{"kernel.shm_rmid_forced": "1"}
-		},
-		"no mount namespace": func(r map[string]any) {
+		}, "sysctls_ok"},
+		"no mount namespace": {func(r map[string]any) {
 			oci(r)["Linux"].(map[string]any)["Namespaces"] = []any{map[string]any{"Type": "ipc", "Path": ""}, map[string]any{"Type": "uts", "Path": ""}}
-		},
-		"device": func(r map[string]any) {
+		}, "namespaces_ok"},
+		"device": {func(r map[string]any) {
 			r["devices"] = []any{map[string]any{"id": "vfio1", "type_": "vfio-pci-gk"}}
-		},
-		"privileged paths": func(r map[string]any) { oci(r)["Linux"].(map[string]any)["MaskedPaths"] = []any{} },
-		"terminal":         func(r map[string]any) { proc(r)["Terminal"] = true },
+		}, "no_agent_devices"},
+		"privileged paths": {func(r map[string]any) { oci(r)["Linux"].(map[string]any)["MaskedPaths"] = []any{} }, "paths_ok"},
+		"terminal":         {func(r map[string]any) { proc(r)["Terminal"] = true }, "terminal_ok"},
 	}
-	for name, f := range tamper {
+	for name, tc := range tamper {
 		t.Run(name, func(t *testing.T) {
-			a := fresh(t)
 			r := webRequest(t, good)
-			f(r)
-			require.False(t, allow(t, a, "CreateContainerRequest", r), "tampered request allowed")
+			tc.mod(r)
+			requireDeniedBy(t, res.Rego, withSandbox, "CreateContainerRequest", r, tc.check)
 		})
 	}
+
+	t.Run("pause container named as the ReplicaSet never names pods", func(t *testing.T) {
+		// 'a' is not in the API server's alphabet for generated names
+		r := sandboxRequestFor(t, "web-5f8d7c9b4d-aaaaa", "emojivoto")
+		requireDeniedBy(t, res.Rego, nil, "CreateContainerRequest", r, "name_ok")
+	})
 
 	t.Run("exec without probe", func(t *testing.T) {
 		a := fresh(t)
@@ -258,12 +269,27 @@ func TestExecProbe(t *testing.T) {
 		return map[string]any{"container_id": dbID, "exec_id": "e1", "process": p, "string_user": nil}
 	}
 	require.True(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, nil)))
-	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/sh"}, nil)))
-	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["Terminal"] = true })))
-	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["User"] = map[string]any{"UID": 0} })))
-	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, func(p map[string]any) {
-		p["Env"] = append(slices.Clone(env), "LD_PRELOAD=/x.so")
-	})))
+	created := func(t *testing.T, a *agentsim.Agent) {
+		t.Helper()
+		for _, r := range []map[string]any{sandboxRequestFor(t, "db-0", "demo"), req} {
+			d, err := a.Allow(t.Context(), "CreateContainerRequest", r)
+			require.NoError(t, err)
+			require.True(t, d.Allowed)
+		}
+	}
+	for name, tc := range map[string]struct {
+		req   map[string]any
+		check string
+	}{
+		"not a probe":  {exec([]any{"/bin/sh"}, nil), "exec_command_ok"},
+		"terminal":     {exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["Terminal"] = true }), "exec_terminal_ok"},
+		"root":         {exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["User"] = map[string]any{"UID": 0, "GID": 999, "AdditionalGids": []any{999}} }), "user_ok"},
+		"env injected": {exec([]any{"/bin/db", "ping"}, func(p map[string]any) { p["Env"] = append(slices.Clone(env), "LD_PRELOAD=/x.so") }), "exec_env_ok"},
+	} {
+		t.Run("denied exec/"+name, func(t *testing.T) {
+			requireDeniedBy(t, res.Rego, created, "ExecProcessRequest", tc.req, tc.check)
+		})
+	}
 	require.True(t, allow("RemoveContainerRequest", map[string]any{"container_id": dbID}))
 	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, nil)), "exec after removal")
 }

@@ -135,8 +135,7 @@ CreateContainerRequest := {"allowed": true, "ops": ops} if {
 	oci := input.OCI
 	anno := object.get(oci, "Annotations", {})
 	cid := bundle_id(anno)
-	object.get(input, "container_id", cid) == cid
-	object.get(input, "exec_id", cid) == cid
+	ids_ok(input, cid)
 	some i
 	c := policy_data.containers[i]
 	selects(c, anno)
@@ -150,12 +149,26 @@ CreateContainerRequest := {"allowed": true, "ops": ops} if {
 	storages_ok(c, object.get(input, "storages", []), cid)
 	linux_ok(c, object.get(oci, "Linux", {}))
 	hooks_ok(object.get(oci, "Hooks", null))
-	count(object.get(input, "devices", [])) == 0
-	count(object.get(input, "shared_mounts", [])) == 0
-	object.get(input, "sandbox_pidns", false) == policy_data.pod.share_pid_namespace
-	object.get(input, "string_user", null) == null
+	no_agent_devices(input)
+	no_shared_mounts(input)
+	sandbox_pidns_ok(input)
+	no_string_user(input)
 	ops := array.concat(sandbox_ops(sb), container_ops(cid, i))
 }
+
+ids_ok(r, cid) if {
+	object.get(r, "container_id", cid) == cid
+	object.get(r, "exec_id", cid) == cid
+}
+
+# No devices for the agent to attach (VFIO, GPUs, block devices).
+no_agent_devices(r) if count(object.get(r, "devices", [])) == 0
+
+no_shared_mounts(r) if count(object.get(r, "shared_mounts", [])) == 0
+
+sandbox_pidns_ok(r) if object.get(r, "sandbox_pidns", false) == policy_data.pod.share_pid_namespace
+
+no_string_user(r) if object.get(r, "string_user", null) == null
 
 bundle_id(anno) := id if {
 	path := anno["io.katacontainers.pkg.oci.bundle_path"]
@@ -181,7 +194,7 @@ selects(c, anno) if {
 
 sandbox_of(anno, oci) := sb if {
 	name := anno["io.kubernetes.cri.sandbox-name"]
-	regex.match(policy_data.pod.name_regex, name)
+	name_ok(name)
 	ns := anno["io.kubernetes.cri.sandbox-namespace"]
 	namespace_ok(ns)
 	sb := {
@@ -192,6 +205,9 @@ sandbox_of(anno, oci) := sb if {
 		"hostname": pod_hostname(name),
 	}
 }
+
+# The pod's name, or the names its controller generates.
+name_ok(name) if regex.match(policy_data.pod.name_regex, name)
 
 # The namespace the pod was admitted in (a pattern only for a workload
 # whose YAML names none).
@@ -291,16 +307,28 @@ hooks_ok(h) if {
 # ---------------------------------------------------------------- process
 
 process_ok(c, p, sb) if {
-	object.get(p, "Terminal", false) == c.tty
-	object.get(p, "Args", []) == c.args
-	object.get(p, "Cwd", "") == c.cwd
-	object.get(p, "NoNewPrivileges", false) == c.no_new_privileges
-	object.get(p, "SelinuxLabel", "") == ""
-	object.get(p, "ApparmorProfile", "") in policy_data.common.apparmor_profiles
+	terminal_ok(c, p)
+	args_ok(c, p)
+	cwd_ok(c, p)
+	no_new_privileges_ok(c, p)
+	no_selinux_label(p)
+	apparmor_ok(p)
 	user_ok(c, object.get(p, "User", {}))
 	caps_ok(c, object.get(p, "Capabilities", {}))
 	env_ok(c, object.get(p, "Env", []), sb)
 }
+
+terminal_ok(c, p) if object.get(p, "Terminal", false) == c.tty
+
+args_ok(c, p) if object.get(p, "Args", []) == c.args
+
+cwd_ok(c, p) if object.get(p, "Cwd", "") == c.cwd
+
+no_new_privileges_ok(c, p) if object.get(p, "NoNewPrivileges", false) == c.no_new_privileges
+
+no_selinux_label(p) if object.get(p, "SelinuxLabel", "") == ""
+
+apparmor_ok(p) if object.get(p, "ApparmorProfile", "") in policy_data.common.apparmor_profiles
 
 user_ok(c, u) if {
 	object.get(u, "UID", 0) == c.user.uid
@@ -509,15 +537,25 @@ guest_pull_storage_ok(s, cid, kind) if {
 
 linux_ok(c, l) if {
 	namespaces_ok(object.get(l, "Namespaces", []))
-	every k, v in object.get(l, "Sysctl", {}) {
-		policy_data.pod.sysctls[k] == v
-	}
-	count(object.get(l, "Devices", [])) == 0
+	sysctls_ok(object.get(l, "Sysctl", {}))
+	no_linux_devices(l)
 	device_cgroup_ok(object.get(object.get(l, "Resources", {}), "Devices", []))
 	seccomp_ok(c, object.get(l, "Seccomp", null))
+	no_id_mappings(l)
+	paths_ok(c, l)
+}
+
+sysctls_ok(sysctls) if {
+	every k, v in sysctls {
+		policy_data.pod.sysctls[k] == v
+	}
+}
+
+no_linux_devices(l) if count(object.get(l, "Devices", [])) == 0
+
+no_id_mappings(l) if {
 	count(object.get(l, "UIDMappings", [])) == 0
 	count(object.get(l, "GIDMappings", [])) == 0
-	paths_ok(c, l)
 }
 
 # Device cgroup rules: none (the Kata shim clears them) or containerd's
@@ -643,19 +681,30 @@ ExecProcessRequest if {
 	st := state_containers[input.container_id]
 	c := policy_data.containers[st.index]
 	p := input.process
-	some cmd in c.exec_commands
-	object.get(p, "Args", []) == cmd
-	object.get(p, "Terminal", false) == false
+	exec_command_ok(c, p)
+	exec_terminal_ok(p)
 	object.get(p, "Capabilities", null) == null
-	object.get(p, "Cwd", "") == c.cwd
-	object.get(p, "NoNewPrivileges", false) == c.no_new_privileges
-	object.get(p, "SelinuxLabel", "") == ""
-	object.get(p, "ApparmorProfile", "") in policy_data.common.apparmor_profiles
+	cwd_ok(c, p)
+	no_new_privileges_ok(c, p)
+	no_selinux_label(p)
+	apparmor_ok(p)
 	user_ok(c, object.get(p, "User", {}))
-	object.get(input, "string_user", null) == null
+	no_string_user(input)
 	sb := state_sandbox
 	sb != null
-	every e in object.get(p, "Env", []) {
+	exec_env_ok(c, object.get(p, "Env", []), sb)
+}
+
+# Only the exec-probe and exec lifecycle-hook commands of the container.
+exec_command_ok(c, p) if {
+	some cmd in c.exec_commands
+	object.get(p, "Args", []) == cmd
+}
+
+exec_terminal_ok(p) if object.get(p, "Terminal", false) == false
+
+exec_env_ok(c, env, sb) if {
+	every e in env {
 		env_allowed(c, e, sb)
 	}
 }
