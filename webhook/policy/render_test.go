@@ -122,12 +122,24 @@ func TestRefusedFeatures(t *testing.T) {
 			s.Containers[0].Args = []string{"$(S)"}
 		},
 	}
+	wantField := map[string]string{
+		"hostNetwork": "spec.hostNetwork",
+		"hostPath":    "spec.volumes[0].hostPath",
+		"pvc":         "spec.volumes[0].persistentVolumeClaim",
+		"privileged without privilege escalation": "spec.containers[0].securityContext.allowPrivilegeEscalation",
+		"subPath":        "spec.containers[0].volumeMounts[0].subPath",
+		"unknown image":  "spec.containers[0].image",
+		"secret in args": "spec.containers[0].args[0]",
+	}
+	require.Len(t, wantField, len(cases))
 	for name, mod := range cases {
 		t.Run(name, func(t *testing.T) {
 			w := simplePod()
 			mod(&w.Template.Spec)
 			_, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
-			require.Error(t, err)
+			var fe *policy.FieldError
+			require.ErrorAs(t, err, &fe)
+			assert.Equal(t, wantField[name], fe.Field, "the refusal names the field")
 			if name == "unknown image" {
 				assert.Contains(t, err.Error(), "registry.example/acme/missing:1")
 			}

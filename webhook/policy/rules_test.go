@@ -581,3 +581,51 @@ func TestEnvFromUnavailable(t *testing.T) {
 		assert.NotContains(t, []string{"LEVEL", "URL"}, e.Name)
 	}
 }
+
+// kataRegorusBuiltins are the builtins the rules may call: registered by
+// regorus (src/builtins/mod.rs) without optional features or under the
+// features Kata builds its agent with (src/agent/policy/Cargo.toml: arc,
+// base64, base64url, regex, std). crypto.* is not among them.
+var kataRegorusBuiltins = []string{
+	"array.concat", "bits.and", "bits.negate", "concat", "count", "endswith", "indexof", "json.unmarshal",
+	"object.get", "regex.match", "replace", "split", "startswith", "substring", "trim_right",
+	// operators
+	"eq", "equal", "neq", "gt", "gte", "lt", "lte", "plus", "minus", "internal.member_2", "internal.member_3",
+	"assign",
+}
+
+// TestRulesUseKataBuiltins checks that rules.rego calls only builtins the
+// Kata agent's regorus has: an unknown builtin fails every request in the
+// guest although OPA (our tests) evaluates it.
+func TestRulesUseKataBuiltins(t *testing.T) {
+	mod, err := ast.ParseModuleWithOpts("rules.rego", policy.Rules, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	require.NoError(t, err)
+	rules := map[string]bool{}
+	for _, r := range mod.Rules {
+		rules[r.Head.Name.String()] = true
+	}
+	var used []string
+	ast.WalkExprs(mod, func(e *ast.Expr) bool {
+		if !e.IsCall() {
+			return false
+		}
+		op := e.Operator().String()
+		if !rules[op] && !slices.Contains(used, op) {
+			used = append(used, op)
+		}
+		return false
+	})
+	ast.WalkTerms(mod, func(term *ast.Term) bool {
+		if call, ok := term.Value.(ast.Call); ok {
+			op := call[0].String()
+			if !rules[op] && !slices.Contains(used, op) {
+				used = append(used, op)
+			}
+		}
+		return false
+	})
+	require.NotEmpty(t, used)
+	for _, op := range used {
+		assert.Contains(t, kataRegorusBuiltins, op, "rules.rego calls %s, which Kata's regorus does not have", op)
+	}
+}
