@@ -59,7 +59,7 @@ func requestRules(t *testing.T) []string {
 }
 
 // TestRuleNamesMatchAgentProto checks that every request rule is named after
-// a message the agent really evaluates (a misspelt rule is never queried:
+// a message the agent really evaluates (a misspelled rule is never queried:
 // the agent denies the request, and a real sandbox fails to start), and that
 // every request the agent knows has an explicit decision.
 func TestRuleNamesMatchAgentProto(t *testing.T) {
