@@ -230,6 +230,11 @@ func TestChartRejectsBadValues(t *testing.T) {
 			args:       []string{"--set", "images.initializer="},
 			wantInMsgs: []string{"images.initializer is required", "make images"},
 		},
+		"sim measurement on hardware": {
+			args:       []string{"--set", "coordinator.simMeasurement=" + strings.Repeat("ab", 48)},
+			wantInMsgs: []string{"coordinator.simMeasurement is for simulated: true only"},
+		},
+		"short sim measurement": {args: []string{"--set", "coordinator.simMeasurement=abcd"}, bySchema: true, wantInMsgs: []string{"/coordinator/simMeasurement", "abcd"}},
 		"sim authority on hardware": {
 			args:       []string{"--set", "coordinator.simAuthoritySecret=sim"},
 			wantInMsgs: []string{"coordinator.simAuthoritySecret is for simulated: true only"},

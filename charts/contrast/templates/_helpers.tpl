@@ -66,6 +66,9 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- if and .Values.coordinator.simAuthoritySecret (not .Values.simulated) -}}
 {{- fail "coordinator.simAuthoritySecret is for simulated: true only" -}}
 {{- end -}}
+{{- if and .Values.coordinator.simMeasurement (not .Values.simulated) -}}
+{{- fail "coordinator.simMeasurement is for simulated: true only" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "contrast.settingsName" -}}{{ include "contrast.fullname" . }}-settings{{- end -}}
