@@ -47,10 +47,11 @@ type generateOptions struct {
 	simMeasurement  string
 	inject          bool
 	injectDir       string
-
-	// images replaces the registry client (tests).
-	images images.Source
 }
+
+// newImageSource returns the image source for the registry settings
+// (replaced in tests).
+var newImageSource = func(cfg images.RegistryConfig) images.Source { return images.NewRegistry(cfg) }
 
 func newGenerateCommand(g *globals) *cobra.Command {
 	o := &generateOptions{globals: g}
@@ -83,17 +84,20 @@ Reference values (--reference-values):
   tdx-simulated  simulated TDX (as snp-simulated; MRSEAM and RTMRs are left to fill in)
 
 ` + exitCodesHelp,
-		Example: `  # the Coordinator from the chart, the app from deployment/
-  helm template contrast charts/contrast -n contrast-system > coordinator.yaml
+		Example: `  # the webhook's settings and the Coordinator from the chart, the app from deployment/
+  helm template contrast charts/contrast -n contrast-system > chart.yaml
+  contrast generate --settings chart.yaml --coordinator-yaml chart.yaml --reference-values snp deployment/
+
+  # the settings of the installed webhook
   kubectl get configmap -n contrast-system contrast-settings -o yaml > settings.yaml
-  contrast generate --settings settings.yaml --coordinator-yaml coordinator.yaml --reference-values snp deployment/
+  contrast generate --settings settings.yaml --coordinator-yaml chart.yaml --reference-values snp deployment/
 
   # development with the simulated TEE
   contrast generate --settings settings.yaml --reference-values snp-simulated --sim-authority sim-snp.pem \
-    --sim-measurement $(cat sim-measurement.hex) coordinator.yaml deployment/
+    --sim-measurement $(cat sim-measurement.hex) --coordinator-yaml chart.yaml deployment/
 
   # write the mutated YAML for a cluster without the webhook
-  contrast generate --inject --inject-dir injected/ coordinator.yaml deployment/`,
+  contrast generate --settings chart.yaml --coordinator-yaml chart.yaml --inject deployment/`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.settingsFile != "" {
@@ -106,8 +110,8 @@ Reference values (--reference-values):
 	}
 	f := cmd.Flags()
 	o.settings.AddFlags(f)
-	f.StringVar(&o.settingsFile, "settings", "", "settings file of the webhook (YAML flag name → value, or the chart's settings ConfigMap); flags given here win")
-	f.StringSliceVar(&o.coordinatorYAML, "coordinator-yaml", nil, "the chart's rendered Coordinator (helm template output), if it is not among PATHs; repeatable")
+	f.StringVar(&o.settingsFile, "settings", "", "settings file of the webhook (YAML flag name → value, the chart's settings ConfigMap, or helm template output holding it); flags given here win")
+	f.StringSliceVar(&o.coordinatorYAML, "coordinator-yaml", nil, "the chart's rendered output (helm template), of which only the Coordinator is used; repeatable")
 	f.StringVar(&o.refValues, "reference-values", "", "reference-value preset: "+strings.Join(refPresets, ", ")+" (default: keep those of an existing manifest.json)")
 	f.StringVar(&o.simAuthority, "sim-authority", "", "simulated TEE authority file of the Coordinator (created if missing), for the simulated presets")
 	f.StringVar(&o.simMeasurement, "sim-measurement", "", "launch measurement (48 bytes hex) the simulated TEE reports (the Coordinator's --sim-measurement), for the simulated presets; without it the field is left to fill in")
@@ -126,6 +130,9 @@ type inputDoc struct {
 	rel       string // relative to its argument's folder, for --inject
 	raw       []byte
 	workloads []policy.Workload
+	// coordinatorOnly: from --coordinator-yaml, of which only the
+	// Coordinator is used (the chart also renders the webhook).
+	coordinatorOnly bool
 }
 
 // generated is one workload with its policy.
@@ -196,15 +203,14 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, d := range coordDocs {
+		d.coordinatorOnly = true
+	}
 	docs = append(docs, coordDocs...)
 
-	src := o.images
-	if src == nil {
-		reg := resolved.Registry
-		reg.Logger = log
-		src = images.NewRegistry(reg)
-	}
-	mutator := resolved.Mutator(src, log)
+	reg := resolved.Registry
+	reg.Logger = log
+	mutator := resolved.Mutator(newImageSource(reg), log)
 
 	// envFrom: the policy pins the keys and values of the ConfigMaps the
 	// workloads reference, taken from all input documents (the webhook
@@ -402,6 +408,11 @@ func previousManifest(path string) (*manifest.Manifest, error) {
 func (o *generateOptions) generateOne(ctx context.Context, m *inject.Mutator, gn *generated) error {
 	w := gn.w
 	ann := mergedAnnotations(w)
+	isCoordinator := w.Template.Annotations[inject.AnnotationPodRole] == inject.RoleCoordinator
+	if gn.doc.coordinatorOnly && !isCoordinator {
+		gn.skipReason = "not the Coordinator (of --coordinator-yaml only the Coordinator is used)"
+		return nil
+	}
 	if w.Template.Labels[inject.LabelInject] == "disabled" {
 		gn.skipReason = fmt.Sprintf("opted out (label %s=disabled): runs without Contrast", inject.LabelInject)
 		return nil
@@ -418,7 +429,7 @@ func (o *generateOptions) generateOne(ctx context.Context, m *inject.Mutator, gn
 		gn.policyDoc = []byte(res.Rego)
 	}
 	entry := manifest.PolicyEntry{SANs: []string{w.Name, "*"}}
-	if w.Template.Annotations[inject.AnnotationPodRole] == inject.RoleCoordinator {
+	if isCoordinator {
 		entry.Role = manifest.RoleCoordinator
 	} else {
 		entry.WorkloadSecretID = namespaceOf(w) + "/" + w.Name

@@ -1,16 +1,19 @@
 package settings
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -47,10 +50,61 @@ func (s *Settings) ApplyFile(fs *pflag.FlagSet, path string) error {
 
 // ParseFile decodes a settings file into flag name → values (one value for
 // a scalar, each element for a list). Keys are not checked against flags.
+//
+// A stream of several YAML documents (such as `helm template` output of the
+// chart) is searched for the one ConfigMap whose data has FileKey.
 func ParseFile(raw []byte) (map[string][]string, error) {
 	if len(raw) > maxFileBytes {
 		return nil, fmt.Errorf("larger than %d bytes", maxFileBytes)
 	}
+	docs, err := splitDocuments(raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(docs) <= 1 {
+		return parseDocument(raw)
+	}
+	var found [][]byte
+	for _, d := range docs {
+		var cm struct {
+			Kind string         `json:"kind"`
+			Data map[string]any `json:"data"`
+		}
+		if err := yaml.Unmarshal(d, &cm); err == nil && cm.Kind == "ConfigMap" && cm.Data[FileKey] != nil {
+			found = append(found, d)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return parseDocument(found[0])
+	case 0:
+		return nil, fmt.Errorf("none of its %d documents is a ConfigMap with data key %q", len(docs), FileKey)
+	default:
+		return nil, fmt.Errorf("%d of its documents are ConfigMaps with data key %q; pass one", len(found), FileKey)
+	}
+}
+
+// splitDocuments returns the non-empty YAML documents of raw.
+func splitDocuments(raw []byte) ([][]byte, error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	var out [][]byte
+	for {
+		d, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading YAML documents: %w", err)
+		}
+		var v any
+		if err := yaml.Unmarshal(d, &v); err == nil && v == nil {
+			continue // empty or comments only
+		}
+		out = append(out, d)
+	}
+}
+
+func parseDocument(raw []byte) (map[string][]string, error) {
 	var doc map[string]any
 	if err := yaml.UnmarshalStrict(raw, &doc); err != nil {
 		return nil, fmt.Errorf("want a YAML map of flag name to value: %w", err)
@@ -61,7 +115,7 @@ func ParseFile(raw []byte) (map[string][]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("a ConfigMap without data key %q", FileKey)
 		}
-		return ParseFile([]byte(inner))
+		return parseDocument([]byte(inner))
 	}
 	out := make(map[string][]string, len(doc))
 	for k, v := range doc {

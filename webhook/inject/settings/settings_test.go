@@ -69,6 +69,22 @@ func TestApplyFile(t *testing.T) {
 				assert.Equal(t, proxyImage, r.Inject.ProxyImage)
 			},
 		},
+		"helm template output": {
+			file: "apiVersion: v1\nkind: Service\nmetadata: {name: coordinator}\n---\n# Source: settings.yaml\n" +
+				"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: contrast-settings}\ndata:\n  settings.yaml: |\n    initializer-image: " + initImage + "\n    proxy-image: " + proxyImage + "\n    runtime-class: from-chart\n" +
+				"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {x: y}\n",
+			check: func(t *testing.T, r *settings.Resolved) {
+				assert.Equal(t, "from-chart", r.Inject.RuntimeClassName)
+			},
+		},
+		"helm template output without settings": {
+			file:    "kind: Service\n---\nkind: ConfigMap\ndata: {x: y}\n",
+			wantErr: `none of its 2 documents is a ConfigMap with data key "settings.yaml"`,
+		},
+		"two settings ConfigMaps": {
+			file:    "kind: ConfigMap\ndata: {settings.yaml: 'a: b'}\n---\nkind: ConfigMap\ndata: {settings.yaml: 'a: b'}\n",
+			wantErr: "2 of its documents are ConfigMaps",
+		},
 		"ConfigMap without the key": {
 			file:    "kind: ConfigMap\ndata: {other: x}\n",
 			wantErr: `a ConfigMap without data key "settings.yaml"`,
