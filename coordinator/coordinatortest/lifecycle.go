@@ -239,9 +239,9 @@ func RunRollback(t *testing.T, h *Harness) {
 	gm, err := own.GetManifests(ctx, &userpb.GetManifestsRequest{})
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, gm.GetGeneration(), "the running Coordinator stays at generation 2")
+	// With the genuine pointer back, the Coordinator (which reads the
+	// pointer before every update) verifies it and writes on top of it.
 	require.NoError(t, h.Latest.SetLatest(ctx, genuine), "the genuine pointer is restored")
-	_, err = own.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "10.0.0.8"))
-	RequireCode(t, err, codes.Aborted, "rewritten unchanged")
 	set3, err := own.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "10.0.0.8"))
 	require.NoError(t, err)
 	require.EqualValues(t, 3, set3.GetGeneration())
@@ -338,10 +338,11 @@ func RunSharedStore(t *testing.T, h *Harness) {
 
 	set2, err := own2.SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "via-c2"))
 	require.NoError(t, err)
-	// c1 still believes generation 1 is the latest: its own check passes,
-	// the store's compare-and-swap fails.
+	// c1 reads the stored pointer before it checks the owner's expected
+	// transition (and follows it through its watch): generation 2 is
+	// adopted and the stale expectation refused.
 	_, err = own1.SetManifest(ctx, h.Request(d, set1.GetTransitionHash(), "via-c1"))
-	RequireCode(t, err, codes.Aborted, "changed by another writer", "installed generation 2")
+	RequireCode(t, err, codes.Aborted, "latest transition differs", "the latest is generation 2")
 	gm, err := own1.GetManifests(ctx, &userpb.GetManifestsRequest{})
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, gm.GetGeneration(), "c1 reloaded the pointer c2 wrote")
@@ -354,7 +355,7 @@ func RunSharedStore(t *testing.T, h *Harness) {
 
 	// A mesh certificate from c2 after it reloads is of the new generation.
 	_, err = own2.SetManifest(ctx, h.Request(d, set2.GetTransitionHash(), "via-c2-again"))
-	RequireCode(t, err, codes.Aborted, "installed generation 3")
+	RequireCode(t, err, codes.Aborted, "the latest is generation 3")
 	web := h.Pod(t, d.Web, nil)
 	resp, err := NewMeshCert(ctx, c2.MeshAddr(), Issuer(web.Device), web.Key)
 	require.NoError(t, err)

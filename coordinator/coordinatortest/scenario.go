@@ -59,8 +59,22 @@ type Running struct {
 // Stop kills the Coordinator (cancels it and waits for it to stop).
 func (r *Running) Stop() { r.stop() }
 
+// Kill stops the Coordinator at once, as kill -9 would: every connection
+// is closed without waiting for calls in flight.
+func (r *Running) Kill() {
+	r.Abort()
+	r.stop()
+}
+
 // Start starts a Coordinator; it is stopped at the end of the test.
 func (h *Harness) Start(t testing.TB) *Running {
+	t.Helper()
+	return h.StartWith(t, nil)
+}
+
+// StartWith starts a Coordinator whose configuration extra changes after
+// Configure (peers, another issuer); it is stopped at the end of the test.
+func (h *Harness) StartWith(t testing.TB, extra func(*server.Config)) *Running {
 	t.Helper()
 	dev, err := h.Platform.Device(h.CoordinatorPolicy.Hash, nil)
 	require.NoError(t, err)
@@ -77,6 +91,9 @@ func (h *Harness) Start(t testing.TB) *Running {
 	}
 	if h.Configure != nil {
 		h.Configure(&cfg)
+	}
+	if extra != nil {
+		extra(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := server.New(ctx, cfg)

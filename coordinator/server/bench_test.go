@@ -219,3 +219,54 @@ func percentile(sorted []float64, q float64) float64 {
 	}
 	return sorted[int(math.Ceil(q*float64(len(sorted))))-1]
 }
+
+// BenchmarkHAIssuanceRatio interleaves rounds of issuances against one
+// replica and spread over three replicas (peer-recovered, one shared store)
+// under the same load, and reports three-replica / one-replica throughput.
+// On one machine the replicas share its cores, so this measures the cost
+// of replication (the head check, the watch), not added capacity.
+func BenchmarkHAIssuanceRatio(b *testing.B) {
+	const (
+		workers  = 8
+		perRound = 96
+	)
+	h := memoryHarness(b)
+	r0 := h.Replica(b, nil, nil)
+	d := coordinatortest.NewDeployment(1)
+	_, err := h.User(b, r0, nil).SetManifest(b.Context(), h.Request(d, nil))
+	require.NoError(b, err)
+	r1 := h.Replica(b, []*coordinatortest.Running{r0}, nil)
+	r2 := h.Replica(b, []*coordinatortest.Running{r0, r1}, nil)
+	coordinatortest.WaitReady(b, r1, 30*time.Second)
+	coordinatortest.WaitReady(b, r2, 30*time.Second)
+	pods := make([]*coordinatortest.Pod, 4)
+	for i := range pods {
+		pods[i] = h.Pod(b, d.Web, nil)
+	}
+	round := func(addrs ...string) time.Duration {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range perRound / workers {
+					p := pods[w%len(pods)]
+					addr := addrs[(w+i)%len(addrs)]
+					if _, err := coordinatortest.NewMeshCert(context.Background(), addr, coordinatortest.Issuer(p.Device), p.Key); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(t0)
+	}
+	var one, three time.Duration
+	for b.Loop() {
+		one += round(r0.MeshAddr())
+		three += round(r0.MeshAddr(), r1.MeshAddr(), r2.MeshAddr())
+	}
+	b.ReportMetric(one.Seconds()/three.Seconds(), "ratio")
+	b.ReportMetric(float64(b.N*perRound)/one.Seconds(), "one/s")
+	b.ReportMetric(float64(b.N*perRound)/three.Seconds(), "three/s")
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,6 +27,7 @@ import (
 	"github.com/contrast-cc/contrast/coordinator/internal/history"
 	"github.com/contrast-cc/contrast/coordinator/internal/meshapi"
 	"github.com/contrast-cc/contrast/coordinator/internal/metrics"
+	"github.com/contrast-cc/contrast/coordinator/internal/peer"
 	"github.com/contrast-cc/contrast/coordinator/internal/probes"
 	"github.com/contrast-cc/contrast/coordinator/internal/state"
 	"github.com/contrast-cc/contrast/coordinator/internal/userapi"
@@ -62,6 +64,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
+
+	// Peers are the mesh API addresses (host:port) of the other replicas
+	// of a highly available Coordinator, for peer recovery: a replica in
+	// recovery mode gets the seed from a ready one. Each host is resolved to
+	// all its addresses on every round (a headless Service of the ready
+	// replicas). Empty: no peer recovery, only Recover.
+	Peers []string
+	// PeerInterval is the pause between peer recovery rounds; zero means 2 s.
+	PeerInterval time.Duration
+	// ResyncInterval is how often the latest pointer is re-read besides the
+	// watch on it; zero means 30 s.
+	ResyncInterval time.Duration
 }
 
 // MemoryStore is an in-memory history store for tests.
@@ -91,12 +105,15 @@ func (m *MemoryStore) SetLatest(_ context.Context, data []byte) error {
 type Coordinator struct {
 	cfg     Config
 	auth    *state.Authority
+	history *history.History
+	peers   *peer.Recoverer
 	metrics *metrics.Metrics
 	user    *grpc.Server
 	mesh    *grpc.Server
 	probe   *http.Server
 
 	userLis, meshLis, probeLis net.Listener
+	aborted                    atomic.Bool
 }
 
 // New loads the history, builds the servers and binds the listeners. The
@@ -129,17 +146,29 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		cfg.Logger.Warn("no Kubernetes client: using an in-memory history store that does not survive a restart")
 		store = history.NewMemStore()
 	}
-	c := &Coordinator{cfg: cfg, metrics: metrics.New(Version)}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = 30 * time.Second
+	}
+	c := &Coordinator{cfg: cfg, metrics: metrics.New(Version), history: history.New(store)}
 	if cache := cfg.ValidatorOptions.Cache; cache != nil {
 		cache.SetObserver(c.metrics)
 	}
 	var err error
 	c.auth, err = state.New(ctx, state.Config{
-		History: history.New(store), ValidatorOptions: cfg.ValidatorOptions,
+		History: c.history, ValidatorOptions: cfg.ValidatorOptions,
 		Metrics: c.metrics, Logger: cfg.Logger.With("component", "state"),
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.Peers) > 0 {
+		c.peers, err = peer.New(peer.Config{
+			Authority: c.auth, Issuer: cfg.Issuer, Peers: cfg.Peers, Interval: cfg.PeerInterval,
+			Metrics: c.metrics, Logger: cfg.Logger.With("component", "peer-recovery"),
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	userCreds, err := atls.NewCredentials(atls.Config{Issuer: cfg.Issuer, Logger: cfg.Logger.With("component", "userapi-atls")})
@@ -170,6 +199,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	ready := []probes.Check{{Name: "secrets", Check: func() error {
 		switch c.auth.Mode() {
 		case state.ModeRecovery:
+			if c.peers != nil {
+				return errors.New("recovery mode: waiting for a peer Coordinator or Recover")
+			}
 			return errors.New("recovery mode: waiting for Recover")
 		case state.ModeLatestMissing:
 			return errors.New("the history's latest pointer is missing: waiting for an operator")
@@ -211,6 +243,46 @@ func (c *Coordinator) MeshAddr() string { return c.meshLis.Addr().String() }
 // ProbeAddr returns the bound probe address.
 func (c *Coordinator) ProbeAddr() string { return c.probeLis.Addr().String() }
 
+// Abort stops serving at once, closing every connection without waiting
+// for calls in flight (what a killed process does to its peers); Serve
+// returns once its context is cancelled.
+func (c *Coordinator) Abort() {
+	c.aborted.Store(true)
+	c.user.Stop()
+	c.mesh.Stop()
+	_ = c.probe.Close()
+}
+
+// Mode returns the Coordinator's lifecycle state (tests, diagnostics).
+func (c *Coordinator) Mode() state.Mode { return c.auth.Mode() }
+
+// follow re-reads the stored latest pointer on every watch event and every
+// ResyncInterval, so that a replica serves a manifest set through another
+// replica (within the watch latency, at most ResyncInterval if the watch
+// is broken), notices a first manifest set elsewhere (and goes into
+// recovery mode) and a restored pointer. Issuance does not depend on it:
+// see state.Authority.IssueMeshCert.
+func (c *Coordinator) follow(ctx context.Context) error {
+	changed := make(chan struct{}, 1)
+	go c.history.WatchLatest(ctx, func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	t := time.NewTicker(c.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-t.C:
+		}
+		_ = c.auth.Refresh(ctx) // logged and counted by the Authority
+	}
+}
+
 // Serve serves until ctx is done, then shuts down gracefully within
 // ShutdownTimeout.
 func (c *Coordinator) Serve(ctx context.Context) error {
@@ -234,6 +306,10 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return c.follow(ctx) })
+	if c.peers != nil {
+		g.Go(func() error { return c.peers.Run(ctx) })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		log.Info("shutting down")
@@ -251,7 +327,10 @@ func (c *Coordinator) Serve(ctx context.Context) error {
 			c.user.Stop()
 			c.mesh.Stop()
 		}
-		return c.probe.Shutdown(sctx)
+		if err := c.probe.Shutdown(sctx); err != nil && !c.aborted.Load() {
+			return err
+		}
+		return nil
 	})
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {

@@ -129,6 +129,115 @@ func (x *NewMeshCertResponse) GetWorkloadSecret() []byte {
 	return nil
 }
 
+type RecoverPeerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverPeerRequest) Reset() {
+	*x = RecoverPeerRequest{}
+	mi := &file_meshapi_meshapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverPeerRequest) ProtoMessage() {}
+
+func (x *RecoverPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshapi_meshapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverPeerRequest.ProtoReflect.Descriptor instead.
+func (*RecoverPeerRequest) Descriptor() ([]byte, []int) {
+	return file_meshapi_meshapi_proto_rawDescGZIP(), []int{2}
+}
+
+type RecoverPeerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The secret seed, 32 bytes.
+	Seed []byte `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`
+	// The salt of the seed derivation, 32 bytes.
+	Salt []byte `protobuf:"bytes,2,opt,name=salt,proto3" json:"salt,omitempty"`
+	// Hash of the latest transition the responder serves; the requester
+	// refuses a stored history that does not contain it (a rollback).
+	LatestTransition []byte `protobuf:"bytes,3,opt,name=latest_transition,json=latestTransition,proto3" json:"latest_transition,omitempty"`
+	// Generation of that transition.
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverPeerResponse) Reset() {
+	*x = RecoverPeerResponse{}
+	mi := &file_meshapi_meshapi_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverPeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverPeerResponse) ProtoMessage() {}
+
+func (x *RecoverPeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshapi_meshapi_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverPeerResponse.ProtoReflect.Descriptor instead.
+func (*RecoverPeerResponse) Descriptor() ([]byte, []int) {
+	return file_meshapi_meshapi_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecoverPeerResponse) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *RecoverPeerResponse) GetSalt() []byte {
+	if x != nil {
+		return x.Salt
+	}
+	return nil
+}
+
+func (x *RecoverPeerResponse) GetLatestTransition() []byte {
+	if x != nil {
+		return x.LatestTransition
+	}
+	return nil
+}
+
+func (x *RecoverPeerResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_meshapi_meshapi_proto protoreflect.FileDescriptor
 
 const file_meshapi_meshapi_proto_rawDesc = "" +
@@ -140,9 +249,18 @@ const file_meshapi_meshapi_proto_rawDesc = "" +
 	"\n" +
 	"cert_chain\x18\x02 \x01(\fR\tcertChain\x12\x17\n" +
 	"\aroot_ca\x18\x03 \x01(\fR\x06rootCa\x12'\n" +
-	"\x0fworkload_secret\x18\x04 \x01(\fR\x0eworkloadSecret2r\n" +
+	"\x0fworkload_secret\x18\x04 \x01(\fR\x0eworkloadSecret\"\x14\n" +
+	"\x12RecoverPeerRequest\"\x8a\x01\n" +
+	"\x13RecoverPeerResponse\x12\x12\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed\x12\x12\n" +
+	"\x04salt\x18\x02 \x01(\fR\x04salt\x12+\n" +
+	"\x11latest_transition\x18\x03 \x01(\fR\x10latestTransition\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation2\xd4\x01\n" +
 	"\x0eMeshAPIService\x12`\n" +
-	"\vNewMeshCert\x12'.contrast.meshapi.v1.NewMeshCertRequest\x1a(.contrast.meshapi.v1.NewMeshCertResponseB9Z7github.com/contrast-cc/contrast/coordinator/api/meshapib\x06proto3"
+	"\vNewMeshCert\x12'.contrast.meshapi.v1.NewMeshCertRequest\x1a(.contrast.meshapi.v1.NewMeshCertResponse\x12`\n" +
+	"\vRecoverPeer\x12'.contrast.meshapi.v1.RecoverPeerRequest\x1a(.contrast.meshapi.v1.RecoverPeerResponseB9Z7github.com/contrast-cc/contrast/coordinator/api/meshapib\x06proto3"
 
 var (
 	file_meshapi_meshapi_proto_rawDescOnce sync.Once
@@ -156,16 +274,20 @@ func file_meshapi_meshapi_proto_rawDescGZIP() []byte {
 	return file_meshapi_meshapi_proto_rawDescData
 }
 
-var file_meshapi_meshapi_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_meshapi_meshapi_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_meshapi_meshapi_proto_goTypes = []any{
 	(*NewMeshCertRequest)(nil),  // 0: contrast.meshapi.v1.NewMeshCertRequest
 	(*NewMeshCertResponse)(nil), // 1: contrast.meshapi.v1.NewMeshCertResponse
+	(*RecoverPeerRequest)(nil),  // 2: contrast.meshapi.v1.RecoverPeerRequest
+	(*RecoverPeerResponse)(nil), // 3: contrast.meshapi.v1.RecoverPeerResponse
 }
 var file_meshapi_meshapi_proto_depIdxs = []int32{
 	0, // 0: contrast.meshapi.v1.MeshAPIService.NewMeshCert:input_type -> contrast.meshapi.v1.NewMeshCertRequest
-	1, // 1: contrast.meshapi.v1.MeshAPIService.NewMeshCert:output_type -> contrast.meshapi.v1.NewMeshCertResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	2, // 1: contrast.meshapi.v1.MeshAPIService.RecoverPeer:input_type -> contrast.meshapi.v1.RecoverPeerRequest
+	1, // 2: contrast.meshapi.v1.MeshAPIService.NewMeshCert:output_type -> contrast.meshapi.v1.NewMeshCertResponse
+	3, // 3: contrast.meshapi.v1.MeshAPIService.RecoverPeer:output_type -> contrast.meshapi.v1.RecoverPeerResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -182,7 +304,7 @@ func file_meshapi_meshapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshapi_meshapi_proto_rawDesc), len(file_meshapi_meshapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

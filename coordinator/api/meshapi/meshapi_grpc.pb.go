@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	MeshAPIService_NewMeshCert_FullMethodName = "/contrast.meshapi.v1.MeshAPIService/NewMeshCert"
+	MeshAPIService_RecoverPeer_FullMethodName = "/contrast.meshapi.v1.MeshAPIService/RecoverPeer"
 )
 
 // MeshAPIServiceClient is the client API for MeshAPIService service.
@@ -33,6 +34,17 @@ const (
 type MeshAPIServiceClient interface {
 	// NewMeshCert issues a mesh certificate for the attested client's aTLS key.
 	NewMeshCert(ctx context.Context, in *NewMeshCertRequest, opts ...grpc.CallOption) (*NewMeshCertResponse, error)
+	// RecoverPeer hands the seed to another Coordinator replica that started
+	// without it (peer recovery, coordinator/README.md "High availability").
+	// Served only by a ready Coordinator, only on a connection whose client
+	// evidence is valid for the current manifest and whose policy hash has
+	// Role coordinator in it. The client must itself validate this
+	// Coordinator's evidence (ask for it in the aTLS handshake) and verify the
+	// signed history with the received seed before using it.
+	// Errors: PermissionDenied (evidence rejected, or the policy hash is not
+	// of Role coordinator), FailedPrecondition (this Coordinator is not ready,
+	// or the connection attested under an older generation: reconnect).
+	RecoverPeer(ctx context.Context, in *RecoverPeerRequest, opts ...grpc.CallOption) (*RecoverPeerResponse, error)
 }
 
 type meshAPIServiceClient struct {
@@ -53,6 +65,16 @@ func (c *meshAPIServiceClient) NewMeshCert(ctx context.Context, in *NewMeshCertR
 	return out, nil
 }
 
+func (c *meshAPIServiceClient) RecoverPeer(ctx context.Context, in *RecoverPeerRequest, opts ...grpc.CallOption) (*RecoverPeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverPeerResponse)
+	err := c.cc.Invoke(ctx, MeshAPIService_RecoverPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MeshAPIServiceServer is the server API for MeshAPIService service.
 // All implementations must embed UnimplementedMeshAPIServiceServer
 // for forward compatibility.
@@ -64,6 +86,17 @@ func (c *meshAPIServiceClient) NewMeshCert(ctx context.Context, in *NewMeshCertR
 type MeshAPIServiceServer interface {
 	// NewMeshCert issues a mesh certificate for the attested client's aTLS key.
 	NewMeshCert(context.Context, *NewMeshCertRequest) (*NewMeshCertResponse, error)
+	// RecoverPeer hands the seed to another Coordinator replica that started
+	// without it (peer recovery, coordinator/README.md "High availability").
+	// Served only by a ready Coordinator, only on a connection whose client
+	// evidence is valid for the current manifest and whose policy hash has
+	// Role coordinator in it. The client must itself validate this
+	// Coordinator's evidence (ask for it in the aTLS handshake) and verify the
+	// signed history with the received seed before using it.
+	// Errors: PermissionDenied (evidence rejected, or the policy hash is not
+	// of Role coordinator), FailedPrecondition (this Coordinator is not ready,
+	// or the connection attested under an older generation: reconnect).
+	RecoverPeer(context.Context, *RecoverPeerRequest) (*RecoverPeerResponse, error)
 	mustEmbedUnimplementedMeshAPIServiceServer()
 }
 
@@ -76,6 +109,9 @@ type UnimplementedMeshAPIServiceServer struct{}
 
 func (UnimplementedMeshAPIServiceServer) NewMeshCert(context.Context, *NewMeshCertRequest) (*NewMeshCertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NewMeshCert not implemented")
+}
+func (UnimplementedMeshAPIServiceServer) RecoverPeer(context.Context, *RecoverPeerRequest) (*RecoverPeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecoverPeer not implemented")
 }
 func (UnimplementedMeshAPIServiceServer) mustEmbedUnimplementedMeshAPIServiceServer() {}
 func (UnimplementedMeshAPIServiceServer) testEmbeddedByValue()                        {}
@@ -116,6 +152,24 @@ func _MeshAPIService_NewMeshCert_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MeshAPIService_RecoverPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeshAPIServiceServer).RecoverPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeshAPIService_RecoverPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeshAPIServiceServer).RecoverPeer(ctx, req.(*RecoverPeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MeshAPIService_ServiceDesc is the grpc.ServiceDesc for MeshAPIService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +180,10 @@ var MeshAPIService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NewMeshCert",
 			Handler:    _MeshAPIService_NewMeshCert_Handler,
+		},
+		{
+			MethodName: "RecoverPeer",
+			Handler:    _MeshAPIService_RecoverPeer_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -53,6 +54,7 @@ type Options struct {
 	SimInitdata      string
 	SimMeasure       string
 	InMemoryStore    bool
+	Peers            []string
 }
 
 // envPrefix: every flag can be set as CONTRAST_COORDINATOR_<FLAG> (dashes
@@ -114,6 +116,8 @@ func newCommand(o *Options, logger *slog.Logger, level *slog.LevelVar) *cobra.Co
 	f.StringVar(&o.SimInitdata, "sim-initdata-file", "", "simulated: file whose SHA-256 is the reported policy digest (as Kata derives it)")
 	f.StringVar(&o.SimMeasure, "sim-measurement", "", "simulated: hex launch measurement (48 bytes) the simulated TEE reports")
 	f.BoolVar(&o.InMemoryStore, "in-memory-store", false, "keep the history in memory (simulated platforms only; lost on restart)")
+	f.StringSliceVar(&o.Peers, "peers", nil, "mesh API addresses (host:port, comma-separated) of the other Coordinator replicas for peer recovery; "+
+		"each host is resolved to all its addresses (e.g. the headless Service of ready replicas, coordinator-peers.<ns>.svc:7777)")
 	return cmd
 }
 
@@ -166,6 +170,14 @@ func (o *Options) Validate() error {
 	if !o.InMemoryStore && o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace (or $POD_NAMESPACE) is required"))
 	}
+	for _, p := range o.Peers {
+		if host, port, err := net.SplitHostPort(p); err != nil || host == "" || port == "" {
+			errs = append(errs, fmt.Errorf("--peers: %q is not host:port", p))
+		}
+	}
+	if len(o.Peers) > 0 && o.InMemoryStore {
+		errs = append(errs, errors.New("--peers needs the shared ConfigMap store, not --in-memory-store"))
+	}
 	// Zero means the default of each (certcache, validators).
 	if o.MaxCollateralAge < 0 || o.CollateralTTL < 0 || o.FetchRate < 0 || o.FetchBurst < 0 || o.FetchNegativeTTL < 0 {
 		errs = append(errs, errors.New("--collateral-max-age, --collateral-refresh, --vendor-fetch-rate, --vendor-fetch-burst and --vendor-fetch-retry-after must not be negative"))
@@ -188,7 +200,7 @@ func (o *Options) serverConfig(log *slog.Logger) (server.Config, error) {
 	}
 	return server.Config{
 		Issuer: issuer, Namespace: o.Namespace,
-		UserAddr: o.UserAddr, MeshAddr: o.MeshAddr, ProbeAddr: o.ProbeAddr,
+		UserAddr: o.UserAddr, MeshAddr: o.MeshAddr, ProbeAddr: o.ProbeAddr, Peers: o.Peers,
 		ValidatorOptions: vopts,
 		Logger:           log,
 	}, nil

@@ -60,6 +60,19 @@ func TestFlagValidation(t *testing.T) {
 			env:     map[string]string{"CONTRAST_COORDINATOR_IN_MEMORY_STORE": "true"},
 			wantErr: []string{"--in-memory-store is only allowed with a simulated --platform"},
 		},
+		"peer without port": {
+			args:    []string{"--platform", "snp", "--namespace", "x", "--peers", "coordinator-peers.contrast-system.svc"},
+			wantErr: []string{`--peers: "coordinator-peers.contrast-system.svc" is not host:port`},
+		},
+		"peers with the in-memory store": {
+			args:    []string{"--platform", "snp-simulated", "--in-memory-store", "--peers", "a:7777,b:7777"},
+			wantErr: []string{"--peers needs the shared ConfigMap store"},
+		},
+		"peers from environment": {
+			args:    []string{"--platform", "snp", "--namespace", "x"},
+			env:     map[string]string{"CONTRAST_COORDINATOR_PEERS": "ok:7777,:7777"},
+			wantErr: []string{`--peers: ":7777" is not host:port`},
+		},
 		"negative collateral age": {
 			args:    []string{"--platform", "tdx", "--namespace", "x", "--collateral-max-age", "-1h"},
 			wantErr: []string{"--collateral-max-age"},

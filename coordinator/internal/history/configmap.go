@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -168,6 +170,51 @@ func (s *ConfigMapStore) SwapLatest(ctx context.Context, oldVersion string, data
 		return "", fmt.Errorf("writing ConfigMap %s: %w", latestName, err)
 	}
 	return out.ResourceVersion, nil
+}
+
+// WatchLatest implements Store with a watch on the latest ConfigMap (field
+// selector on its name). Every event, and every (re)start of the watch,
+// calls changed; a failed watch is retried with backoff up to 5 s. The
+// API server ends a watch after its timeout; it is then re-established.
+func (s *ConfigMapStore) WatchLatest(ctx context.Context, changed func()) {
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		timeout := int64(300)
+		w, err := s.client.CoreV1().ConfigMaps(s.namespace).Watch(ctx, metav1.ListOptions{
+			FieldSelector:  "metadata.name=" + latestName,
+			TimeoutSeconds: &timeout,
+		})
+		// Events between the previous watch and this one may be lost.
+		changed()
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		drainWatch(ctx, w, changed)
+		w.Stop()
+	}
+}
+
+// drainWatch calls changed for every event until the watch ends or ctx is done.
+func drainWatch(ctx context.Context, w watch.Interface, changed func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-w.ResultChan():
+			if !ok {
+				return
+			}
+			changed()
+		}
+	}
 }
 
 var _ Store = (*ConfigMapStore)(nil)

@@ -208,6 +208,10 @@ func (h *History) SwapLatest(ctx context.Context, oldVersion string, transition 
 	return h.store.SwapLatest(ctx, oldVersion, b)
 }
 
+// WatchLatest calls changed whenever the stored latest pointer may have
+// changed, until ctx is done (see Store.WatchLatest).
+func (h *History) WatchLatest(ctx context.Context, changed func()) { h.store.WatchLatest(ctx, changed) }
+
 // Chain returns the transitions from the first to the one at head, oldest
 // first, checking that the generations count up without gaps.
 func (h *History) Chain(ctx context.Context, head Hash) ([]*Transition, error) {

@@ -39,6 +39,12 @@ type Store interface {
 	// oldVersion ("" = it must not exist yet), returning the new version;
 	// otherwise ErrConflict.
 	SwapLatest(ctx context.Context, oldVersion string, data []byte) (string, error)
+	// WatchLatest calls changed whenever the latest pointer may have
+	// changed (created, replaced, deleted), and whenever the watch had to
+	// be re-established (events may have been missed), until ctx is done.
+	// changed must not block. It is a hint to re-read, never a value:
+	// readers verify what they read.
+	WatchLatest(ctx context.Context, changed func())
 }
 
 // Kind is the kind of a blob.
@@ -54,14 +60,35 @@ const (
 
 // MemStore is an in-memory Store for unit tests.
 type MemStore struct {
-	mu      sync.Mutex
-	blobs   map[string][]byte
-	latest  []byte
-	version int
+	mu       sync.Mutex
+	blobs    map[string][]byte
+	latest   []byte
+	version  int
+	watchers map[*func()]struct{}
 }
 
 // NewMemStore returns an empty in-memory store.
-func NewMemStore() *MemStore { return &MemStore{blobs: map[string][]byte{}} }
+func NewMemStore() *MemStore {
+	return &MemStore{blobs: map[string][]byte{}, watchers: map[*func()]struct{}{}}
+}
+
+// WatchLatest implements Store.
+func (s *MemStore) WatchLatest(ctx context.Context, changed func()) {
+	s.mu.Lock()
+	s.watchers[&changed] = struct{}{}
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	delete(s.watchers, &changed)
+	s.mu.Unlock()
+}
+
+// notifyLocked tells every watcher that the latest pointer changed.
+func (s *MemStore) notifyLocked() {
+	for f := range s.watchers {
+		(*f)()
+	}
+}
 
 // GetBlob implements Store.
 func (s *MemStore) GetBlob(_ context.Context, kind Kind, hash string) ([]byte, error) {
@@ -126,6 +153,7 @@ func (s *MemStore) SwapLatest(_ context.Context, oldVersion string, data []byte)
 	}
 	s.version++
 	s.latest = append([]byte(nil), data...)
+	s.notifyLocked()
 	return versionString(s.version), nil
 }
 
@@ -146,6 +174,7 @@ func (s *MemStore) SetLatestRaw(data []byte) {
 	if data != nil {
 		s.latest = append([]byte(nil), data...)
 	}
+	s.notifyLocked()
 }
 
 func versionString(v int) string { return strconv.Itoa(v) }

@@ -125,7 +125,11 @@ const (
 	reasonRecovery      = "recovery-mode"
 	reasonLatestMissing = "latest-missing"
 	reasonStale         = "stale-generation"
-	reasonOther         = "other"
+	// The stored latest pointer could not be confirmed after signing.
+	reasonHeadUnconfirmed = "head-unconfirmed"
+	// RecoverPeer from a policy hash without Role coordinator.
+	reasonNotCoordinator = "not-coordinator"
+	reasonOther          = "other"
 )
 
 // Credentials wraps the mesh API's transport credentials so that a failed
@@ -282,13 +286,20 @@ func (s *Server) NewMeshCert(ctx context.Context, _ *meshpb.NewMeshCertRequest) 
 	if !ok {
 		return nil, status.Error(codes.Internal, "call not authorized by the interceptor")
 	}
-	mc, err := s.auth.IssueMeshCert(c.snap, c.peer.Result, c.peer.PublicKey)
-	if errors.Is(err, state.ErrUnknownPolicy) {
+	mc, err := s.auth.IssueMeshCert(ctx, c.snap, c.peer.Result, c.peer.PublicKey)
+	switch {
+	case errors.Is(err, state.ErrUnknownPolicy):
 		s.metrics.Attestation(metrics.ResultRejected, reasonUnknownPolicy)
 		s.log.Info("attestation rejected", "check", "policy-hash", "policyDigest", fmt.Sprintf("%x", c.peer.Result.PolicyDigest))
 		return nil, status.Error(codes.PermissionDenied, err.Error())
-	}
-	if err != nil {
+	case errors.Is(err, state.ErrStaleGeneration):
+		s.metrics.Attestation(metrics.ResultRejected, reasonStale)
+		return nil, status.Errorf(codes.FailedPrecondition, "%v; reconnect", err)
+	case errors.Is(err, state.ErrHeadUnconfirmed):
+		s.metrics.Attestation(metrics.ResultRejected, reasonHeadUnconfirmed)
+		s.log.Warn("mesh certificate withheld", "error", err)
+		return nil, status.Error(codes.Unavailable, err.Error())
+	case err != nil:
 		s.log.Error("issuing mesh certificate", "error", err)
 		return nil, status.Error(codes.Internal, "issuing mesh certificate failed")
 	}
@@ -302,5 +313,27 @@ func (s *Server) NewMeshCert(ctx context.Context, _ *meshpb.NewMeshCertRequest) 
 		CertChain:      append(append([]byte(nil), mc.Leaf...), mc.MeshCA...),
 		RootCa:         mc.RootCA,
 		WorkloadSecret: mc.WorkloadSecret,
+	}, nil
+}
+
+// RecoverPeer implements meshapi.MeshAPIServiceServer: the seed for an
+// attested peer Coordinator (see package state, Handover).
+func (s *Server) RecoverPeer(ctx context.Context, _ *meshpb.RecoverPeerRequest) (*meshpb.RecoverPeerResponse, error) {
+	c, ok := ctx.Value(callKey{}).(*call)
+	if !ok {
+		return nil, status.Error(codes.Internal, "call not authorized by the interceptor")
+	}
+	h, err := s.auth.Handover(c.snap, c.peer.Result)
+	if err != nil {
+		s.metrics.Attestation(metrics.ResultRejected, reasonNotCoordinator)
+		s.metrics.PeerRecovery(metrics.PeerServed, metrics.PeerRejected)
+		s.log.Warn("peer recovery refused", "error", err)
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	}
+	s.metrics.Attestation(metrics.ResultAccepted, reasonOK)
+	s.metrics.PeerRecovery(metrics.PeerServed, metrics.PeerOK)
+	s.log.Info("handed the seed to a peer Coordinator", "generation", h.Generation, "policyDigest", fmt.Sprintf("%x", c.peer.Result.PolicyDigest))
+	return &meshpb.RecoverPeerResponse{
+		Seed: h.Seed, Salt: h.Salt, LatestTransition: h.Transition[:], Generation: h.Generation,
 	}, nil
 }

@@ -25,6 +25,8 @@ type Metrics struct {
 	CertificatesIssued prometheus.Counter
 	ManifestUpdates    *prometheus.CounterVec
 	CollateralFetches  *prometheus.CounterVec
+	PeerRecoveries     *prometheus.CounterVec
+	HeadRefreshes      *prometheus.CounterVec
 	grpcRequests       *prometheus.CounterVec
 	grpcDuration       *prometheus.HistogramVec
 }
@@ -33,6 +35,17 @@ type Metrics struct {
 const (
 	ResultAccepted = "accepted"
 	ResultRejected = "rejected"
+)
+
+// Peer recovery labels: "role" is the side, "result" the outcome.
+const (
+	PeerServed    = "responder"
+	PeerRequested = "requester"
+
+	PeerOK       = "ok"
+	PeerRejected = "rejected"        // evidence or role refused, or the history did not verify
+	PeerRefused  = "refused-by-peer" // the responder refused the requester's evidence or role
+	PeerFailed   = "failed"          // no peer reachable, transport errors
 )
 
 // New creates and registers the metrics. version is reported by
@@ -64,6 +77,14 @@ func New(version string) *Metrics {
 			Name: "contrast_coordinator_collateral_fetches_total",
 			Help: "Requests for AMD KDS / Intel PCS documents that needed the network, by source (kds, pcs, other) and result (ok, error, shared, negative-cached, rate-limited).",
 		}, []string{"source", "result"}),
+		PeerRecoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_coordinator_peer_recoveries_total",
+			Help: "Peer recovery attempts by role (requester, responder) and result (ok, rejected, refused-by-peer, failed).",
+		}, []string{"role", "result"}),
+		HeadRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_coordinator_history_refreshes_total",
+			Help: "Reads of the stored latest pointer after a watch event or resync, by result (unchanged, adopted, refused, error).",
+		}, []string{"result"}),
 		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "contrast_coordinator_grpc_server_handled_total",
 			Help: "gRPC calls completed by the server, by service, method and status code.",
@@ -84,7 +105,7 @@ func New(version string) *Metrics {
 	}
 	buildInfo.WithLabelValues("coordinator", version, goVersion).Set(1)
 	m.Registry.MustRegister(m.ManifestGeneration, m.RecoveryMode, m.Attestations, m.CertificatesIssued,
-		m.ManifestUpdates, m.CollateralFetches, m.grpcRequests, m.grpcDuration, buildInfo,
+		m.ManifestUpdates, m.CollateralFetches, m.PeerRecoveries, m.HeadRefreshes, m.grpcRequests, m.grpcDuration, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -103,6 +124,14 @@ func (m *Metrics) ObserveFetch(source certcache.Source, result certcache.FetchRe
 		return
 	}
 	m.CollateralFetches.WithLabelValues(string(source), string(result)).Inc()
+}
+
+// PeerRecovery counts one peer recovery attempt.
+func (m *Metrics) PeerRecovery(role, result string) {
+	if m == nil {
+		return
+	}
+	m.PeerRecoveries.WithLabelValues(role, result).Inc()
 }
 
 func splitMethod(full string) (string, string) {

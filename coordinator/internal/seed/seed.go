@@ -63,6 +63,10 @@ func FromBytes(seedBytes, salt []byte) (*Secrets, error) {
 // Salt returns the salt (not secret).
 func (s *Secrets) Salt() []byte { return append([]byte(nil), s.salt...) }
 
+// Seed returns a copy of the secret seed. It exists only to hand the seed
+// over to an attested peer Coordinator (peer recovery); never log it.
+func (s *Secrets) Seed() []byte { return append([]byte(nil), s.seed...) }
+
 func (s *Secrets) derive(info string, n int) []byte {
 	out, err := hkdf.Key(sha256.New, s.seed, s.salt, info, n)
 	if err != nil {

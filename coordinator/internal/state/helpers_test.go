@@ -168,6 +168,20 @@ func signed(key ed25519.PrivateKey, th history.Hash, gen uint64) history.Latest 
 	return l
 }
 
+// mustChain returns the transition hashes of the history ending at head,
+// oldest first.
+func mustChain(t *testing.T, f *fixture, head history.Hash) []history.Hash {
+	t.Helper()
+	chain, err := history.New(f.store).Chain(t.Context(), head)
+	require.NoError(t, err)
+	out := make([]history.Hash, len(chain))
+	for i := 1; i < len(chain); i++ {
+		out[i-1] = chain[i].Previous
+	}
+	out[len(chain)-1] = head
+	return out
+}
+
 func withGeneration(l history.Latest, gen uint64) history.Latest {
 	l.Generation = gen
 	return l

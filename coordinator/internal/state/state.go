@@ -52,6 +52,17 @@ var (
 	ErrUnexpectedLatest = errors.New("the stored latest transition is not the expected one")
 	// ErrUnknownPolicy: the attested policy hash is not in the manifest (PermissionDenied).
 	ErrUnknownPolicy = errors.New("unknown policy hash")
+	// ErrNotCoordinator: a peer asked for the seed but its policy hash does
+	// not have Role coordinator in the manifest (PermissionDenied).
+	ErrNotCoordinator = errors.New("the peer's policy hash does not have Role coordinator in the manifest")
+	// ErrStaleGeneration: the stored history has moved to a newer
+	// generation than the one the caller attested under (FailedPrecondition:
+	// reconnect and attest against the new generation).
+	ErrStaleGeneration = errors.New("a newer manifest generation is stored")
+	// ErrHeadUnconfirmed: the stored latest pointer could not be read, or
+	// names a generation this Coordinator cannot verify as its own or a
+	// continuation of it; nothing is issued (Unavailable).
+	ErrHeadUnconfirmed = errors.New("cannot confirm that the active manifest generation is the stored latest one")
 )
 
 // Mode is the Coordinator's lifecycle state.
@@ -109,6 +120,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
+	// HeadTimeout bounds one read of the stored latest pointer before an
+	// issuance; zero means 5 s.
+	HeadTimeout time.Duration
 }
 
 // Authority holds the Coordinator's state. It is safe for concurrent use;
@@ -120,6 +134,7 @@ type Authority struct {
 	latestVersion string     // store version of the latest pointer we wrote or verified
 	cur           atomic.Pointer[Snapshot]
 	mode          atomic.Int32
+	head          headReader
 }
 
 // New loads the history: without one the Authority waits for the first
@@ -137,7 +152,10 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Authority{cfg: cfg}
+	if cfg.HeadTimeout == 0 {
+		cfg.HeadTimeout = 5 * time.Second
+	}
+	a := &Authority{cfg: cfg, head: headReader{history: cfg.History, timeout: cfg.HeadTimeout}}
 	latest, err := cfg.History.GetLatest(ctx)
 	switch {
 	case errors.Is(err, history.ErrNotFound):
@@ -231,6 +249,12 @@ func updateResult(err error) string {
 }
 
 func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult, error) {
+	// Another replica may have installed a newer generation that the watch
+	// has not delivered yet: read the stored pointer first, so that the
+	// owner's expected transition is checked against the newest verified
+	// generation. Failures are logged by refreshLocked; the
+	// compare-and-swap below still decides.
+	_ = a.refreshLocked(ctx)
 	switch a.Mode() {
 	case ModeRecovery:
 		return nil, ErrRecoveryMode
@@ -247,7 +271,11 @@ func (a *Authority) setManifest(ctx context.Context, req SetRequest) (*SetResult
 			have = cur.Transition
 		}
 		if *req.Expected != have {
-			return nil, fmt.Errorf("%w: latest is %s", ErrConflict, have)
+			var gen uint64
+			if cur != nil {
+				gen = cur.Generation
+			}
+			return nil, fmt.Errorf("%w: the latest is generation %d (transition %s)", ErrConflict, gen, have)
 		}
 	}
 	m, err := manifest.Parse(req.Manifest)
@@ -404,6 +432,74 @@ func (a *Authority) reloadAfterConflict(ctx context.Context, cur *Snapshot, swap
 	return fmt.Errorf("%w; it installed generation %d (transition %s), retry with that expected transition", conflict, snap.Generation, snap.Transition)
 }
 
+// Refresh reads the stored latest pointer and adopts what another replica
+// wrote: in ModeReady a verified continuation of the active generation
+// (the same checks as after a failed compare-and-swap); in ModeEmpty or
+// ModeLatestMissing, a pointer that appeared means another replica set the
+// first manifest or an operator restored the pointer, so the Authority
+// goes into recovery mode (and recovers from a peer or with Recover). A
+// missing pointer changes nothing: issuance then fails closed (see
+// IssueMeshCert). The server calls Refresh on every watch event of the
+// pointer and periodically.
+func (a *Authority) Refresh(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.refreshLocked(ctx)
+}
+
+func (a *Authority) refreshLocked(ctx context.Context) error {
+	result, err := a.refresh(ctx)
+	if m := a.cfg.Metrics; m != nil {
+		m.HeadRefreshes.WithLabelValues(result).Inc()
+	}
+	return err
+}
+
+// Results of a refresh (label of contrast_coordinator_history_refreshes_total).
+const (
+	refreshUnchanged = "unchanged"
+	refreshAdopted   = "adopted"
+	refreshRecovery  = "recovery-mode"
+	refreshRefused   = "refused"
+	refreshError     = "error"
+)
+
+func (a *Authority) refresh(ctx context.Context) (string, error) {
+	log := a.cfg.Logger
+	latest, err := a.cfg.History.GetLatest(ctx)
+	if errors.Is(err, history.ErrNotFound) {
+		return refreshUnchanged, nil
+	}
+	if err != nil {
+		log.Warn("reading the stored latest pointer", "error", err)
+		return refreshError, fmt.Errorf("reading the latest pointer: %w", err)
+	}
+	switch a.Mode() {
+	case ModeRecovery:
+		return refreshUnchanged, nil
+	case ModeEmpty, ModeLatestMissing:
+		a.setMode(ModeRecovery)
+		log.Warn("a latest pointer appeared in the store (another replica set the first manifest, or an operator restored it); in recovery mode until a peer or Recover restores the seed",
+			"latestTransition", latest.Latest.Transition.String(), "generation", latest.Latest.Generation)
+		return refreshRecovery, nil
+	}
+	cur := a.cur.Load()
+	snap, err := a.continuation(ctx, cur, latest.Latest)
+	if err != nil {
+		log.Error("the stored latest pointer does not continue this Coordinator's history; keeping the active generation",
+			"error", err, "generation", cur.Generation, "transition", cur.Transition.String(),
+			"storedGeneration", latest.Latest.Generation, "storedTransition", latest.Latest.Transition.String())
+		return refreshRefused, err
+	}
+	a.latestVersion = latest.Version
+	if snap == cur {
+		return refreshUnchanged, nil
+	}
+	a.publish(snap)
+	log.Info("adopted the manifest generation another replica installed", "generation", snap.Generation, "transition", snap.Transition.String())
+	return refreshAdopted, nil
+}
+
 // continuation verifies a stored latest pointer against cur: signed with
 // cur's history-signing key, not older than cur, a hash chain from the first
 // transition through cur.Transition to it, and CA certificates matching the
@@ -502,7 +598,10 @@ func (a *Authority) Recover(ctx context.Context, req RecoverRequest) (*Snapshot,
 	switch a.Mode() {
 	case ModeRecovery:
 	case ModeLatestMissing:
-		return nil, ErrLatestMissing
+		if req.Expected == nil {
+			return nil, fmt.Errorf("%w; to re-sign it, recover with the seed and the expected latest transition", ErrLatestMissing)
+		}
+		return a.resignHead(ctx, secrets, *req.Expected)
 	default:
 		return nil, ErrNotInRecovery
 	}
@@ -531,6 +630,48 @@ func (a *Authority) Recover(ctx context.Context, req RecoverRequest) (*Snapshot,
 	a.latestVersion = latest.Version
 	a.publish(snap)
 	a.cfg.Logger.Info("recovered from seed", "generation", snap.Generation, "transition", snap.Transition.String())
+	return snap, nil
+}
+
+// resignHead is the way out of ModeLatestMissing: the seed holder names
+// the transition that was the latest (expected), and the Coordinator
+// signs a new latest pointer to it. The transition is read by its hash, so
+// its content is what the owner vouches for; its hash chain must be intact
+// and its root and mesh CA certificates must match keys derived from the
+// seed (so a wrong seed is refused before anything is written). The
+// pointer is created with compare-and-swap: if one appeared meanwhile, the
+// Authority goes into recovery mode and nothing is signed.
+//
+// Naming an older transition than the real latest one rolls the history
+// back (like Rollback): the owner passes the latest transition it knows.
+func (a *Authority) resignHead(ctx context.Context, secrets *seed.Secrets, expected history.Hash) (*Snapshot, error) {
+	log := a.cfg.Logger
+	t, err := a.cfg.History.GetTransition(ctx, expected)
+	if errors.Is(err, history.ErrNotFound) {
+		return nil, fmt.Errorf("%w: the expected transition %s is not in the stored history; nothing was signed", ErrUnexpectedLatest, expected)
+	}
+	if err != nil {
+		return nil, err
+	}
+	snap, err := a.load(ctx, secrets, expected)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.cfg.History.Chain(ctx, expected); err != nil {
+		return nil, err
+	}
+	version, err := a.cfg.History.SwapLatest(ctx, "", expected, t.Generation, secrets.HistorySigningKey())
+	if errors.Is(err, history.ErrConflict) {
+		a.setMode(ModeRecovery)
+		log.Warn("a latest pointer appeared while re-signing the head; in recovery mode", "error", err)
+		return nil, fmt.Errorf("%w: a latest pointer appeared meanwhile; nothing was signed, recover again without re-signing: %w", ErrConflict, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.latestVersion = version
+	a.publish(snap)
+	log.Warn("re-signed the missing latest pointer with the recovered seed", "generation", snap.Generation, "transition", snap.Transition.String())
 	return snap, nil
 }
 
@@ -672,7 +813,21 @@ type MeshCert struct {
 
 // IssueMeshCert issues a mesh certificate under snap (the generation the
 // peer's evidence was validated against) for the attested result and key.
-func (a *Authority) IssueMeshCert(snap *Snapshot, res *attest.Result, pub crypto.PublicKey) (*MeshCert, error) {
+//
+// Freshness guarantee (several replicas share the store): after signing,
+// and before returning the certificate, the Authority reads the stored
+// latest pointer (a read that starts after the signature; concurrent
+// issuances share one read) and returns the certificate only if the
+// pointer still names snap's generation. An update is acknowledged to the
+// owner only after its compare-and-swap on the pointer succeeded, so a
+// certificate whose read began after that acknowledgement sees the new
+// pointer and is withheld (ErrStaleGeneration: the Authority adopts the
+// new generation and the client reconnects and attests against it). Hence
+// no certificate of an older mesh CA is handed out whose issuance
+// completed after an update was acknowledged. A pointer that cannot be
+// read, or that is not snap's generation nor a verified continuation of
+// it, withholds the certificate too (ErrHeadUnconfirmed).
+func (a *Authority) IssueMeshCert(ctx context.Context, snap *Snapshot, res *attest.Result, pub crypto.PublicKey) (*MeshCert, error) {
 	ph, entry, ok := snap.Manifest.Policy(res.PolicyDigest)
 	if !ok {
 		return nil, fmt.Errorf("%w %x", ErrUnknownPolicy, res.PolicyDigest)
@@ -689,9 +844,33 @@ func (a *Authority) IssueMeshCert(snap *Snapshot, res *attest.Result, pub crypto
 	if err != nil {
 		return nil, err
 	}
+	if err := a.confirmHead(ctx, snap); err != nil {
+		return nil, err
+	}
 	mc := &MeshCert{Leaf: leaf, MeshCA: snap.Mesh.PEM, RootCA: snap.Root.PEM, PolicyHash: ph}
 	if entry.WorkloadSecretID != "" {
 		mc.WorkloadSecret = snap.secrets.WorkloadSecret(entry.WorkloadSecretID)
 	}
 	return mc, nil
+}
+
+// confirmHead checks that the stored latest pointer still names snap (see
+// IssueMeshCert). The comparison is against snap's own, verified,
+// transition and generation, so an equal pointer needs no signature check.
+func (a *Authority) confirmHead(ctx context.Context, snap *Snapshot) error {
+	l, err := a.head.read(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: reading the latest pointer: %w", ErrHeadUnconfirmed, err)
+	}
+	if l.Latest.Transition == snap.Transition && l.Latest.Generation == snap.Generation {
+		return nil
+	}
+	// Something else is stored: adopt it if it is a verified continuation.
+	if err := a.Refresh(ctx); err == nil {
+		if cur := a.cur.Load(); cur != nil && cur.Generation > snap.Generation {
+			return fmt.Errorf("%w: generation %d replaced generation %d", ErrStaleGeneration, cur.Generation, snap.Generation)
+		}
+	}
+	return fmt.Errorf("%w: the stored pointer names generation %d (transition %s), the active generation is %d",
+		ErrHeadUnconfirmed, l.Latest.Generation, l.Latest.Transition, snap.Generation)
 }

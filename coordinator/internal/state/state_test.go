@@ -33,7 +33,7 @@ func TestLifecycle(t *testing.T) {
 	assert.EqualValues(t, 1, gen1.Generation)
 
 	leafKey := coordinatortest.OwnerKey()
-	mc, err := a.IssueMeshCert(gen1, f.attest(t, gen1, f.web), &leafKey.PublicKey)
+	mc, err := a.IssueMeshCert(t.Context(), gen1, f.attest(t, gen1, f.web), &leafKey.PublicKey)
 	require.NoError(t, err)
 	leaf1 := parsePEM(t, mc.Leaf)
 	assert.Equal(t, []string{"web"}, leaf1.DNSNames)
@@ -42,7 +42,7 @@ func TestLifecycle(t *testing.T) {
 	require.Len(t, secret1, 32)
 
 	// Unknown policy.
-	_, err = a.IssueMeshCert(gen1, f.attest(t, gen1, coordinatortest.NewPolicy("intruder")), &leafKey.PublicKey)
+	_, err = a.IssueMeshCert(t.Context(), gen1, f.attest(t, gen1, coordinatortest.NewPolicy("intruder")), &leafKey.PublicKey)
 	require.ErrorIs(t, err, state.ErrUnknownPolicy)
 
 	// Unauthorized update.
@@ -59,7 +59,7 @@ func TestLifecycle(t *testing.T) {
 	assert.EqualValues(t, 2, gen2.Generation)
 	assert.Equal(t, gen1.Root.PEM, gen2.Root.PEM)
 	coordinatortest.RequireMeshCARotated(t, leaf1, gen1.Mesh.Cert, gen2.Mesh.Cert, gen2.Root.Cert)
-	mc2, err := a.IssueMeshCert(gen2, f.attest(t, gen2, f.web), &leafKey.PublicKey)
+	mc2, err := a.IssueMeshCert(t.Context(), gen2, f.attest(t, gen2, f.web), &leafKey.PublicKey)
 	require.NoError(t, err)
 	leaf2 := parsePEM(t, mc2.Leaf)
 	assert.Len(t, leaf2.IPAddresses, 1)
@@ -96,7 +96,7 @@ func TestLifecycle(t *testing.T) {
 	assert.Equal(t, gen2.Root.PEM, snap.Root.PEM)
 	assert.Equal(t, gen2.Mesh.PEM, snap.Mesh.PEM)
 	assert.Equal(t, gen2.Transition, snap.Transition)
-	mc3, err := b.IssueMeshCert(snap, f.attest(t, snap, f.web), &leafKey.PublicKey)
+	mc3, err := b.IssueMeshCert(t.Context(), snap, f.attest(t, snap, f.web), &leafKey.PublicKey)
 	require.NoError(t, err)
 	assert.Equal(t, secret1, mc3.WorkloadSecret)
 	verify(t, parsePEM(t, mc3.Leaf), gen2.Mesh.Cert, gen1.Root.Cert)
@@ -210,12 +210,12 @@ func TestConflictReloadsVerifiedLatest(t *testing.T) {
 	req2 := f.ownerRequest(&res1.Snapshot.Transition, "web", "10.0.0.2")
 	res2 := set(t, b, req2)
 
-	// a still believes generation 1 is the latest: its own check passes and
-	// the store's compare-and-swap fails.
+	// a has not refreshed since b installed generation 2: SetManifest
+	// reads the stored pointer first, adopts the verified generation 2 and
+	// then refuses the stale expected transition.
 	_, err = a.SetManifest(ctx, f.ownerRequest(&res1.Snapshot.Transition, "web", "10.0.0.3"))
 	require.ErrorIs(t, err, state.ErrConflict)
-	assert.Contains(t, err.Error(), "changed by another writer")
-	assert.Contains(t, err.Error(), "installed generation 2")
+	assert.Contains(t, err.Error(), "the latest is generation 2")
 	cur := a.Current()
 	assert.EqualValues(t, 2, cur.Generation)
 	assert.Equal(t, res2.Snapshot.Transition, cur.Transition)
@@ -227,13 +227,11 @@ func TestConflictReloadsVerifiedLatest(t *testing.T) {
 	res3 := set(t, a, f.ownerRequest(&cur.Transition, "web", "10.0.0.3"))
 	assert.EqualValues(t, 3, res3.Snapshot.Generation)
 
-	// And the other way round, without an expected transition.
-	req4 := f.ownerRequest(nil, "web", "10.0.0.4")
-	_, err = b.SetManifest(ctx, req4)
-	require.ErrorIs(t, err, state.ErrConflict)
-	assert.Equal(t, res3.Snapshot.Transition, b.Current().Transition)
-	res4 := set(t, b, req4)
+	// And the other way round, without an expected transition: b adopts
+	// generation 3 before it writes, so its update is generation 4.
+	res4 := set(t, b, f.ownerRequest(nil, "web", "10.0.0.4"))
 	assert.EqualValues(t, 4, res4.Snapshot.Generation)
+	assert.Equal(t, res3.Snapshot.Transition, mustChain(t, f, res4.Snapshot.Transition)[2])
 }
 
 // An older pointer put back behind a running Coordinator's back verifies
@@ -260,17 +258,17 @@ func TestConflictRefusesRollback(t *testing.T) {
 	require.ErrorIs(t, err, state.ErrConflict, "a deleted pointer is not recreated")
 	assert.Equal(t, res2.Snapshot, a.Current())
 
-	// The genuine pointer is back (with a new store version).
+	// The genuine pointer is back (with a new store version): SetManifest
+	// reads it first, verifies it is the active generation and writes on
+	// top of its version.
 	f.store.SetLatestRaw(genuine)
-	_, err = a.SetManifest(ctx, req3)
-	require.ErrorIs(t, err, state.ErrConflict)
-	assert.Contains(t, err.Error(), "rewritten unchanged")
 	res3 := set(t, a, req3)
 	assert.EqualValues(t, 3, res3.Snapshot.Generation)
 }
 
-// Two empty Coordinators on one store: the one that loses the race for the
-// first manifest has no seed to verify with and goes into recovery mode.
+// Two empty Coordinators on one store: the one that comes second reads the
+// pointer the first created (before it writes anything), has no seed to
+// verify it with and goes into recovery mode.
 func TestConflictOnFirstManifest(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t)
@@ -278,7 +276,7 @@ func TestConflictOnFirstManifest(t *testing.T) {
 	req := f.request("web")
 	set(t, a, req)
 	_, err := b.SetManifest(ctx, req)
-	require.ErrorIs(t, err, state.ErrConflict)
+	require.ErrorIs(t, err, state.ErrRecoveryMode, "b reads the pointer a created before it writes")
 	assert.Equal(t, state.ModeRecovery, b.Mode())
 	_, err = b.SetManifest(ctx, req)
 	require.ErrorIs(t, err, state.ErrRecoveryMode)
