@@ -101,7 +101,7 @@ func isReady(r *Running) bool {
 func WaitReady(t testing.TB, r *Running, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for !(isReady(r) && r.Mode().String() == "ready") {
+	for !isReady(r) || r.Mode().String() != "ready" {
 		if time.Now().After(deadline) {
 			_, body := Probe(t, r, "/readyz?verbose")
 			require.FailNow(t, "replica not ready", "after %s: %s", timeout, body)

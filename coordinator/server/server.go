@@ -245,7 +245,7 @@ func (c *Coordinator) ProbeAddr() string { return c.probeLis.Addr().String() }
 
 // Abort stops serving at once, closing every connection without waiting
 // for calls in flight (what a killed process does to its peers); Serve
-// returns once its context is cancelled.
+// returns once its context is canceled.
 func (c *Coordinator) Abort() {
 	c.aborted.Store(true)
 	c.user.Stop()

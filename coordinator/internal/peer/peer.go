@@ -156,7 +156,8 @@ func (r *Recoverer) resolve(ctx context.Context) ([]string, error) {
 	if len(out) == 0 {
 		return nil, errors.Join(append([]error{ErrNoPeers}, errs...)...)
 	}
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	// Load spreading only, not a secret.
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] }) //nolint:gosec // G404: order of peers, not a secret
 	return out, nil
 }
 

@@ -38,7 +38,9 @@ func (r *headReader) read(ctx context.Context) (*history.LatestState, error) {
 	round := r.next
 	if !r.running {
 		r.running = true
-		go r.loop()
+		// The round outlives any one caller (others share it): it runs
+		// under its own timeout, not a caller's context.
+		go r.loop() //nolint:gosec // G118: see above
 	}
 	r.mu.Unlock()
 	select {
