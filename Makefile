@@ -148,7 +148,8 @@ FUZZ_TARGETS := \
 	coordinator:./manifest:FuzzParse \
 	webhook:./policy:FuzzDecodeWorkloads webhook:./policy:FuzzGenerate webhook:./policy:FuzzParseInitData \
 	webhook:./internal/server:FuzzAdmissionReview initializer:./meshconfig:FuzzParse \
-	initializer:./internal/rules:FuzzCompute
+	initializer:./internal/rules:FuzzCompute \
+	initializer:./initenv:FuzzParse attest:./sim:FuzzInitDataDigest
 FUZZTIME ?= 60s
 # Minimising a large new input (e.g. a whole manifest) may otherwise take the
 # fuzzer's default 60 s, which stalls a 60 s run at a few hundred executions.

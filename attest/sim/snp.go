@@ -141,7 +141,9 @@ const crlRefresh = time.Hour
 func (a *SNPAuthority) CRL() []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if time.Since(a.crlSigned) > crlRefresh {
+	// an authority loaded from a device file has no ARK key: its CRL is
+	// the one in the file, valid until its NextUpdate (7 days)
+	if a.arkKey != nil && time.Since(a.crlSigned) > crlRefresh {
 		if err := a.signCRL(); err != nil {
 			return nil
 		}
@@ -237,6 +239,21 @@ func (d *SNPDevice) Reconfigure(cfg SNPDeviceConfig) error {
 	if _, err := kds.ComposeTCBParts(cfg.TCB); err != nil {
 		return fmt.Errorf("TCB: %w", err)
 	}
+	if d.auth.askKey == nil {
+		// loaded from a device file: the VCEK cannot be recertified
+		cur := d.Config()
+		if cfg.TCB != cur.TCB || cfg.ChipID != cur.ChipID {
+			return errors.New("a device loaded from a device file cannot change its TCB or chip ID (its VCEK certifies them)")
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.cfg = cfg
+		d.certTabl = nil
+		if !cfg.OmitCertificates {
+			d.certTabl = d.table(d.VCEK)
+		}
+		return nil
+	}
 	ext := func(id asn1.ObjectIdentifier, v any) pkix.Extension {
 		b, _ := asn1.Marshal(v) // small non-negative ints always encode
 		return pkix.Extension{Id: id, Value: b}
@@ -262,16 +279,19 @@ func (d *SNPDevice) Reconfigure(cfg SNPDeviceConfig) error {
 	if err != nil {
 		return err
 	}
-	chain := &spb.CertificateChain{VcekCert: vcek.Raw, AskCert: d.auth.ASK.Raw, ArkCert: d.auth.ARK.Raw}
-	table := abi.CertsFromProto(chain)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.cfg, d.VCEK = cfg, vcek
 	d.certTabl = nil
 	if !cfg.OmitCertificates {
-		d.certTabl = table.Marshal()
+		d.certTabl = d.table(vcek)
 	}
 	return nil
+}
+
+// table returns the certificate table of the device's reports.
+func (d *SNPDevice) table(vcek *x509.Certificate) []byte {
+	return abi.CertsFromProto(&spb.CertificateChain{VcekCert: vcek.Raw, AskCert: d.auth.ASK.Raw, ArkCert: d.auth.ARK.Raw}).Marshal()
 }
 
 // Config returns the device's current configuration.

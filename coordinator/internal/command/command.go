@@ -4,7 +4,6 @@
 package command
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -89,6 +88,10 @@ func newCommand(o *Options, logger *slog.Logger, level *slog.LevelVar) *cobra.Co
 				_ = level.UnmarshalText([]byte(o.LogLevel))
 			}
 			log := logger
+			if attest.Platform(o.Platform).Simulated() {
+				// every line says so: simulated evidence proves nothing
+				log = log.With("simulated", true)
+			}
 			err := run(cmd, o, log)
 			if err != nil {
 				log.Error("coordinator failed", "error", err)
@@ -113,7 +116,7 @@ func newCommand(o *Options, logger *slog.Logger, level *slog.LevelVar) *cobra.Co
 	f.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.SimAuthority, "sim-authority", "", "simulated: file of the simulated AMD/Intel root and keys (created if missing)")
 	f.StringVar(&o.SimHostData, "sim-host-data", "", "simulated: hex policy digest the simulated TEE reports")
-	f.StringVar(&o.SimInitdata, "sim-initdata-file", "", "simulated: file whose SHA-256 is the reported policy digest (as Kata derives it)")
+	f.StringVar(&o.SimInitdata, "sim-initdata-file", "", "simulated: the pod's initdata annotation (base64 of gzip of the TOML, e.g. from the downward API); the reported policy digest is SHA-256 of the TOML, as Kata derives it")
 	f.StringVar(&o.SimMeasure, "sim-measurement", "", "simulated: hex launch measurement (48 bytes) the simulated TEE reports")
 	f.BoolVar(&o.InMemoryStore, "in-memory-store", false, "keep the history in memory (simulated platforms only; lost on restart)")
 	f.StringSliceVar(&o.Peers, "peers", nil, "mesh API addresses (host:port, comma-separated) of the other Coordinator replicas for peer recovery; "+
@@ -261,11 +264,15 @@ func (o *Options) simHostData() ([32]byte, error) {
 		b, _ := hex.DecodeString(o.SimHostData)
 		copy(hd[:], b)
 	case o.SimInitdata != "":
+		// The pod's initdata annotation (downward API): base64 of gzip of
+		// the TOML document; Kata reports SHA-256 of the raw TOML.
 		data, err := os.ReadFile(o.SimInitdata) //nolint:gosec // path chosen by the operator
 		if err != nil {
 			return hd, fmt.Errorf("reading --sim-initdata-file: %w", err)
 		}
-		hd = sha256.Sum256(data)
+		if hd, err = sim.InitDataDigest(data); err != nil {
+			return hd, fmt.Errorf("--sim-initdata-file %s: %w", o.SimInitdata, err)
+		}
 	}
 	return hd, nil
 }
@@ -305,7 +312,7 @@ func (o *Options) issuer(cache *certcache.Cache, log *slog.Logger) (attest.Issue
 		if err != nil {
 			return nil, fmt.Errorf("simulated TD: %w", err)
 		}
-		log.Warn("using a SIMULATED TDX device: evidence proves nothing about this host")
+		log.Warn("using a SIMULATED TDX device: evidence proves nothing about this host", "simulated", true)
 		ic := dev.IssuerConfig()
 		ic.Logger = log.With("component", "issuer")
 		return tdx.NewIssuer(ic), nil
@@ -328,7 +335,7 @@ func (o *Options) issuer(cache *certcache.Cache, log *slog.Logger) (attest.Issue
 	if err != nil {
 		return nil, fmt.Errorf("simulated SNP device: %w", err)
 	}
-	log.Warn("using a SIMULATED SNP device: evidence proves nothing about this host")
+	log.Warn("using a SIMULATED SNP device: evidence proves nothing about this host", "simulated", true)
 	ic := dev.IssuerConfig()
 	ic.Logger = log.With("component", "issuer")
 	return snp.NewIssuer(ic), nil

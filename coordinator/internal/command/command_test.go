@@ -1,10 +1,15 @@
 package command
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/contrast-cc/contrast/attest/sim"
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/server"
 )
@@ -180,4 +186,30 @@ func TestNegativeMatrixDefaultFlags(t *testing.T) {
 		}
 		coordinatortest.RunNegativeMatrix(t, h)
 	})
+}
+
+// TestSimInitDataFile: the simulated issuer derives HOST_DATA from the pod's
+// initdata annotation exactly as Kata does (SHA-256 of the decoded TOML),
+// and refuses a malformed annotation instead of hashing it.
+func TestSimInitDataFile(t *testing.T) {
+	doc := "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"policy.rego\" = '''\npackage agent_policy\n'''\n"
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	_, _ = zw.Write([]byte(doc))
+	require.NoError(t, zw.Close())
+	dir := t.TempDir()
+	good := filepath.Join(dir, "initdata")
+	require.NoError(t, os.WriteFile(good, []byte(base64.StdEncoding.EncodeToString(z.Bytes())), 0o600))
+	raw := filepath.Join(dir, "raw.toml")
+	require.NoError(t, os.WriteFile(raw, []byte(doc), 0o600))
+
+	o := &Options{Platform: "snp-simulated", SimInitdata: good}
+	hd, err := o.simHostData()
+	require.NoError(t, err)
+	assert.Equal(t, sha256.Sum256([]byte(doc)), hd)
+
+	o.SimInitdata = raw
+	_, err = o.simHostData()
+	require.ErrorIs(t, err, sim.ErrInitData)
+	assert.Contains(t, err.Error(), "--sim-initdata-file")
 }
