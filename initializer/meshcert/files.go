@@ -86,15 +86,14 @@ func newIdentity(resp *meshpb.NewMeshCertResponse, key crypto.Signer) (*identity
 	if _, err := leaf.Verify(x509.VerifyOptions{Intermediates: inter, Roots: rootPool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("the mesh certificate does not chain to the root CA through the mesh CA: %w", err)
 	}
-	if len(resp.GetWorkloadSecret()) == 0 {
-		return nil, errors.New("no workload secret")
-	}
 	return &identity{key: key, leaf: leaf, meshCA: resp.GetMeshCa(), certChain: resp.GetCertChain(), rootCA: resp.GetRootCa(), sec: resp.GetWorkloadSecret()}, nil
 }
 
 // write writes the files atomically (each to a temporary file in the same
 // directory, synced, then renamed): key.pem and the workload secret 0400,
 // certificates 0444. The key file is written first and the root CA last.
+// Without a workload secret (an entry without WorkloadSecretID) its file
+// is not written.
 func (id *identity) write(dir string) error {
 	der, err := x509.MarshalPKCS8PrivateKey(id.key)
 	if err != nil {
@@ -118,6 +117,10 @@ func (id *identity) write(dir string) error {
 		{MeshCAFile, id.meshCA, 0o444},
 		{RootCAFile, id.rootCA, 0o444},
 	} {
+		if f.name == WorkloadSecretFile && len(id.sec) == 0 {
+			// a manifest entry without WorkloadSecretID: no secret, as in the original
+			continue
+		}
 		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("writing %s: %w", f.name, err)
 		}

@@ -271,6 +271,14 @@ func TestFilesAndModes(t *testing.T) {
 	}
 	// the secret never reaches the log
 	assert.NotContains(t, logs.String(), hex.EncodeToString(resp.WorkloadSecret))
+	// no workload secret: no file, everything else written
+	noSecret := testPKI(t, key)
+	noSecret.WorkloadSecret = nil
+	cfg2, _ := testConfig(t, key, &logs)
+	cfg2.request, _ = script(step{resp: noSecret})
+	require.NoError(t, Run(context.Background(), cfg2))
+	assert.NoFileExists(t, filepath.Join(cfg2.OutDir, WorkloadSecretFile))
+	assert.FileExists(t, filepath.Join(cfg2.OutDir, CertChainFile))
 	// a second run replaces the files (a restarted init container)
 	cfg.request, _ = script(step{resp: resp})
 	require.NoError(t, Run(context.Background(), cfg))
