@@ -70,20 +70,20 @@ func parsePCKPlatform(pck *x509.Certificate) (pckPlatform, error) {
 	}
 	var pairs []sgxPair
 	if rest, err := asn1.Unmarshal(ext, &pairs); err != nil || len(rest) != 0 {
-		return p, fmt.Errorf("parsing the PCK certificate's SGX extension: %w", errOr(err, "trailing data"))
+		return p, fmt.Errorf("parsing the PCK certificate's SGX extension: %w", errOrTrailing(err))
 	}
 	for _, kv := range pairs {
 		switch {
 		case kv.ID.Equal(oidSGXType):
 			var t asn1.Enumerated
 			if rest, err := asn1.Unmarshal(kv.Value.FullBytes, &t); err != nil || len(rest) != 0 {
-				return p, fmt.Errorf("parsing the PCK certificate's SGX type: %w", errOr(err, "trailing data"))
+				return p, fmt.Errorf("parsing the PCK certificate's SGX type: %w", errOrTrailing(err))
 			}
 			p.sgxType = int(t)
 		case kv.ID.Equal(oidConfiguration):
 			var cfg []sgxPair
 			if rest, err := asn1.Unmarshal(kv.Value.FullBytes, &cfg); err != nil || len(rest) != 0 {
-				return p, fmt.Errorf("parsing the PCK certificate's configuration: %w", errOr(err, "trailing data"))
+				return p, fmt.Errorf("parsing the PCK certificate's configuration: %w", errOrTrailing(err))
 			}
 			p.hasConfig = true
 			for _, c := range cfg {
@@ -92,7 +92,7 @@ func parsePCKPlatform(pck *x509.Certificate) (pckPlatform, error) {
 					continue
 				}
 				if rest, err := asn1.Unmarshal(c.Value.FullBytes, &b); err != nil || len(rest) != 0 {
-					return p, fmt.Errorf("parsing the PCK certificate's configuration %v: %w", c.ID, errOr(err, "trailing data"))
+					return p, fmt.Errorf("parsing the PCK certificate's configuration %v: %w", c.ID, errOrTrailing(err))
 				}
 				if c.ID.Equal(oidDynamicPlatform) {
 					p.dynamicPlatform = b
@@ -105,11 +105,13 @@ func parsePCKPlatform(pck *x509.Certificate) (pckPlatform, error) {
 	return p, nil
 }
 
-func errOr(err error, msg string) error {
+// errOrTrailing returns err, or an error about trailing data when err is nil
+// (asn1.Unmarshal succeeded but left bytes over).
+func errOrTrailing(err error) error {
 	if err != nil {
 		return err
 	}
-	return errors.New(msg)
+	return errors.New("trailing data")
 }
 
 // check enforces the reference value's platform requirements.

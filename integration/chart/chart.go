@@ -46,7 +46,8 @@ func NewHelm(binDir, home string) (*Helm, error) {
 		binDir = filepath.Join(root, "bin", "k8s")
 	}
 	bin := filepath.Join(binDir, "helm")
-	if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+	st, err := os.Stat(bin) //nolint:gosec // the binary folder is chosen by the operator (CONTRAST_K8S_BIN_DIR)
+	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 		return nil, &cluster.MissingBinariesError{Dir: binDir, Missing: []string{"helm"}}
 	}
 	return &Helm{Bin: bin, Home: home}, nil

@@ -60,7 +60,7 @@ func (e *MissingProgramError) Error() string {
 
 // ComponentSpec returns the image spec of the named component of the
 // repository at root (the folder holding go.work): one static binary built
-// from root's workspace, labelled with its title and, when given, revision.
+// from root's workspace, labeled with its title and, when given, revision.
 // A component whose main package is missing gives a *MissingProgramError.
 func ComponentSpec(root, component, revision string) (Spec, error) {
 	i := slices.IndexFunc(Components, func(c Component) bool { return c.Name == component })

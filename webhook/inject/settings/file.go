@@ -34,7 +34,7 @@ const maxFileBytes = 1 << 20
 // generate`. A ConfigMap whose data has the key FileKey is read as that
 // file.
 func (s *Settings) ApplyFile(fs *pflag.FlagSet, path string) error {
-	raw, err := os.ReadFile(path)
+	raw, err := os.ReadFile(path) //nolint:gosec // the settings file is chosen by the operator
 	if err != nil {
 		return fmt.Errorf("reading settings file: %w", err)
 	}
