@@ -14,7 +14,6 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/contrast-cc/contrast/attest v0.0.0 // indirect
 	github.com/contrast-cc/contrast/initializer v0.0.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/docker/cli v29.7.2+incompatible // indirect
@@ -66,7 +65,7 @@ require (
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
@@ -84,6 +83,7 @@ require (
 )
 
 require (
+	github.com/contrast-cc/contrast/attest v0.0.0
 	github.com/contrast-cc/contrast/coordinator v0.0.0
 	github.com/contrast-cc/contrast/webhook v0.0.0
 	github.com/spf13/pflag v1.1.0
