@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -79,8 +80,12 @@ func TestChartOnRealNode(t *testing.T) {
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
+	// The launch measurement of the simulated guest, as a real one would be of the guest image.
+	measurement := make([]byte, 48)
+	_, err = rand.Read(measurement)
+	require.NoError(t, err)
 	values := chart.MergeValues(chart.LocalValues(imgs, c.Registry(), fwd.Addr), map[string]any{
-		"coordinator": map[string]any{"simAuthoritySecret": "sim-authority"},
+		"coordinator": map[string]any{"simAuthoritySecret": "sim-authority", "simMeasurement": hex.EncodeToString(measurement)},
 	})
 	// What `contrast generate` does with the rendered chart: the policy of
 	// the Coordinator's pod template, for the manifest's coordinator entry.
@@ -132,7 +137,7 @@ func TestChartOnRealNode(t *testing.T) {
 	})
 
 	t.Run("ManifestSetAtInstalledCoordinator", func(t *testing.T) {
-		setManifest(ctx, t, c, ns, auth, coord)
+		setManifest(ctx, t, c, ns, auth, measurement, coord)
 		cms, err := c.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "contrast.cc/history"})
 		require.NoError(t, err)
 		assert.NotEmpty(t, cms.Items, "the Coordinator keeps its history in ConfigMaps")
@@ -251,11 +256,13 @@ func coordinatorPolicyFromTemplate(ctx context.Context, t *testing.T, h *chart.H
 // setManifest sets a manifest whose coordinator entry is the Coordinator's
 // policy, over the user API of the running Coordinator (its pod address),
 // validating its simulated evidence as `contrast set` does.
-func setManifest(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, auth *sim.SNPAuthority, coord *policy.Result) {
+func setManifest(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, auth *sim.SNPAuthority, measurement []byte, coord *policy.Result) {
 	t.Helper()
 	pod, err := c.Client.CoreV1().Pods(ns).Get(ctx, "contrast-coordinator-0", metav1.GetOptions{})
 	require.NoError(t, err)
-	dev, err := auth.NewDevice(sim.DefaultSNPDeviceConfig())
+	cfg := sim.DefaultSNPDeviceConfig()
+	copy(cfg.Measurement[:], measurement)
+	dev, err := auth.NewDevice(cfg)
 	require.NoError(t, err)
 	ref := dev.ReferenceValues()
 	ref.AllowedChipIDs = nil
