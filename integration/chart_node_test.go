@@ -173,7 +173,7 @@ func TestChartOnRealNode(t *testing.T) {
 		second := chart.MergeValues(chart.LocalValues(imgs, c.Registry(), fwd.Addr), map[string]any{
 			"runtimeClass": map[string]any{"name": "contrast-cc-b"},
 			"webhook": map[string]any{
-				"replicas":          1,
+				"replicas": 1,
 				// null drops the default label (Helm merges maps).
 				"namespaceSelector": map[string]any{"matchLabels": map[string]any{"contrast.cc/inject": nil, "contrast.cc/inject-b": "enabled"}},
 			},
