@@ -290,6 +290,16 @@ func TestExecProbe(t *testing.T) {
 			requireDeniedBy(t, res.Rego, created, "ExecProcessRequest", tc.req, tc.check)
 		})
 	}
+	// The same probe was allowed above; after the removal it is denied
+	// because the container left the policy state (ExecProcessRequest looks
+	// the container up there), not because of any other check.
+	containers := func() map[string]any {
+		ps, _ := a.State()["pstate"].(map[string]any)
+		c, _ := ps["containers"].(map[string]any)
+		return c
+	}
+	require.Contains(t, containers(), dbID, "the db container is in the policy state before its removal")
 	require.True(t, allow("RemoveContainerRequest", map[string]any{"container_id": dbID}))
+	require.NotContains(t, containers(), dbID, "RemoveContainerRequest takes the container out of the policy state")
 	require.False(t, allow("ExecProcessRequest", exec([]any{"/bin/db", "ping"}, nil)), "exec after removal")
 }
