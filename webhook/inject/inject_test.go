@@ -450,12 +450,21 @@ func TestPolicyDenialFields(t *testing.T) {
 			wantField: "spec.initContainers[0].env[1].valueFrom",
 			wantCode:  DenyPolicy,
 		},
-		"init container args with a secret": {
+		"init container env value with a secret": {
 			mutate: func(p *corev1.Pod) {
-				withInit(p).Args = []string{"--token=" + secretValue + "$(POD_IP)"}
+				c := withInit(p)
+				c.Env = append(c.Env, corev1.EnvVar{Name: "URL", Value: "--token=" + secretValue + "$(POD_IP)"})
 			},
-			wantField: "spec.initContainers[0].args[0]",
+			wantField: "spec.initContainers[0].env[1].value",
 			wantCode:  DenyPolicy,
+		},
+		"init container image": {
+			mutate: func(p *corev1.Pod) {
+				withInit(p).Image = "registry.example/acme/missing:1"
+				p.Spec.Containers[1].Image = "registry.example/acme/missing:2"
+			},
+			wantField: "spec.initContainers[0].image",
+			wantCode:  DenyImage,
 		},
 		"app container env with a secret": {
 			mutate: func(p *corev1.Pod) {
@@ -467,7 +476,7 @@ func TestPolicyDenialFields(t *testing.T) {
 		"sub path": {
 			mutate: func(p *corev1.Pod) {
 				p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "d", MountPath: "/a"}, {Name: "d", MountPath: "/b", SubPath: "b"}}
+				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "d", MountPath: "/a"}, {Name: "d", MountPath: "/b", SubPath: "b/../../" + secretValue}}
 			},
 			wantField: "spec.containers[0].volumeMounts[1].subPath",
 			wantCode:  DenyPolicy,
@@ -499,7 +508,7 @@ func TestPolicyDenialFields(t *testing.T) {
 		assert.Equal(t, wantField, de.Field)
 		msg := err.Error()
 		assert.True(t, strings.HasPrefix(msg, wantField+": "), msg)
-		assert.Equal(t, 1, strings.Count(msg, ".env[")+strings.Count(msg, ".args[")+strings.Count(msg, ".volumeMounts[")+strings.Count(msg, "spec.volumes["), "field named once: %s", msg)
+		assert.Equal(t, 1, strings.Count(msg, ".env[")+strings.Count(msg, ".args[")+strings.Count(msg, ".volumeMounts[")+strings.Count(msg, "spec.volumes[")+strings.Count(msg, ".image"), "field named once: %s", msg)
 		assert.NotContains(t, msg, secretValue)
 		assert.NotContains(t, msg, "hunter2")
 	}
@@ -524,13 +533,14 @@ func TestPolicyDenialFields(t *testing.T) {
 	// injected containers in front: the field is in its indices.
 	t.Run("reinvocation", func(t *testing.T) {
 		pod := basePod()
-		withInit(pod).Args = []string{"$(POD_IP)"}
+		c := withInit(pod)
+		c.Env = append(c.Env, corev1.EnvVar{Name: "URL", Value: "$(POD_IP)"})
 		pod.Annotations = map[string]string{AnnotationAllowPrivileged: "true"}
 		injected, err := Inject(pod, m.Config)
 		require.NoError(t, err)
 		require.Equal(t, "setup", injected.Spec.InitContainers[2].Name)
 		_, _, err = m.MutatePod(ctx, injected, nil)
-		check(t, err, "spec.initContainers[2].args[0]", DenyPolicy)
+		check(t, err, "spec.initContainers[2].env[1].value", DenyPolicy)
 	})
 }
 

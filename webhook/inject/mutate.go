@@ -122,6 +122,11 @@ func (m *Mutator) pinAndSetPolicy(ctx context.Context, in policy.GenerateInput, 
 	podKC := images.NewPodKeychain(kc)
 	pinned, err := PinImages(ctx, spec, m.Images, podKC)
 	if err != nil {
+		var de *DenyError
+		if errors.As(err, &de) {
+			// PinImages names fields of the injected spec
+			de.Field = submittedField(de.Field, spec, orig)
+		}
 		return nil, withMalformed(err, kc)
 	}
 	in.Images = pinnedSource{Source: injectedOwnCredentials(m.Images, spec), imgs: pinned}
@@ -409,27 +414,40 @@ func PinImages(ctx context.Context, spec *corev1.PodSpec, src images.Source, kc 
 	for i := range spec.Containers {
 		targets = append(targets, target{fmt.Sprintf("spec.containers[%d].image", i), &spec.Containers[i].Image, kc})
 	}
+	// Every image is resolved (bounded by the source) and the first failure
+	// by position is reported, so the denial does not depend on which
+	// resolution failed first.
 	resolved := make([]*images.Image, len(targets))
-	g, gctx := errgroup.WithContext(ctx)
+	errs := make([]error, len(targets))
+	var g errgroup.Group
 	for i, t := range targets {
 		g.Go(func() error {
 			if *t.image == "" {
-				return deny(DenyImage, t.field, "no image")
+				errs[i] = deny(DenyImage, t.field, "no image")
+				return nil
 			}
-			img, err := src.Resolve(gctx, *t.image, t.kc)
+			img, err := src.Resolve(ctx, *t.image, t.kc)
 			if err != nil {
 				if ctx.Err() != nil {
 					// the request was canceled or timed out: not the pod's fault
-					return fmt.Errorf("resolving %s: %w", t.field, ctx.Err())
+					errs[i] = fmt.Errorf("resolving %s: %w", t.field, ctx.Err())
+					return nil
 				}
-				return imageDenial(t.field, *t.image, err)
+				errs[i] = imageDenial(t.field, *t.image, err)
+				return nil
 			}
 			resolved[i] = img
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	_ = g.Wait() // the goroutines report through errs
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("resolving images: %w", ctx.Err())
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	pinned := make(map[string]*images.Image, len(targets))
 	for i, t := range targets {

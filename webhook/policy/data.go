@@ -37,9 +37,12 @@ type PodData struct {
 type ContainerData struct {
 	Name string `json:"name"`
 	// Kind is sandbox (pause), init, sidecar (restartable init) or app.
-	Kind           string        `json:"kind"`
-	ImageRefs      []string      `json:"image_refs"`
-	Args           []string      `json:"args"`
+	Kind      string   `json:"kind"`
+	ImageRefs []string `json:"image_refs"`
+	Args      []string `json:"args"`
+	// ArgTemplates are the arguments that refer to variables known only at
+	// run time (their Args entry keeps the references).
+	ArgTemplates   []ArgTemplate `json:"arg_templates,omitempty"`
 	Env            []EnvSpec     `json:"env"`
 	Cwd            string        `json:"cwd"`
 	User           UserData      `json:"user"`
@@ -54,6 +57,19 @@ type ContainerData struct {
 	// Seccomp is the profile the container asks for: unconfined or
 	// runtime_default.
 	Seccomp string `json:"seccomp"`
+}
+
+// ArgTemplate is the argument at Index as the kubelet expands it: Parts
+// joined, each a literal Text or the run-time value of the variable Var.
+type ArgTemplate struct {
+	Index int       `json:"index"`
+	Parts []ArgPart `json:"parts"`
+}
+
+// ArgPart is a literal (Var empty) or a reference to a variable.
+type ArgPart struct {
+	Text string `json:"text,omitempty"`
+	Var  string `json:"var,omitempty"`
 }
 
 // EnvSpec is one expected environment variable.

@@ -168,22 +168,30 @@ func TestFieldErrors(t *testing.T) {
 			mod:       func(s *corev1.PodSpec) { s.Containers[1].Image = "registry.example/acme/nocmd:1" },
 			wantField: "spec.containers[1].command", wantKind: policy.ErrInvalidInput,
 		},
-		"unknown value in command": {
+		"subPath with ..": {
 			mod: func(s *corev1.PodSpec) {
-				s.Containers[0].Command = []string{"/app", "--token=" + secretValue + "@$(POD_IP)"}
+				s.Containers[1].VolumeMounts[1].SubPath = "a/../../" + secretValue
 			},
-			wantField: "spec.containers[0].command[1]", wantKind: policy.ErrUnsupported, wantMsg: "$(POD_IP)",
+			wantField: "spec.containers[1].volumeMounts[1].subPath", wantKind: policy.ErrInvalidInput,
 		},
-		"unknown value in args after command": {
+		"absolute subPath": {
 			mod: func(s *corev1.PodSpec) {
-				s.Containers[0].Command = []string{"/app", "serve"}
-				s.Containers[0].Args = []string{"--x", secretValue + "$(POD_IP)"}
+				s.Containers[1].VolumeMounts[1].SubPath = "/" + secretValue
 			},
-			wantField: "spec.containers[0].args[1]", wantKind: policy.ErrUnsupported,
+			wantField: "spec.containers[1].volumeMounts[1].subPath", wantKind: policy.ErrInvalidInput,
 		},
-		"unknown value in args after the image entrypoint": {
-			mod:       func(s *corev1.PodSpec) { s.InitContainers[0].Args = []string{secretValue + "$(POD_IP)"} },
-			wantField: "spec.initContainers[0].args[0]", wantKind: policy.ErrUnsupported,
+		"subPathExpr of an unbounded value": {
+			mod: func(s *corev1.PodSpec) {
+				env(s, 1, corev1.EnvVar{Name: "S", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k"}}})
+				mount(s, 1, corev1.VolumeMount{Name: "data", MountPath: "/x", SubPathExpr: secretValue + "$(S)"})
+			},
+			wantField: "spec.containers[1].volumeMounts[2].subPathExpr", wantKind: policy.ErrUnsupported, wantMsg: "$(S)",
+		},
+		"subPathExpr that leaves the volume": {
+			mod: func(s *corev1.PodSpec) {
+				mount(s, 1, corev1.VolumeMount{Name: "data", MountPath: "/x", SubPathExpr: "$(TOKEN)/../.."})
+			},
+			wantField: "spec.containers[1].volumeMounts[2].subPathExpr", wantKind: policy.ErrInvalidInput,
 		},
 		"unknown value in env": {
 			mod: func(s *corev1.PodSpec) {
@@ -223,18 +231,6 @@ func TestFieldErrors(t *testing.T) {
 		"mount of a missing volume": {
 			mod:       func(s *corev1.PodSpec) { mount(s, 0, corev1.VolumeMount{Name: "nope", MountPath: "/nope"}) },
 			wantField: "spec.containers[0].volumeMounts[2].name", wantKind: policy.ErrInvalidInput, wantMsg: `"nope"`,
-		},
-		"subPath": {
-			mod: func(s *corev1.PodSpec) {
-				s.Containers[1].VolumeMounts[1].SubPath = "a"
-			},
-			wantField: "spec.containers[1].volumeMounts[1].subPath", wantKind: policy.ErrUnsupported,
-		},
-		"subPathExpr": {
-			mod: func(s *corev1.PodSpec) {
-				mount(s, 1, corev1.VolumeMount{Name: "data", MountPath: "/x", SubPathExpr: "$(POD_NAME)"})
-			},
-			wantField: "spec.containers[1].volumeMounts[2].subPathExpr", wantKind: policy.ErrUnsupported,
 		},
 		"relative mount path": {
 			mod: func(s *corev1.PodSpec) {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	pathpkg "path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -28,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/contrast-cc/contrast/webhook/images"
@@ -98,6 +100,9 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	switch {
 	case in.Workload != nil && in.Pod == nil:
 		tmpl = *in.Workload.Template.DeepCopy()
+		if st, ok := in.Workload.Object.(*appsv1.StatefulSet); ok {
+			addClaimVolumes(&tmpl.Spec, st)
+		}
 		namespace = in.Workload.Namespace
 		sources = in.Workload.EnvSources
 		meta := &podMeta{name: tmpl.Name, generateName: tmpl.GenerateName}
@@ -136,6 +141,35 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	}
 	res.Kind = kind
 	return res, nil
+}
+
+// addClaimVolumes adds the volumes of a StatefulSet's claim templates to its
+// pod template as the StatefulSet controller does for every pod it creates:
+// one persistentVolumeClaim volume per template, named after it, in front of
+// the template's own volumes, replacing one of the same name. The YAML side
+// thus sees the volumes the webhook sees on the admitted pod, and both give
+// the same reason for them.
+func addClaimVolumes(spec *corev1.PodSpec, st *appsv1.StatefulSet) {
+	if len(st.Spec.VolumeClaimTemplates) == 0 {
+		return
+	}
+	var volumes []corev1.Volume
+	claims := map[string]bool{}
+	for _, c := range st.Spec.VolumeClaimTemplates {
+		claims[c.Name] = true
+		volumes = append(volumes, corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+			// the controller names the claim <template>-<set>-<ordinal>;
+			// the ordinal of a pod is not known here, and the name reaches
+			// no agent request
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name + "-" + st.Name},
+		}})
+	}
+	for _, v := range spec.Volumes {
+		if !claims[v.Name] {
+			volumes = append(volumes, v)
+		}
+	}
+	spec.Volumes = volumes
 }
 
 // origins maps the indices of the canonical pod back to the input pod, so
@@ -223,6 +257,8 @@ type builder struct {
 	t *corev1.PodTemplateSpec
 	// namespace is the pod's namespace, "" if unknown.
 	namespace string
+	// nameRegex matches the pod's name.
+	nameRegex string
 	// sources are the ConfigMaps available to envFrom (nil: none).
 	sources *EnvSources
 	orig    origins
@@ -233,6 +269,7 @@ type builder struct {
 func (b *builder) build(ctx context.Context, ident podIdentity, src images.Source, kc authn.Keychain) (*Data, error) {
 	t := b.t
 	spec := &t.Spec
+	b.nameRegex = ident.nameRegex
 	if err := checkPodFeatures(spec, b.orig); err != nil {
 		return nil, err
 	}
@@ -261,29 +298,40 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 		seen[c.c.Name] = true
 	}
 
-	// Resolve the images concurrently (the source bounds concurrency).
+	// Resolve the images concurrently (the source bounds concurrency). Every
+	// image is resolved and the first failure by position is reported, so
+	// the error does not depend on which resolution failed first.
 	imgs := make([]*images.Image, len(cs))
 	accts := make([]*images.Accounts, len(cs))
-	g, gctx := errgroup.WithContext(ctx)
+	errs := make([]error, len(cs))
+	var g errgroup.Group
 	for i, c := range cs {
 		g.Go(func() error {
-			img, err := src.Resolve(gctx, c.c.Image, kc)
+			img, err := src.Resolve(ctx, c.c.Image, kc)
 			if err != nil {
-				return &FieldError{Field: c.path + ".image", Err: err}
+				errs[i] = &FieldError{Field: c.path + ".image", Err: err}
+				return nil
 			}
 			imgs[i] = img
 			if needsAccounts(c.c, spec, img) {
-				a, err := src.Accounts(gctx, img, kc)
+				a, err := src.Accounts(ctx, img, kc)
 				if err != nil {
-					return &FieldError{Field: c.path + ".image", Err: err}
+					errs[i] = &FieldError{Field: c.path + ".image", Err: err}
+					return nil
 				}
 				accts[i] = a
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	_ = g.Wait() // the goroutines report through errs
+	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	b.imgs = imgs
 
@@ -323,7 +371,7 @@ func (b *builder) build(ctx context.Context, ident podIdentity, src images.Sourc
 	}
 	data.Containers = append(data.Containers, pause)
 	for i, c := range cs {
-		cd, err := containerData(t, c, imgs[i], accts[i], b.sources)
+		cd, err := b.containerData(c, imgs[i], accts[i])
 		if err != nil {
 			return nil, err
 		}
@@ -545,19 +593,20 @@ func resolveUser(ct container, spec *corev1.PodSpec, img *images.Image, acct *im
 	return UserData{UID: uid, GID: gid, AdditionalGIDs: sortedGIDs(gids)}, nil
 }
 
-func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, acct *images.Accounts, sources *EnvSources) (ContainerData, error) {
+func (b *builder) containerData(ct container, img *images.Image, acct *images.Accounts) (ContainerData, error) {
+	t := b.t
 	c, spec := ct.c, &t.Spec
 	user, err := resolveUser(ct, spec, img, acct)
 	if err != nil {
 		return ContainerData{}, err
 	}
-	env, fixed, err := buildEnv(t, ct, img, sources)
+	env, vars, err := b.buildEnv(ct, img)
 	if err != nil {
 		return ContainerData{}, err
 	}
-	args, err := buildArgs(ct, img, fixed)
-	if err != nil {
-		return ContainerData{}, err
+	args, templates := buildArgs(c, img, vars)
+	if len(args) == 0 {
+		return ContainerData{}, fieldErr(ct.path+".command", ErrInvalidInput, "no command: neither the pod nor the image defines one")
 	}
 	cwd := c.WorkingDir
 	if cwd == "" {
@@ -572,7 +621,7 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		// the API server rejects this combination too
 		return ContainerData{}, fieldErr(ct.path+".securityContext.allowPrivilegeEscalation", ErrInvalidInput, "false contradicts privileged: true")
 	}
-	mounts, storages, err := buildMounts(t, ct, img)
+	mounts, storages, err := b.buildMounts(ct, img, vars)
 	if err != nil {
 		return ContainerData{}, err
 	}
@@ -610,6 +659,7 @@ func containerData(t *corev1.PodTemplateSpec, ct container, img *images.Image, a
 		Kind:           ct.kind,
 		ImageRefs:      refs,
 		Args:           args,
+		ArgTemplates:   templates,
 		Env:            env,
 		Cwd:            cwd,
 		User:           user,
@@ -749,64 +799,124 @@ func capName(c corev1.Capability) string {
 
 var varRefRe = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
 
-// expand implements the kubelet's $(VAR) expansion for fixed variables. A
-// reference to a variable whose value is not fixed is an error naming field
-// and variable (not the value of s: it may be secret).
-func expand(field, s string, fixed map[string]*string) (string, error) {
-	var err error
-	out := varRefRe.ReplaceAllStringFunc(s, func(m string) string {
-		if m == "$$" {
-			return "$"
-		}
-		n := m[2 : len(m)-1]
-		v, ok := fixed[n]
-		if !ok {
-			return m
-		}
-		if v == nil {
-			if err == nil {
-				err = fieldErr(field, ErrUnsupported, "refers to $(%s), whose value is not known before the pod runs", n)
-			}
-			return m
-		}
-		return *v
-	})
-	return out, err
+// podVar is a variable the pod defines for a container (env, envFrom), as
+// the kubelet's $(VAR) expansion sees it. Image variables and service links
+// are not among them: the kubelet expands with the pod's variables only
+// (service links are never known before the pod runs, and a reference to one
+// is kept as written).
+type podVar struct {
+	// value is the value fixed at generation; nil if it is known only at
+	// run time.
+	value *string
+	// spec is the variable's expected value (kind and pattern).
+	spec EnvSpec
 }
 
-func buildArgs(ct container, img *images.Image, fixed map[string]*string) ([]string, error) {
-	c := ct.c
+// expandRef is one piece of a string in which $(VAR) references were
+// expanded: a literal, or a reference to a pod variable known only at run
+// time.
+type expandRef struct {
+	text string
+	// runtime is the name of the referenced variable, "" for a literal.
+	runtime string
+}
+
+// expandParts implements the kubelet's $(VAR) expansion: "$$" is "$", a
+// reference to a variable the pod defines with a fixed value is replaced by
+// it, one to a variable known only at run time is returned as a reference,
+// anything else is kept as written. Adjacent literals are joined.
+func expandParts(s string, vars map[string]podVar) []expandRef {
+	var out []expandRef
+	lit := func(t string) {
+		if t == "" {
+			return
+		}
+		if n := len(out); n > 0 && out[n-1].runtime == "" {
+			out[n-1].text += t
+			return
+		}
+		out = append(out, expandRef{text: t})
+	}
+	last := 0
+	for _, m := range varRefRe.FindAllStringSubmatchIndex(s, -1) {
+		lit(s[last:m[0]])
+		last = m[1]
+		if m[2] < 0 { // "$$"
+			lit("$")
+			continue
+		}
+		n := s[m[2]:m[3]]
+		v, ok := vars[n]
+		switch {
+		case !ok:
+			lit(s[m[0]:m[1]])
+		case v.value != nil:
+			lit(*v.value)
+		default:
+			out = append(out, expandRef{text: s[m[0]:m[1]], runtime: n})
+		}
+	}
+	lit(s[last:])
+	return out
+}
+
+// expandFixed expands s where every reference is fixed at generation. A
+// reference to a variable known only at run time is an error naming field
+// and variable (not the value of s: it may be secret).
+func expandFixed(field, s string, vars map[string]podVar) (string, error) {
+	var b strings.Builder
+	for _, p := range expandParts(s, vars) {
+		if p.runtime != "" {
+			return "", fieldErr(field, ErrUnsupported, "refers to $(%s), whose value is not known before the pod runs", p.runtime)
+		}
+		b.WriteString(p.text)
+	}
+	return b.String(), nil
+}
+
+// buildArgs combines the image's ENTRYPOINT/CMD with the pod's command and
+// args like the kubelet and expands the pod's $(VAR) references (not the
+// image's). An argument that refers to a variable known only at run time
+// keeps the reference and gets a template: the rules expand it with the
+// variable's value in the request, which is held to the variable's own
+// expected value, so the argument cannot take a value the variable could
+// not.
+func buildArgs(c *corev1.Container, img *images.Image, vars map[string]podVar) ([]string, []ArgTemplate) {
 	var args []string
+	nPod := 0
 	switch {
 	case len(c.Command) > 0:
 		args = append(slices.Clone(c.Command), c.Args...)
+		nPod = len(args)
 	case len(c.Args) > 0:
 		args = append(slices.Clone(img.Config.Entrypoint), c.Args...)
+		nPod = len(c.Args)
 	default:
 		args = append(slices.Clone(img.Config.Entrypoint), img.Config.Cmd...)
 	}
-	if len(args) == 0 {
-		return nil, fieldErr(ct.path+".command", ErrInvalidInput, "no command: neither the pod nor the image defines one")
-	}
-	// only the pod's command and args are expanded, not the image's
-	nPod := 0
-	if len(c.Command) > 0 {
-		nPod = len(args)
-	} else if len(c.Args) > 0 {
-		nPod = len(c.Args)
-	}
+	var templates []ArgTemplate
 	for i := len(args) - nPod; i < len(args); i++ {
-		field := index(ct.path+".args", i-(len(args)-len(c.Args)))
-		if k := i - (len(args) - nPod); k < len(c.Command) {
-			field = index(ct.path+".command", k)
+		parts := expandParts(args[i], vars)
+		var b strings.Builder
+		runtime := false
+		for _, p := range parts {
+			b.WriteString(p.text)
+			runtime = runtime || p.runtime != ""
 		}
-		v, err := expand(field, args[i], fixed)
-		if err != nil {
-			return nil, err
+		args[i] = b.String()
+		if runtime {
+			t := ArgTemplate{Index: i}
+			for _, p := range parts {
+				if p.runtime != "" {
+					t.Parts = append(t.Parts, ArgPart{Var: p.runtime})
+				} else {
+					t.Parts = append(t.Parts, ArgPart{Text: p.text})
+				}
+			}
+			templates = append(templates, t)
 		}
-		args[i] = v
 	}
-	return args, nil
+	return args, templates
 }
 
 // ---------------------------------------------------------------- env
@@ -854,8 +964,8 @@ var envNameRe = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
 // values of the referenced ConfigMaps in sources; a Secret's values cannot
 // be pinned without putting them in the policy (the agent's engine has no
 // hash builtin), so envFrom of a Secret is refused.
-func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image, sources *EnvSources) ([]EnvSpec, map[string]*string, error) {
-	c := ct.c
+func (b *builder) buildEnv(ct container, img *images.Image) ([]EnvSpec, map[string]podVar, error) {
+	t, c, sources := b.t, ct.c, b.sources
 	byName := map[string]EnvSpec{}
 	var order []string
 	set := func(s EnvSpec) {
@@ -875,27 +985,28 @@ func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image, source
 	if c.TTY {
 		set(EnvSpec{Name: "TERM", Kind: "exact", Value: "xterm", Required: false})
 	}
-	// fixed values usable in $(VAR) references: envFrom and pod env (in
-	// order); service links are never fixed.
-	fixed := map[string]*string{}
+	// the variables $(VAR) references may use: envFrom and pod env (in
+	// order)
+	vars := map[string]podVar{}
 	for i, ef := range c.EnvFrom {
 		if ef.Prefix != "" && !envNameRe.MatchString(ef.Prefix) {
 			return nil, nil, fieldErr(index(ct.path+".envFrom", i)+".prefix", ErrInvalidInput, "not a valid environment variable name prefix")
 		}
 	}
 	for i, ef := range c.EnvFrom {
-		vars, err := envFromVars(index(ct.path+".envFrom", i), ef, sources)
+		cmVars, err := envFromVars(index(ct.path+".envFrom", i), ef, sources)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, k := range slices.Sorted(maps.Keys(vars)) {
+		for _, k := range slices.Sorted(maps.Keys(cmVars)) {
 			name := ef.Prefix + k
 			if !envNameRe.MatchString(name) {
 				continue // the kubelet skips invalid names
 			}
-			v := vars[k]
-			set(EnvSpec{Name: name, Kind: "exact", Value: v, Required: true})
-			fixed[name] = &v
+			v := cmVars[k]
+			s := EnvSpec{Name: name, Kind: "exact", Value: v, Required: true}
+			set(s)
+			vars[name] = podVar{value: &v, spec: s}
 		}
 	}
 	for i, e := range c.Env {
@@ -903,16 +1014,21 @@ func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image, source
 		if !envNameRe.MatchString(e.Name) {
 			return nil, nil, fieldErr(field+".name", ErrInvalidInput, "not a valid environment variable name")
 		}
-		s, err := envSpec(t, field, e, fixed)
+		s, err := envSpec(t, field, e, vars)
 		if err != nil {
 			return nil, nil, err
 		}
 		set(s)
-		if s.Kind == "exact" {
+		switch {
+		case s.Kind == "exact":
 			v := s.Value
-			fixed[e.Name] = &v
-		} else {
-			fixed[e.Name] = nil
+			vars[e.Name] = podVar{value: &v, spec: s}
+		case s.Kind == "pod_namespace" && b.namespace != "":
+			// the namespace is known at admission, and the policy binds it
+			v := b.namespace
+			vars[e.Name] = podVar{value: &v, spec: s}
+		default:
+			vars[e.Name] = podVar{spec: s}
 		}
 	}
 	out := make([]EnvSpec, 0, len(order))
@@ -920,7 +1036,7 @@ func buildEnv(t *corev1.PodTemplateSpec, ct container, img *images.Image, source
 		out = append(out, byName[n])
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, fixed, nil
+	return out, vars, nil
 }
 
 // envFromVars returns the variables one envFrom entry brings, before the
@@ -952,10 +1068,10 @@ func envFromVars(field string, ef corev1.EnvFromSource, sources *EnvSources) (ma
 
 var labelRefRe = regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\]$`)
 
-func envSpec(t *corev1.PodTemplateSpec, field string, e corev1.EnvVar, fixed map[string]*string) (EnvSpec, error) {
+func envSpec(t *corev1.PodTemplateSpec, field string, e corev1.EnvVar, vars map[string]podVar) (EnvSpec, error) {
 	s := EnvSpec{Name: e.Name, Required: true}
 	if e.ValueFrom == nil {
-		v, err := expand(field+".value", e.Value, fixed)
+		v, err := expandFixed(field+".value", e.Value, vars)
 		if err != nil {
 			return s, err
 		}
@@ -1013,8 +1129,8 @@ func envSpec(t *corev1.PodTemplateSpec, field string, e corev1.EnvVar, fixed map
 
 var storageMountPointRe = "^" + regexp.QuoteMeta(blockStorageDir) + "/[A-Za-z0-9+/_-]+=*$"
 
-func buildMounts(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]MountSpec, []StorageSpec, error) {
-	c, spec := ct.c, &t.Spec
+func (b *builder) buildMounts(ct container, img *images.Image, vars map[string]podVar) ([]MountSpec, []StorageSpec, error) {
+	c, spec := ct.c, &b.t.Spec
 	volumes := map[string]*corev1.Volume{}
 	for i := range spec.Volumes {
 		volumes[spec.Volumes[i].Name] = &spec.Volumes[i]
@@ -1040,11 +1156,9 @@ func buildMounts(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]
 		if !ok {
 			return nil, nil, fieldErr(field+".name", ErrInvalidInput, "no volume %q", vm.Name)
 		}
-		switch {
-		case vm.SubPath != "":
-			return nil, nil, fieldErr(field+".subPath", ErrUnsupported, "volume %q: subPath mounts", vm.Name)
-		case vm.SubPathExpr != "":
-			return nil, nil, fieldErr(field+".subPathExpr", ErrUnsupported, "volume %q: subPath mounts", vm.Name)
+		sub, err := b.subPathRegex(field, vm, vars)
+		if err != nil {
+			return nil, nil, err
 		}
 		if !strings.HasPrefix(vm.MountPath, "/") {
 			return nil, nil, fieldErr(field+".mountPath", ErrInvalidInput, "volume %q: relative mount path", vm.Name)
@@ -1058,15 +1172,33 @@ func buildMounts(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]
 			access = []string{"ro"}
 		}
 		base := []string{"rbind", "rprivate"}
+		// A subPath mount of an emptyDir is a folder of the volume the
+		// guest already holds (the runtime maps the kubelet's bind mount
+		// back to it and sends no storage for it); one of any other volume
+		// is the kubelet's bind mount of that file or folder
+		// (.../volume-subpaths/<volume>/<container>/<index>), which the
+		// runtime shares like a file of its own, never as a watchable
+		// volume.
 		switch {
 		case v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory:
-			hasMemory = true
-			add(MountSpec{Destination: vm.MountPath, Type: "bind",
-				Source:  "^" + regexp.QuoteMeta(ephemeralDir+"/"+v.Name) + "$",
+			hasMemory = hasMemory || sub == ""
+			src := "^" + regexp.QuoteMeta(ephemeralDir+"/"+v.Name)
+			if sub != "" {
+				src += "/" + sub
+			}
+			add(MountSpec{Destination: vm.MountPath, Type: "bind", Source: src + "$",
 				Options: base, OptionalOptions: access})
 		case v.EmptyDir != nil:
-			hasBlock = true
-			add(MountSpec{Destination: vm.MountPath, Type: "bind", Source: storageMountPointRe,
+			hasBlock = hasBlock || sub == ""
+			src := storageMountPointRe
+			if sub != "" {
+				src = strings.TrimSuffix(storageMountPointRe, "$") + "/" + sub + "$"
+			}
+			add(MountSpec{Destination: vm.MountPath, Type: "bind", Source: src,
+				Options: base, OptionalOptions: access})
+		case sub != "": // configMap, secret, projected, downwardAPI
+			add(MountSpec{Destination: vm.MountPath, Type: "bind",
+				Source:  "^" + sharedDir + "/$(cid)-[a-z0-9]{16}-" + regexp.QuoteMeta(pathBase(vm.MountPath)) + "$",
 				Options: base, OptionalOptions: access})
 		default: // configMap, secret, projected, downwardAPI: shared by the runtime
 			add(MountSpec{Destination: vm.MountPath, Type: "bind",
@@ -1119,6 +1251,77 @@ func buildMounts(t *corev1.PodTemplateSpec, ct container, img *images.Image) ([]
 		storages = []StorageSpec{}
 	}
 	return mounts, storages, nil
+}
+
+// subPathRegex is the regex of the path below the volume that a volume
+// mount's subPath or subPathExpr names, "" for the volume itself. The
+// kubelet expands subPathExpr with the container's variables like
+// command and args; a variable known only at run time stands for the
+// pattern its own value has (the pod's name pattern, the namespace, a UID,
+// the node name, an IP address). Paths the kubelet refuses (absolute, with
+// "..") are refused.
+func (b *builder) subPathRegex(field string, vm corev1.VolumeMount, vars map[string]podVar) (string, error) {
+	var path, re string
+	switch {
+	case vm.SubPath != "" && vm.SubPathExpr != "":
+		return "", fieldErr(field+".subPathExpr", ErrInvalidInput, "volume %q: subPath and subPathExpr are mutually exclusive", vm.Name)
+	case vm.SubPath != "":
+		field += ".subPath"
+		// the kubelet joins (and so cleans) the path
+		path = vm.SubPath
+		re = regexp.QuoteMeta(pathpkg.Clean(vm.SubPath))
+	case vm.SubPathExpr != "":
+		field += ".subPathExpr"
+		var sb, rb strings.Builder
+		for _, p := range expandParts(vm.SubPathExpr, vars) {
+			sb.WriteString(p.text)
+			if p.runtime == "" {
+				rb.WriteString(regexp.QuoteMeta(p.text))
+				continue
+			}
+			pat, ok := b.valuePattern(vars[p.runtime].spec)
+			if !ok {
+				return "", fieldErr(field, ErrUnsupported, "volume %q: refers to $(%s), whose value is not known before the pod runs and has no bounded pattern", vm.Name, p.runtime)
+			}
+			rb.WriteString("(" + pat + ")")
+		}
+		path, re = sb.String(), rb.String()
+	default:
+		return "", nil
+	}
+	if strings.HasPrefix(path, "/") || slices.Contains(strings.Split(path, "/"), "..") {
+		return "", fieldErr(field, ErrInvalidInput, "volume %q: the sub path must be relative and must not contain '..'", vm.Name)
+	}
+	if re == "" || re == "\\." {
+		return "", nil // the volume itself
+	}
+	return re, nil
+}
+
+// valuePattern is the unanchored regex of the value a variable known only
+// at run time may take, if it is bounded and has no "/": the pod's name,
+// namespace and UID, the node name, IP addresses, resource values.
+func (b *builder) valuePattern(s EnvSpec) (string, bool) {
+	anchored := ""
+	switch s.Kind {
+	case "pod_name":
+		anchored = b.nameRegex
+	case "pod_namespace":
+		anchored = namespaceRegex(b.namespace)
+	case "pod_uid":
+		anchored = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+	case "regex":
+		anchored = s.Value
+	}
+	inner, ok := strings.CutPrefix(anchored, "^")
+	if !ok {
+		return "", false
+	}
+	inner, ok = strings.CutSuffix(inner, "$")
+	if !ok || strings.Contains(inner, ".*") || strings.Contains(inner, "(?s)") || strings.Contains(inner, "/") {
+		return "", false
+	}
+	return inner, true
 }
 
 func pathBase(p string) string {

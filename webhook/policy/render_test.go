@@ -112,14 +112,16 @@ func TestRefusedFeatures(t *testing.T) {
 			no := false
 			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &yes, AllowPrivilegeEscalation: &no}
 		},
-		"subPath": func(s *corev1.PodSpec) {
+		"subPath leaving the volume": func(s *corev1.PodSpec) {
 			s.Volumes = []corev1.Volume{{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-			s.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "e", MountPath: "/x", SubPath: "a"}}
+			s.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "e", MountPath: "/x", SubPath: "../a"}}
 		},
 		"unknown image": func(s *corev1.PodSpec) { s.Containers[0].Image = "registry.example/acme/missing:1" },
-		"secret in args": func(s *corev1.PodSpec) {
-			s.Containers[0].Env = []corev1.EnvVar{{Name: "S", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k"}}}}
-			s.Containers[0].Args = []string{"$(S)"}
+		"secret in env value": func(s *corev1.PodSpec) {
+			s.Containers[0].Env = []corev1.EnvVar{
+				{Name: "S", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k"}}},
+				{Name: "URL", Value: "https://$(S)@host/"},
+			}
 		},
 	}
 	wantField := map[string]string{
@@ -127,9 +129,9 @@ func TestRefusedFeatures(t *testing.T) {
 		"hostPath":    "spec.volumes[0].hostPath",
 		"pvc":         "spec.volumes[0].persistentVolumeClaim",
 		"privileged without privilege escalation": "spec.containers[0].securityContext.allowPrivilegeEscalation",
-		"subPath":        "spec.containers[0].volumeMounts[0].subPath",
-		"unknown image":  "spec.containers[0].image",
-		"secret in args": "spec.containers[0].args[0]",
+		"subPath leaving the volume":              "spec.containers[0].volumeMounts[0].subPath",
+		"unknown image":                           "spec.containers[0].image",
+		"secret in env value":                     "spec.containers[0].env[1].value",
 	}
 	require.Len(t, wantField, len(cases))
 	for name, mod := range cases {

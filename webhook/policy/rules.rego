@@ -308,7 +308,7 @@ hooks_ok(h) if {
 
 process_ok(c, p, sb) if {
 	terminal_ok(c, p)
-	args_ok(c, p)
+	args_ok(c, p, object.get(p, "Env", []))
 	cwd_ok(c, p)
 	no_new_privileges_ok(c, p)
 	no_selinux_label(p)
@@ -320,7 +320,59 @@ process_ok(c, p, sb) if {
 
 terminal_ok(c, p) if object.get(p, "Terminal", false) == c.tty
 
-args_ok(c, p) if object.get(p, "Args", []) == c.args
+# Arguments are exact, except those that refer to variables known only at
+# run time (arg_templates): such an argument must be its template expanded
+# with the values the variables have in the request's Env, which env_ok pins
+# to the variables' own values or patterns. A variable the request does not
+# carry (an optional one) stays "$(NAME)", as the kubelet leaves it.
+args_ok(c, p, _) if {
+	not c.arg_templates
+	object.get(p, "Args", []) == c.args
+}
+
+args_ok(c, p, env) if {
+	c.arg_templates
+	args := object.get(p, "Args", [])
+	count(args) == count(c.args)
+	every i, a in args {
+		arg_ok(c, i, a, env)
+	}
+}
+
+arg_ok(c, i, a, _) if {
+	not has_arg_template(c, i)
+	a == c.args[i]
+}
+
+arg_ok(c, i, a, env) if {
+	some t in c.arg_templates
+	t.index == i
+	a == concat("", [s | some part in t.parts; s := arg_part(part, env)])
+}
+
+has_arg_template(c, i) if {
+	some t in c.arg_templates
+	t.index == i
+}
+
+arg_part(part, _) := part.text if not part.var
+
+arg_part(part, env) := v if {
+	part.var
+	some e in env
+	env_name(e) == part.var
+	v := env_value(e)
+}
+
+arg_part(part, env) := concat("", ["$(", part.var, ")"]) if {
+	part.var
+	not env_has(env, part.var)
+}
+
+env_has(env, n) if {
+	some e in env
+	env_name(e) == n
+}
 
 cwd_ok(c, p) if object.get(p, "Cwd", "") == c.cwd
 
