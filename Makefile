@@ -147,6 +147,7 @@ FUZZ_TARGETS := \
 	attest:./tdx:FuzzValidate attest:./tdx:FuzzQuoteParse attest:./atls:FuzzReadMsg \
 	coordinator:./manifest:FuzzParse \
 	webhook:./policy:FuzzDecodeWorkloads webhook:./policy:FuzzGenerate webhook:./policy:FuzzParseInitData \
+	webhook:./policy:FuzzCacheKey \
 	webhook:./internal/server:FuzzAdmissionReview initializer:./meshconfig:FuzzParse \
 	initializer:./internal/rules:FuzzCompute \
 	initializer:./initenv:FuzzParse attest:./sim:FuzzInitDataDigest

@@ -90,47 +90,71 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	if in.Images == nil {
 		return nil, fmt.Errorf("%w: no image source", ErrInvalidInput)
 	}
-	var (
-		tmpl      corev1.PodTemplateSpec
-		ident     podIdentity
-		kind      string
-		namespace string
-		sources   *EnvSources
-	)
+	p, err := prepare(in)
+	if err != nil {
+		return nil, err
+	}
+	return p.generate(ctx, in.Images, in.Keychain, in.Legacy)
+}
+
+// prepared is the input of a generation after canonicalisation: everything
+// the policy is computed from except the images (see Cache for the key
+// derived from it).
+type prepared struct {
+	// pod: the input was an admitted pod, not a workload.
+	pod       bool
+	tmpl      corev1.PodTemplateSpec
+	orig      origins
+	ident     podIdentity
+	kind      string
+	namespace string
+	sources   *EnvSources
+}
+
+// prepare copies the pod template of in, derives the pod's identity and
+// canonicalises the template.
+func prepare(in GenerateInput) (*prepared, error) {
+	p := &prepared{}
 	switch {
 	case in.Workload != nil && in.Pod == nil:
-		tmpl = *in.Workload.Template.DeepCopy()
+		p.tmpl = *in.Workload.Template.DeepCopy()
 		if st, ok := in.Workload.Object.(*appsv1.StatefulSet); ok {
-			addClaimVolumes(&tmpl.Spec, st)
+			addClaimVolumes(&p.tmpl.Spec, st)
 		}
-		namespace = in.Workload.Namespace
-		sources = in.Workload.EnvSources
-		meta := &podMeta{name: tmpl.Name, generateName: tmpl.GenerateName}
-		ident = identityForWorkload(in.Workload.Kind, in.Workload.Name, meta)
-		kind = effectiveKind(in.Workload.Kind, in.Workload.Name)
+		p.namespace = in.Workload.Namespace
+		p.sources = in.Workload.EnvSources
+		meta := &podMeta{name: p.tmpl.Name, generateName: p.tmpl.GenerateName}
+		p.ident = identityForWorkload(in.Workload.Kind, in.Workload.Name, meta)
+		p.kind = effectiveKind(in.Workload.Kind, in.Workload.Name)
 	case in.Pod != nil && in.Workload == nil:
 		pod := in.Pod.DeepCopy()
-		tmpl = corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
-		namespace = pod.Namespace
-		ident, kind = identityForPod(pod)
-		if kind == KindStatefulSet && tmpl.Spec.Hostname == pod.Name {
+		p.pod = true
+		p.tmpl = corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
+		p.namespace = pod.Namespace
+		p.ident, p.kind = identityForPod(pod)
+		if p.kind == KindStatefulSet && p.tmpl.Spec.Hostname == pod.Name {
 			// the StatefulSet controller sets hostname to the pod name,
 			// which is what an empty hostname means
-			tmpl.Spec.Hostname = ""
+			p.tmpl.Spec.Hostname = ""
 		}
 	default:
 		return nil, fmt.Errorf("%w: exactly one of Workload and Pod must be set", ErrInvalidInput)
 	}
 	if in.EnvSources != nil {
-		sources = in.EnvSources
+		p.sources = in.EnvSources
 	}
-	orig := canonicalize(&tmpl)
-	b := &builder{t: &tmpl, orig: orig, namespace: namespace, sources: sources}
-	data, err := b.build(ctx, ident, in.Images, in.Keychain)
+	p.orig = canonicalize(&p.tmpl)
+	return p, nil
+}
+
+// generate computes the policy of p with the images of src.
+func (p *prepared) generate(ctx context.Context, src images.Source, kc authn.Keychain, legacy bool) (*Result, error) {
+	b := &builder{t: &p.tmpl, orig: p.orig, namespace: p.namespace, sources: p.sources}
+	data, err := b.build(ctx, p.ident, src, kc)
 	if err != nil {
 		return nil, err
 	}
-	res, err := render(data, in.Legacy)
+	res, err := render(data, legacy)
 	var long *longLineError
 	if errors.As(err, &long) {
 		return nil, fieldErr(b.locate(long.value), ErrUnsupported,
@@ -139,7 +163,7 @@ func Generate(ctx context.Context, in GenerateInput) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Kind = kind
+	res.Kind = p.kind
 	return res, nil
 }
 
