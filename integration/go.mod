@@ -14,7 +14,6 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/contrast-cc/contrast/initializer v0.0.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/docker/cli v29.7.2+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect
@@ -85,6 +84,7 @@ require (
 require (
 	github.com/contrast-cc/contrast/attest v0.0.0
 	github.com/contrast-cc/contrast/coordinator v0.0.0
+	github.com/contrast-cc/contrast/initializer v0.0.0
 	github.com/contrast-cc/contrast/webhook v0.0.0
 	github.com/spf13/pflag v1.1.0
 	google.golang.org/grpc v1.85.0

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -77,6 +78,9 @@ func TestWebhookSelfManagedCerts(t *testing.T) {
 		"POD_NAMESPACE=contrast-system",
 		"CONTRAST_WEBHOOK_INITIALIZER_IMAGE=" + imgs.InitializerImage,
 		"CONTRAST_WEBHOOK_PROXY_IMAGE=" + imgs.ProxyImage,
+		"CONTRAST_WEBHOOK_PLATFORM=snp",
+		"CONTRAST_WEBHOOK_COORDINATOR_POLICY_HASH=" + hex.EncodeToString(injecttest.CoordinatorPolicyHash),
+		"CONTRAST_WEBHOOK_COORDINATOR_REFERENCE_VALUES=" + coordinatorReferenceValuesFile(t),
 	})
 
 	// no configuration to publish the CA to: unready (once the first attempt

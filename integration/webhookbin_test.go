@@ -26,6 +26,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/contrast-cc/contrast/integration/cluster"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 )
 
 // buildWebhook builds the real webhook binary (webhook/cmd/webhook) into a
@@ -216,4 +217,15 @@ func webhookKubeconfig(ctx context.Context, t *testing.T, c *cluster.Cluster, ns
 	path := filepath.Join(t.TempDir(), "webhook.kubeconfig")
 	require.NoError(t, clientcmd.WriteToFile(*kc, path))
 	return path
+}
+
+// coordinatorReferenceValuesFile writes injecttest's fixed Coordinator
+// reference values for --coordinator-reference-values.
+func coordinatorReferenceValuesFile(t *testing.T) string {
+	t.Helper()
+	b, err := json.Marshal(injecttest.CoordinatorReferenceValues())
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "coordinator-reference-values.json")
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+	return p
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/snp"
@@ -38,9 +39,13 @@ const (
 	// Coordinator may run, comma-separated (more than one while the
 	// Coordinator is upgraded).
 	EnvCoordinatorPolicyHashes = "CONTRAST_COORDINATOR_POLICY_HASHES"
-	// EnvCoordinatorReferenceValues is the JSON of the reference values
-	// the Coordinator's evidence must meet, in the shape of the manifest's
-	// ReferenceValues: {"snp": [...], "tdx": [...]}.
+	// EnvCoordinatorReferenceValues is the prefix of the variables
+	// holding the JSON of the reference values the Coordinator's evidence
+	// must meet, in the shape of the manifest's ReferenceValues
+	// ({"snp": [...], "tdx": [...]}): the JSON is cut into chunks of at most
+	// ReferenceValuesChunkSize bytes, in CONTRAST_COORDINATOR_REFERENCE_VALUES_0,
+	// _1, ... (a Kata policy line, which pins each variable, is limited to
+	// 1023 characters, and a simulated root alone takes several thousand).
 	EnvCoordinatorReferenceValues = "CONTRAST_COORDINATOR_REFERENCE_VALUES"
 	// EnvSimDeviceFile is the simulated device's key file (simulated
 	// platforms only; see attest/sim), mounted from a Secret.
@@ -51,8 +56,39 @@ const (
 	EnvSimInitDataFile = "CONTRAST_SIM_INITDATA_FILE"
 )
 
-// MaxReferenceValuesSize bounds EnvCoordinatorReferenceValues.
-const MaxReferenceValuesSize = 64 << 10
+// Limits of the environment.
+const (
+	// MaxReferenceValuesSize bounds the reference values' JSON.
+	MaxReferenceValuesSize = 64 << 10
+	// ReferenceValuesChunkSize bounds one variable holding reference
+	// values: with JSON escaping in the policy at most twice as long,
+	// well under the policy's line limit.
+	ReferenceValuesChunkSize = 384
+	// MaxCoordinatorPolicyHashes bounds EnvCoordinatorPolicyHashes.
+	MaxCoordinatorPolicyHashes = 8
+)
+
+// referenceValuesChunk names chunk i of the reference values.
+func referenceValuesChunk(i int) string {
+	return EnvCoordinatorReferenceValues + "_" + strconv.Itoa(i)
+}
+
+// chunks cuts s into pieces of at most n bytes, at UTF-8 rune boundaries.
+func chunks(s string, n int) []string {
+	var out []string
+	for len(s) > n {
+		i := n
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		out = append(out, s[:i])
+		s = s[i:]
+	}
+	if s != "" {
+		out = append(out, s)
+	}
+	return out
+}
 
 // ErrInvalid is wrapped by every error of Parse.
 var ErrInvalid = errors.New("invalid Initializer environment")
@@ -136,6 +172,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.CoordinatorPolicyHashes) == 0 {
 		bad(EnvCoordinatorPolicyHashes, "at least one Coordinator policy hash is required")
+	}
+	if len(c.CoordinatorPolicyHashes) > MaxCoordinatorPolicyHashes {
+		bad(EnvCoordinatorPolicyHashes, "%d Coordinator policy hashes, at most %d", len(c.CoordinatorPolicyHashes), MaxCoordinatorPolicyHashes)
 	}
 	for i, h := range c.CoordinatorPolicyHashes {
 		if len(h) != 32 {
@@ -247,7 +286,19 @@ func Parse(lookup func(string) (string, bool)) (*Config, error) {
 			c.CoordinatorPolicyHashes = append(c.CoordinatorPolicyHashes, b)
 		}
 	}
-	if v := get(EnvCoordinatorReferenceValues); v != "" {
+	var refs strings.Builder
+	for i := 0; ; i++ {
+		v, ok := lookup(referenceValuesChunk(i))
+		if !ok {
+			break
+		}
+		if refs.Len()+len(v) > MaxReferenceValuesSize {
+			errs = append(errs, fmt.Errorf("%w: %s_*: more than %d bytes", ErrInvalid, EnvCoordinatorReferenceValues, MaxReferenceValuesSize))
+			break
+		}
+		refs.WriteString(v)
+	}
+	if v := refs.String(); v != "" {
 		rv, err := ParseReferenceValues([]byte(v))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrInvalid, EnvCoordinatorReferenceValues, err))
@@ -301,17 +352,18 @@ func (c *Config) Env() ([]EnvVar, error) {
 		{EnvCoordinatorHost, c.CoordinatorAddress},
 		{EnvPlatform, string(c.Platform)},
 		{EnvCoordinatorPolicyHashes, strings.Join(hashes, ",")},
-		{EnvCoordinatorReferenceValues, string(rv)},
-		{EnvSimDeviceFile, c.SimDeviceFile},
-		{EnvSimInitDataFile, c.SimInitDataFile},
 	}
+	for i, chunk := range chunks(string(rv), ReferenceValuesChunkSize) {
+		out = append(out, EnvVar{referenceValuesChunk(i), chunk})
+	}
+	out = append(out, EnvVar{EnvSimDeviceFile, c.SimDeviceFile}, EnvVar{EnvSimInitDataFile, c.SimInitDataFile})
 	return slices.DeleteFunc(out, func(e EnvVar) bool { return e.Value == "" }), nil
 }
 
 // Names returns the names of every variable the package defines.
 func Names() []string {
 	return []string{
-		EnvCoordinatorHost, EnvPlatform, EnvCoordinatorPolicyHashes, EnvCoordinatorReferenceValues,
+		EnvCoordinatorHost, EnvPlatform, EnvCoordinatorPolicyHashes, EnvCoordinatorReferenceValues + "_<n>",
 		EnvSimDeviceFile, EnvSimInitDataFile,
 	}
 }

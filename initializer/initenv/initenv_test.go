@@ -2,6 +2,7 @@ package initenv_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -48,8 +49,33 @@ func realRV(t testing.TB) snp.ReferenceValues {
 	return rv
 }
 
+// refKey is the key under which tests keep the whole reference values JSON;
+// envOf cuts it into the chunk variables, as the webhook does.
+const refKey = initenv.EnvCoordinatorReferenceValues
+
 func envOf(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	env := map[string]string{}
+	for k, v := range m {
+		if k != refKey {
+			env[k] = v
+		}
+	}
+	if v, ok := m[refKey]; ok {
+		for i := 0; len(v) > 0; i++ {
+			n := min(len(v), 100)
+			env[fmt.Sprintf("%s_%d", refKey, i)] = v[:n]
+			v = v[n:]
+		}
+	}
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+func envFrom(vars []initenv.EnvVar) func(string) (string, bool) {
+	env := map[string]string{}
+	for _, e := range vars {
+		env[e.Name] = e.Value
+	}
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 }
 
 func rvJSON(t testing.TB, rvs ...snp.ReferenceValues) string {
@@ -129,11 +155,10 @@ func TestParse(t *testing.T) {
 				// Env round-trips
 				env, err := c.Env()
 				require.NoError(t, err)
-				back := map[string]string{}
 				for _, e := range env {
-					back[e.Name] = e.Value
+					assert.LessOrEqual(t, len(e.Value), max(initenv.ReferenceValuesChunkSize, 512), e.Name)
 				}
-				c2, err := initenv.Parse(envOf(back))
+				c2, err := initenv.Parse(envFrom(env))
 				require.NoError(t, err)
 				assert.Equal(t, c, c2)
 				return
@@ -166,11 +191,7 @@ func FuzzParse(f *testing.F) {
 		require.NoError(t, c.Validate())
 		env, err := c.Env()
 		require.NoError(t, err)
-		back := map[string]string{}
-		for _, e := range env {
-			back[e.Name] = e.Value
-		}
-		c2, err := initenv.Parse(envOf(back))
+		c2, err := initenv.Parse(envFrom(env))
 		require.NoError(t, err)
 		require.Equal(t, c, c2)
 	})

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/images/imagestest"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
@@ -88,9 +89,12 @@ func newCredentialsSetup(t *testing.T) *credentialsSetup {
 		return img.Reference()
 	}
 	cfg := Config{
-		InitializerImage:   pin("contrast.example/contrast/initializer:test"),
-		ProxyImage:         pin("contrast.example/contrast/mesh-proxy:test"),
-		CoordinatorAddress: "coordinator:7777",
+		InitializerImage:           pin("contrast.example/contrast/initializer:test"),
+		ProxyImage:                 pin("contrast.example/contrast/mesh-proxy:test"),
+		CoordinatorAddress:         "coordinator:7777",
+		Platform:                   attest.PlatformSNP,
+		CoordinatorPolicyHashes:    [][]byte{injecttest.CoordinatorPolicyHash},
+		CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
 	}
 	require.NoError(t, cfg.Validate())
 	return &credentialsSetup{

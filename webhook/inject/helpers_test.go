@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
@@ -18,9 +19,12 @@ func testMutator(t testing.TB) *Mutator {
 	t.Helper()
 	imgs := injecttest.Serve(t)
 	cfg := Config{
-		InitializerImage:   imgs.InitializerImage,
-		ProxyImage:         imgs.ProxyImage,
-		CoordinatorAddress: "coordinator.contrast-system:7777",
+		InitializerImage:           imgs.InitializerImage,
+		ProxyImage:                 imgs.ProxyImage,
+		CoordinatorAddress:         "coordinator.contrast-system:7777",
+		Platform:                   attest.PlatformSNP,
+		CoordinatorPolicyHashes:    [][]byte{injecttest.CoordinatorPolicyHash},
+		CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
 	}
 	require.NoError(t, cfg.Validate())
 	return &Mutator{Config: cfg, Images: imgs.Source}

@@ -19,8 +19,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/initializer/meshconfig"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
@@ -53,7 +56,22 @@ const (
 
 	// EnvCoordinatorHost is the Coordinator's mesh API address given to
 	// the Initializer.
-	EnvCoordinatorHost = "COORDINATOR_HOST"
+	EnvCoordinatorHost = initenv.EnvCoordinatorHost
+
+	// Simulated platforms (DESIGN.md §7): the Initializer reads the pod's
+	// initdata annotation through a downward-API volume and the simulated
+	// device file from a Secret of the pod's namespace.
+	SimInitDataVolumeName = "contrast-sim-initdata"
+	SimDeviceVolumeName   = "contrast-sim-device"
+	SimInitDataMountPath  = "/contrast-sim/pod"
+	SimDeviceMountPath    = "/contrast-sim/device"
+	// SimInitDataFile and SimDeviceFile are the files the Initializer reads.
+	SimInitDataFile = SimInitDataMountPath + "/initdata"
+	SimDeviceFile   = SimDeviceMountPath + "/" + SimDeviceSecretKey
+	// DefaultSimDeviceSecret is the Secret holding the simulated device
+	// file; SimDeviceSecretKey its key.
+	DefaultSimDeviceSecret = "contrast-sim-device"
+	SimDeviceSecretKey     = "device.json"
 )
 
 // Config configures the injection.
@@ -66,6 +84,33 @@ type Config struct {
 	ProxyImage string
 	// CoordinatorAddress is host:port of the Coordinator's mesh API.
 	CoordinatorAddress string
+	// Platform is the TEE of the pods (snp, tdx, or snp-simulated for
+	// runc pods that stand in for Kata VMs).
+	Platform attest.Platform
+	// CoordinatorPolicyHashes are the policy hashes (32 bytes each) of
+	// the Coordinator the Initializer accepts, and
+	// CoordinatorReferenceValues the reference values its evidence must
+	// meet. Both are injected as env, so the pod's policy covers them.
+	CoordinatorPolicyHashes    [][]byte
+	CoordinatorReferenceValues initenv.ReferenceValues
+	// SimDeviceSecret is the Secret, in each opted-in namespace, holding
+	// the simulated device file (simulated platforms only; default
+	// DefaultSimDeviceSecret).
+	SimDeviceSecret string
+}
+
+// Initializer returns the Initializer's configuration as injected.
+func (c *Config) Initializer() *initenv.Config {
+	ic := &initenv.Config{
+		CoordinatorAddress:         c.CoordinatorAddress,
+		Platform:                   c.Platform,
+		CoordinatorPolicyHashes:    c.CoordinatorPolicyHashes,
+		CoordinatorReferenceValues: c.CoordinatorReferenceValues,
+	}
+	if c.Platform.Simulated() {
+		ic.SimDeviceFile, ic.SimInitDataFile = SimDeviceFile, SimInitDataFile
+	}
+	return ic
 }
 
 // Validate checks the configuration and fills defaults.
@@ -83,6 +128,21 @@ func (c *Config) Validate() error {
 	}
 	if c.CoordinatorAddress == "" {
 		return errors.New("coordinator address is required")
+	}
+	if c.Platform.Simulated() {
+		if c.SimDeviceSecret == "" {
+			c.SimDeviceSecret = DefaultSimDeviceSecret
+		}
+		if msgs := validation.IsDNS1123Subdomain(c.SimDeviceSecret); len(msgs) > 0 {
+			return fmt.Errorf("simulated device Secret %q: %s", c.SimDeviceSecret, strings.Join(msgs, "; "))
+		}
+	} else if c.SimDeviceSecret != "" {
+		return fmt.Errorf("simulated device Secret %q with the real platform %q: simulated devices never mix with real ones", c.SimDeviceSecret, c.Platform)
+	}
+	// the same validation as the Initializer's, so a webhook never injects
+	// an environment its Initializer refuses
+	if err := c.Initializer().Validate(); err != nil {
+		return fmt.Errorf("the Initializer's configuration: %w", err)
 	}
 	return nil
 }
@@ -210,12 +270,29 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 
 	rec := Record{Volumes: []string{VolumeName}}
 	mount := corev1.VolumeMount{Name: VolumeName, MountPath: MountPath}
+	ienv, err := cfg.Initializer().Env()
+	if err != nil {
+		return err
+	}
+	env := make([]corev1.EnvVar, len(ienv))
+	for i, e := range ienv {
+		env[i] = corev1.EnvVar{Name: e.Name, Value: e.Value}
+	}
+	initMounts := []corev1.VolumeMount{mount}
+	var simVolumes []corev1.Volume
+	if cfg.Platform.Simulated() {
+		initMounts = append(initMounts,
+			corev1.VolumeMount{Name: SimInitDataVolumeName, MountPath: SimInitDataMountPath, ReadOnly: true},
+			corev1.VolumeMount{Name: SimDeviceVolumeName, MountPath: SimDeviceMountPath, ReadOnly: true})
+		simVolumes = simulatedVolumes(cfg)
+		rec.Volumes = append(rec.Volumes, SimInitDataVolumeName, SimDeviceVolumeName)
+	}
 	var injected []corev1.Container
 	injected = append(injected, corev1.Container{
 		Name:                     InitializerName,
 		Image:                    cfg.InitializerImage,
-		Env:                      []corev1.EnvVar{{Name: EnvCoordinatorHost, Value: cfg.CoordinatorAddress}},
-		VolumeMounts:             []corev1.VolumeMount{mount},
+		Env:                      env,
+		VolumeMounts:             initMounts,
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
@@ -259,6 +336,7 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 		Name:         VolumeName,
 		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}},
 	})
+	spec.Volumes = append(spec.Volumes, simVolumes...)
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", AnnotationInjected, err)
@@ -268,6 +346,28 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	}
 	meta.Annotations[AnnotationInjected] = string(b)
 	return nil
+}
+
+// simulatedVolumes are what the Initializer of a simulated pod needs to act
+// as the hypervisor would: the pod's own initdata annotation (downward API),
+// from which the simulated device derives HOST_DATA, and the simulated
+// device file from a Secret of the pod's namespace. Both are in the final
+// pod, so its policy covers them.
+func simulatedVolumes(cfg Config) []corev1.Volume {
+	return []corev1.Volume{
+		{Name: SimInitDataVolumeName, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{
+				Path:     "initdata",
+				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['" + policy.AnnotationInitData + "']"},
+			}},
+			DefaultMode: ptr.To[int32](0o444),
+		}}},
+		{Name: SimDeviceVolumeName, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  cfg.SimDeviceSecret,
+			Items:       []corev1.KeyToPath{{Key: SimDeviceSecretKey, Path: SimDeviceSecretKey}},
+			DefaultMode: ptr.To[int32](0o400),
+		}}},
+	}
 }
 
 // strip removes a previous injection and the policy annotations.
@@ -346,7 +446,7 @@ func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 		}
 	}
 	for i, v := range spec.Volumes {
-		if v.Name == VolumeName {
+		if v.Name == VolumeName || v.Name == SimInitDataVolumeName || v.Name == SimDeviceVolumeName {
 			return deny(DenyReserved, fmt.Sprintf("spec.volumes[%d].name", i), "%q is reserved for the volume Contrast injects", v.Name)
 		}
 	}

@@ -11,14 +11,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
 var testConfig = Config{
-	RuntimeClassName:   DefaultRuntimeClassName,
-	InitializerImage:   "registry.example/contrast/initializer@sha256:" + strings.Repeat("1", 64),
-	ProxyImage:         "registry.example/contrast/mesh-proxy@sha256:" + strings.Repeat("2", 64),
-	CoordinatorAddress: "coordinator:7777",
+	RuntimeClassName:           DefaultRuntimeClassName,
+	InitializerImage:           "registry.example/contrast/initializer@sha256:" + strings.Repeat("1", 64),
+	ProxyImage:                 "registry.example/contrast/mesh-proxy@sha256:" + strings.Repeat("2", 64),
+	CoordinatorAddress:         "coordinator:7777",
+	Platform:                   attest.PlatformSNP,
+	CoordinatorPolicyHashes:    [][]byte{injecttest.CoordinatorPolicyHash},
+	CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
 }
 
 func basePod() *corev1.Pod {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/images/imagestest"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
@@ -36,7 +37,11 @@ func registryMutator(t *testing.T, imgs *injecttest.Images, insecure ...string) 
 		SkipOrigin: []string{"docker.l5d.io", "registry.example"},
 		Insecure:   insecure,
 	})
-	cfg := Config{InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777"}
+	cfg := Config{
+		InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777",
+		Platform: attest.PlatformSNP, CoordinatorPolicyHashes: [][]byte{injecttest.CoordinatorPolicyHash},
+		CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
+	}
 	require.NoError(t, cfg.Validate())
 	return &Mutator{Config: cfg, Images: src}
 }

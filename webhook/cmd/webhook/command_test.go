@@ -1,17 +1,26 @@
 package main
 
 import (
+	"encoding/hex"
+	"encoding/json"
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/attest/sim"
+	"github.com/contrast-cc/contrast/attest/snp"
+	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 )
 
 var (
@@ -19,10 +28,32 @@ var (
 	proxyImage = "registry.example/contrast/mesh-proxy@sha256:" + strings.Repeat("b", 64)
 )
 
+// refValuesFile is a file with valid real-SNP reference values for the
+// Coordinator (written once per test binary).
+var refValuesFile = func() string {
+	b, err := json.Marshal(injecttest.CoordinatorReferenceValues())
+	if err != nil {
+		panic(err)
+	}
+	f, err := os.CreateTemp("", "coordinator-reference-values-*.json")
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		panic(err)
+	}
+	return f.Name()
+}()
+
+var coordinatorHash = strings.Repeat("c0", 32)
+
 func validArgs() []string {
 	return []string{
 		"--tls-cert-file=/tls/tls.crt", "--tls-key-file=/tls/tls.key",
 		"--initializer-image=" + initImage, "--proxy-image=" + proxyImage,
+		"--platform=snp", "--coordinator-policy-hash=" + coordinatorHash,
+		"--coordinator-reference-values=" + refValuesFile,
 	}
 }
 
@@ -55,6 +86,39 @@ func parseIn(t *testing.T, args []string, env map[string]string, namespaceFile s
 		return nil, err
 	}
 	return o.config()
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+	return p
+}
+
+var (
+	simOnce sync.Once
+	simFile string
+)
+
+// simRefValues returns a file with reference values of a simulated SNP
+// platform (its root generated once per test binary).
+func simRefValues(t *testing.T) string {
+	t.Helper()
+	simOnce.Do(func() {
+		a, err := sim.NewSNPAuthority()
+		require.NoError(t, err)
+		d, err := a.NewDevice(sim.DefaultSNPDeviceConfig())
+		require.NoError(t, err)
+		b, err := json.Marshal(initenv.ReferenceValues{SNP: []snp.ReferenceValues{d.ReferenceValues()}})
+		require.NoError(t, err)
+		f, err := os.CreateTemp("", "sim-reference-values-*.json")
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = f.Write(b)
+		require.NoError(t, err)
+		simFile = f.Name()
+	})
+	return simFile
 }
 
 func TestCommandFlags(t *testing.T) {
@@ -93,9 +157,12 @@ func TestCommandFlags(t *testing.T) {
 		"environment": {
 			args: []string{"--tls-cert-file=/a", "--tls-key-file=/b", "--proxy-image=" + proxyImage, "--policy-mode=initdata"},
 			env: map[string]string{
-				"CONTRAST_WEBHOOK_INITIALIZER_IMAGE": initImage,
-				"CONTRAST_WEBHOOK_POLICY_MODE":       "legacy", // the flag wins
-				"CONTRAST_WEBHOOK_REGISTRY_MIRROR":   "registry.example=http://10.0.0.1:5000",
+				"CONTRAST_WEBHOOK_PLATFORM":                     "tdx",
+				"CONTRAST_WEBHOOK_COORDINATOR_POLICY_HASH":      coordinatorHash,
+				"CONTRAST_WEBHOOK_COORDINATOR_REFERENCE_VALUES": refValuesFile,
+				"CONTRAST_WEBHOOK_INITIALIZER_IMAGE":            initImage,
+				"CONTRAST_WEBHOOK_POLICY_MODE":                  "legacy", // the flag wins
+				"CONTRAST_WEBHOOK_REGISTRY_MIRROR":              "registry.example=http://10.0.0.1:5000",
 			},
 			check: func(t *testing.T, c *config) {
 				assert.Equal(t, initImage, c.settings.Inject.InitializerImage)
@@ -210,6 +277,67 @@ func TestCommandFlags(t *testing.T) {
 		"bad coordinator address": {
 			args:    append(validArgs(), "--coordinator-address=coordinator"),
 			wantErr: `--coordinator-address "coordinator": want host:port`,
+		},
+		"coordinator expectations": {
+			args: append(validArgs(), "--coordinator-policy-hash="+strings.Repeat("d1", 32)),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, attest.PlatformSNP, c.settings.Inject.Platform)
+				require.Len(t, c.settings.Inject.CoordinatorPolicyHashes, 2)
+				assert.Equal(t, strings.Repeat("c0", 32), hex.EncodeToString(c.settings.Inject.CoordinatorPolicyHashes[0]))
+				assert.Equal(t, injecttest.CoordinatorReferenceValues(), c.settings.Inject.CoordinatorReferenceValues)
+				assert.Empty(t, c.settings.Inject.SimDeviceSecret)
+			},
+		},
+		"no platform": {
+			args:    slices.DeleteFunc(validArgs(), func(a string) bool { return strings.HasPrefix(a, "--platform") }),
+			wantErr: "--platform is required",
+		},
+		"unknown platform": {
+			args:    append(validArgs(), "--platform=sev"),
+			wantErr: `--platform "sev": want snp, tdx or snp-simulated`,
+		},
+		"no coordinator policy hash": {
+			args:    slices.DeleteFunc(validArgs(), func(a string) bool { return strings.HasPrefix(a, "--coordinator-policy-hash") }),
+			wantErr: "--coordinator-policy-hash is required",
+		},
+		"short coordinator policy hash": {
+			args:    append(validArgs(), "--coordinator-policy-hash=abcd"),
+			wantErr: `--coordinator-policy-hash "abcd": want 64 hex digits`,
+		},
+		"no coordinator reference values": {
+			args:    slices.DeleteFunc(validArgs(), func(a string) bool { return strings.HasPrefix(a, "--coordinator-reference-values") }),
+			wantErr: "--coordinator-reference-values is required",
+		},
+		"coordinator reference values with an unknown field": {
+			args:    append(validArgs(), "--coordinator-reference-values="+writeFile(t, `{"snp":[{"TrustedMeasurment":"00"}]}`)),
+			wantErr: `unknown field "TrustedMeasurment"`,
+		},
+		"invalid coordinator reference values name the field": {
+			args:    append(validArgs(), "--coordinator-reference-values="+writeFile(t, `{"snp":[{"Platform":"snp","ProductName":"Milan"}]}`)),
+			wantErr: "snp[0].TrustedMeasurement",
+		},
+		"real reference values with a simulated platform": {
+			args:    append(validArgs(), "--platform=snp-simulated"),
+			wantErr: "real reference values with the simulated platform",
+		},
+		"simulated reference values with a real platform": {
+			args:    append(validArgs(), "--coordinator-reference-values="+simRefValues(t)),
+			wantErr: `simulated reference values with the real platform "snp"`,
+		},
+		"simulated": {
+			args: append(validArgs(), "--platform=snp-simulated", "--coordinator-reference-values="+simRefValues(t), "--sim-device-secret=sim-dev"),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, attest.PlatformSimulatedSNP, c.settings.Inject.Platform)
+				assert.Equal(t, "sim-dev", c.settings.Inject.SimDeviceSecret)
+			},
+		},
+		"sim device secret with a real platform": {
+			args:    append(validArgs(), "--sim-device-secret=sim-dev"),
+			wantErr: "--sim-device-secret needs --platform snp-simulated",
+		},
+		"legacy policy with a simulated platform": {
+			args:    append(validArgs(), "--platform=snp-simulated", "--coordinator-reference-values="+simRefValues(t), "--policy-mode=legacy"),
+			wantErr: "--policy-mode legacy with --platform snp-simulated",
 		},
 		"bad env value": {
 			args:    validArgs(),
@@ -339,6 +467,9 @@ runtime-class: from-file
 policy-mode: legacy
 max-policy-bytes: 100000
 registry-mirror: [docker.l5d.io=http://127.0.0.1:5000]
+platform: snp
+coordinator-policy-hash: [`+coordinatorHash+`]
+coordinator-reference-values: `+refValuesFile+`
 `), 0o600))
 	webhookOnly := filepath.Join(dir, "webhook-only.yaml")
 	require.NoError(t, os.WriteFile(webhookOnly, []byte("listen-address: :1\n"), 0o600))

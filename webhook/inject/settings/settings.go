@@ -7,16 +7,20 @@
 package settings
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/pflag"
 
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/inject"
 )
@@ -35,6 +39,11 @@ const (
 	FlagRegistryHostsDir      = "registry-hosts-dir"
 	FlagRegistryPlatform      = "registry-platform"
 	FlagRegistryMaxConcurrent = "registry-max-concurrent"
+	// What the Initializer expects of the Coordinator (and of its own TEE).
+	FlagPlatform                   = "platform"
+	FlagCoordinatorPolicyHash      = "coordinator-policy-hash"
+	FlagCoordinatorReferenceValues = "coordinator-reference-values"
+	FlagSimDeviceSecret            = "sim-device-secret"
 )
 
 // DefaultCoordinatorAddress is the Coordinator's mesh API as the chart
@@ -55,6 +64,11 @@ type Settings struct {
 	HostsDir              string
 	Platform              string
 	RegistryMaxConcurrent int
+	// TEEPlatform is --platform (Platform is --registry-platform).
+	TEEPlatform                string
+	CoordinatorPolicyHashes    []string
+	CoordinatorReferenceValues string
+	SimDeviceSecret            string
 
 	// names are the flags AddFlags registered: the keys a settings file
 	// may hold.
@@ -78,6 +92,10 @@ func (s *Settings) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&s.HostsDir, FlagRegistryHostsDir, "", "containerd certs.d directory (<registry>/hosts.toml) with mirrors")
 	fs.StringVar(&s.Platform, FlagRegistryPlatform, "linux/amd64", "platform selected from multi-platform images")
 	fs.IntVar(&s.RegistryMaxConcurrent, FlagRegistryMaxConcurrent, 8, "concurrent registry requests")
+	fs.StringVar(&s.TEEPlatform, FlagPlatform, "", "TEE of the pods, given to the Initializer: snp, tdx, or snp-simulated (runc pods standing in for Kata VMs, development and tests only; never mixed with real reference values) (required)")
+	fs.StringSliceVar(&s.CoordinatorPolicyHashes, FlagCoordinatorPolicyHash, nil, fmt.Sprintf("hex SHA-256 policy hash of the Coordinator pod the Initializer accepts, repeatable (e.g. old and new during an upgrade; at most %d) (required)", initenv.MaxCoordinatorPolicyHashes))
+	fs.StringVar(&s.CoordinatorReferenceValues, FlagCoordinatorReferenceValues, "", "reference values the Coordinator's evidence must meet, JSON in the manifest's ReferenceValues shape ({\"snp\": [...], \"tdx\": [...]}): a file, or the JSON itself when the value starts with {; with snp-simulated they name the simulated platform and carry its root (required)")
+	fs.StringVar(&s.SimDeviceSecret, FlagSimDeviceSecret, "", "snp-simulated only: Secret in each opted-in namespace holding the simulated device file under key "+inject.SimDeviceSecretKey+" (default "+inject.DefaultSimDeviceSecret+")")
 
 	s.names = nil
 	fs.VisitAll(func(f *pflag.Flag) {
@@ -117,6 +135,10 @@ func (s *Settings) Resolve() (*Resolved, error) {
 		MaxPolicyBytes: s.MaxPolicyBytes,
 	}
 	var errs, imageErrs []error
+	expErr := s.coordinatorExpectations(&r.Inject)
+	if expErr != nil {
+		errs = append(errs, expErr)
+	}
 	for _, f := range []struct{ flag, v string }{{FlagInitializerImage, s.InitializerImage}, {FlagProxyImage, s.ProxyImage}} {
 		switch err := inject.CheckPinnedImage(f.v); {
 		case f.v == "":
@@ -126,7 +148,7 @@ func (s *Settings) Resolve() (*Resolved, error) {
 		}
 	}
 	errs = append(errs, imageErrs...)
-	if err := r.Inject.Validate(); err != nil && len(imageErrs) == 0 {
+	if err := r.Inject.Validate(); err != nil && len(imageErrs) == 0 && expErr == nil {
 		errs = append(errs, err)
 	}
 	if _, _, err := net.SplitHostPort(s.CoordinatorAddress); s.CoordinatorAddress != "" && err != nil {
@@ -136,6 +158,9 @@ func (s *Settings) Resolve() (*Resolved, error) {
 	case "initdata":
 	case "legacy":
 		r.Legacy = true
+		if attest.Platform(s.TEEPlatform).Simulated() {
+			errs = append(errs, fmt.Errorf("--%s legacy with --%s %s: the simulated device derives HOST_DATA from the initdata annotation", FlagPolicyMode, FlagPlatform, s.TEEPlatform))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("--%s %q: want initdata or legacy", FlagPolicyMode, s.PolicyMode))
 	}
@@ -151,6 +176,58 @@ func (s *Settings) Resolve() (*Resolved, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// coordinatorExpectations sets what the Initializer expects of the
+// Coordinator, from --platform, --coordinator-policy-hash,
+// --coordinator-reference-values and --sim-device-secret. inject.Config
+// validates them with the Initializer's own rules (initenv).
+func (s *Settings) coordinatorExpectations(c *inject.Config) error {
+	var errs []error
+	switch p := attest.Platform(s.TEEPlatform); p {
+	case attest.PlatformSNP, attest.PlatformTDX, attest.PlatformSimulatedSNP:
+		c.Platform = p
+	case "":
+		errs = append(errs, fmt.Errorf("--%s is required: snp, tdx or snp-simulated", FlagPlatform))
+	default:
+		errs = append(errs, fmt.Errorf("--%s %q: want snp, tdx or snp-simulated", FlagPlatform, s.TEEPlatform))
+	}
+	if len(s.CoordinatorPolicyHashes) == 0 {
+		errs = append(errs, fmt.Errorf("--%s is required (the Coordinator pod's policy hash, as contrast generate computes it)", FlagCoordinatorPolicyHash))
+	}
+	for _, h := range s.CoordinatorPolicyHashes {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			errs = append(errs, fmt.Errorf("--%s %q: want 64 hex digits", FlagCoordinatorPolicyHash, h))
+			continue
+		}
+		c.CoordinatorPolicyHashes = append(c.CoordinatorPolicyHashes, b)
+	}
+	switch v := s.CoordinatorReferenceValues; {
+	case v == "":
+		errs = append(errs, fmt.Errorf("--%s is required (the reference values the Coordinator's evidence must meet: a JSON file, or the JSON)", FlagCoordinatorReferenceValues))
+	default:
+		data, from := []byte(v), "JSON"
+		if !strings.HasPrefix(strings.TrimSpace(v), "{") {
+			var err error
+			if data, err = os.ReadFile(v); err != nil { //nolint:gosec // a path chosen by the operator
+				errs = append(errs, fmt.Errorf("--%s: %w", FlagCoordinatorReferenceValues, err))
+				break
+			}
+			from = v
+		}
+		rv, err := initenv.ParseReferenceValues(data)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s %s: %w", FlagCoordinatorReferenceValues, from, err))
+			break
+		}
+		c.CoordinatorReferenceValues = *rv
+	}
+	if s.SimDeviceSecret != "" && !c.Platform.Simulated() {
+		errs = append(errs, fmt.Errorf("--%s needs --%s snp-simulated, got %q", FlagSimDeviceSecret, FlagPlatform, s.TEEPlatform))
+	}
+	c.SimDeviceSecret = s.SimDeviceSecret
+	return errors.Join(errs...)
 }
 
 func (s *Settings) registryConfig() (images.RegistryConfig, error) {

@@ -1,6 +1,7 @@
 package settings_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/inject/settings"
 )
 
@@ -18,6 +21,17 @@ var (
 	initImage  = "registry.example/contrast/initializer@sha256:" + strings.Repeat("a", 64)
 	proxyImage = "registry.example/contrast/mesh-proxy@sha256:" + strings.Repeat("b", 64)
 )
+
+// coordinatorSettings are valid Coordinator expectations as settings file
+// lines, each prefixed by indent (the reference values inline as JSON).
+func coordinatorSettings(t *testing.T, indent string) string {
+	t.Helper()
+	rv, err := json.Marshal(injecttest.CoordinatorReferenceValues())
+	require.NoError(t, err)
+	return indent + "platform: snp\n" +
+		indent + "coordinator-policy-hash: [" + strings.Repeat("c0", 32) + "]\n" +
+		indent + "coordinator-reference-values: '" + string(rv) + "'\n"
+}
 
 func newFlags(t *testing.T) (*settings.Settings, *pflag.FlagSet) {
 	t.Helper()
@@ -45,17 +59,19 @@ func TestApplyFile(t *testing.T) {
 		check   func(t *testing.T, r *settings.Resolved)
 	}{
 		"map of flags": {
-			file: "initializer-image: " + initImage + "\nproxy-image: " + proxyImage + "\nmax-policy-bytes: 4096\n" +
+			file: coordinatorSettings(t, "") + "initializer-image: " + initImage + "\nproxy-image: " + proxyImage + "\nmax-policy-bytes: 4096\n" +
 				"registry-mirror:\n- a.example=http://10.0.0.1:5000\n- a.example=mirror.example\nregistry-skip-origin: [a.example]\n",
 			check: func(t *testing.T, r *settings.Resolved) {
 				assert.Equal(t, initImage, r.Inject.InitializerImage)
 				assert.Equal(t, 4096, r.MaxPolicyBytes)
+				assert.Equal(t, injecttest.CoordinatorReferenceValues(), r.Inject.CoordinatorReferenceValues)
+				assert.Equal(t, attest.PlatformSNP, r.Inject.Platform)
 				assert.Equal(t, []images.Mirror{{Host: "10.0.0.1:5000", Insecure: true}, {Host: "mirror.example"}}, r.Registry.Mirrors["a.example"])
 				assert.Equal(t, []string{"a.example"}, r.Registry.SkipOrigin)
 			},
 		},
 		"command line wins": {
-			file: "initializer-image: " + initImage + "\nproxy-image: " + proxyImage + "\nruntime-class: from-file\nregistry-insecure: [a:1]\n",
+			file: coordinatorSettings(t, "") + "initializer-image: " + initImage + "\nproxy-image: " + proxyImage + "\nruntime-class: from-file\nregistry-insecure: [a:1]\n",
 			args: []string{"--runtime-class=from-flag", "--registry-insecure=b:2"},
 			check: func(t *testing.T, r *settings.Resolved) {
 				assert.Equal(t, "from-flag", r.Inject.RuntimeClassName)
@@ -63,7 +79,7 @@ func TestApplyFile(t *testing.T) {
 			},
 		},
 		"ConfigMap": {
-			file: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: contrast-settings}\ndata:\n  settings.yaml: |\n    initializer-image: " + initImage + "\n    proxy-image: " + proxyImage + "\n    policy-mode: legacy\n",
+			file: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: contrast-settings}\ndata:\n  settings.yaml: |\n" + coordinatorSettings(t, "    ") + "    initializer-image: " + initImage + "\n    proxy-image: " + proxyImage + "\n    policy-mode: legacy\n",
 			check: func(t *testing.T, r *settings.Resolved) {
 				assert.True(t, r.Legacy)
 				assert.Equal(t, proxyImage, r.Inject.ProxyImage)
@@ -142,14 +158,17 @@ func TestResolveNamesFlag(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		"missing images":      {args: nil, wantErr: "--initializer-image is required\n--proxy-image is required"},
-		"tag":                 {args: []string{"--initializer-image=registry.example/i:latest", "--proxy-image=" + proxyImage}, wantErr: `--initializer-image "registry.example/i:latest": must be pinned by digest`},
-		"policy mode":         {args: []string{"--policy-mode=rego"}, wantErr: `--policy-mode "rego"`},
-		"budget":              {args: []string{"--max-policy-bytes=0"}, wantErr: "--max-policy-bytes 0: want 1 to 258048"},
-		"platform":            {args: []string{"--registry-platform=linux"}, wantErr: `--registry-platform "linux": want os/arch`},
-		"concurrency":         {args: []string{"--registry-max-concurrent=0"}, wantErr: "--registry-max-concurrent 0: want at least 1"},
-		"mirror with a path":  {args: []string{"--registry-mirror=a=http://m/v2"}, wantErr: `--registry-mirror "a=http://m/v2": mirror must be host[:port]`},
-		"coordinator address": {args: []string{"--coordinator-address=coordinator"}, wantErr: `--coordinator-address "coordinator": want host:port`},
+		"missing images":              {args: nil, wantErr: "--initializer-image is required\n--proxy-image is required"},
+		"tag":                         {args: []string{"--initializer-image=registry.example/i:latest", "--proxy-image=" + proxyImage}, wantErr: `--initializer-image "registry.example/i:latest": must be pinned by digest`},
+		"policy mode":                 {args: []string{"--policy-mode=rego"}, wantErr: `--policy-mode "rego"`},
+		"budget":                      {args: []string{"--max-policy-bytes=0"}, wantErr: "--max-policy-bytes 0: want 1 to 258048"},
+		"platform":                    {args: []string{"--registry-platform=linux"}, wantErr: `--registry-platform "linux": want os/arch`},
+		"concurrency":                 {args: []string{"--registry-max-concurrent=0"}, wantErr: "--registry-max-concurrent 0: want at least 1"},
+		"mirror with a path":          {args: []string{"--registry-mirror=a=http://m/v2"}, wantErr: `--registry-mirror "a=http://m/v2": mirror must be host[:port]`},
+		"coordinator address":         {args: []string{"--coordinator-address=coordinator"}, wantErr: `--coordinator-address "coordinator": want host:port`},
+		"tee platform":                {args: []string{"--platform=tdx-simulated"}, wantErr: `--platform "tdx-simulated": want snp, tdx or snp-simulated`},
+		"no coordinator":              {args: nil, wantErr: "--platform is required"},
+		"bad inline reference values": {args: []string{"--coordinator-reference-values={\"snp\":[{\"Bogus\":1}]}"}, wantErr: `--coordinator-reference-values JSON: decoding JSON: json: unknown field "Bogus"`},
 	}
 	for name, tc := range testCases {
 		t.Run(name, func(t *testing.T) {
@@ -163,7 +182,12 @@ func TestResolveNamesFlag(t *testing.T) {
 
 func TestMutator(t *testing.T) {
 	s, fs := newFlags(t)
-	require.NoError(t, fs.Parse([]string{"--initializer-image=" + initImage, "--proxy-image=" + proxyImage, "--policy-mode=legacy", "--max-policy-bytes=1234"}))
+	rv, err := json.Marshal(injecttest.CoordinatorReferenceValues())
+	require.NoError(t, err)
+	require.NoError(t, fs.Parse([]string{
+		"--initializer-image=" + initImage, "--proxy-image=" + proxyImage, "--policy-mode=legacy", "--max-policy-bytes=1234",
+		"--platform=tdx", "--coordinator-policy-hash=" + strings.Repeat("c0", 32), "--coordinator-reference-values=" + string(rv),
+	}))
 	r, err := s.Resolve()
 	require.NoError(t, err)
 	m := r.Mutator(nil, nil)

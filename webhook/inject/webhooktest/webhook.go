@@ -21,6 +21,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/contrast-cc/contrast/attest"
+	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/webhook/inject"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/internal/certs"
@@ -49,7 +51,12 @@ type Config struct {
 	CoordinatorAddress string
 	// ExcludedNamespaces defaults to kube-system and contrast-system.
 	ExcludedNamespaces []string
-	Logger             *slog.Logger
+	// Platform defaults to snp, CoordinatorPolicyHashes and
+	// CoordinatorReferenceValues to injecttest's fixed values.
+	Platform                   attest.Platform
+	CoordinatorPolicyHashes    [][]byte
+	CoordinatorReferenceValues initenv.ReferenceValues
+	Logger                     *slog.Logger
 }
 
 // Start runs the webhook (the same handler, certificate source and
@@ -65,7 +72,20 @@ func Start(t testing.TB, cfg Config) *Webhook {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	icfg := inject.Config{InitializerImage: cfg.Images.InitializerImage, ProxyImage: cfg.Images.ProxyImage, CoordinatorAddress: cfg.CoordinatorAddress}
+	icfg := inject.Config{
+		InitializerImage: cfg.Images.InitializerImage, ProxyImage: cfg.Images.ProxyImage, CoordinatorAddress: cfg.CoordinatorAddress,
+		Platform: cfg.Platform, CoordinatorPolicyHashes: cfg.CoordinatorPolicyHashes,
+		CoordinatorReferenceValues: cfg.CoordinatorReferenceValues,
+	}
+	if icfg.Platform == "" {
+		icfg.Platform = attest.PlatformSNP
+	}
+	if icfg.CoordinatorPolicyHashes == nil {
+		icfg.CoordinatorPolicyHashes = [][]byte{injecttest.CoordinatorPolicyHash}
+	}
+	if len(icfg.CoordinatorReferenceValues.SNP)+len(icfg.CoordinatorReferenceValues.TDX) == 0 {
+		icfg.CoordinatorReferenceValues = injecttest.CoordinatorReferenceValues()
+	}
 	if err := icfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
