@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -166,7 +167,7 @@ func TestInitializerWithCoordinator(t *testing.T) {
 		require.NotNil(t, blk)
 		key, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
 		require.NoError(t, err)
-		assert.True(t, chain[0].PublicKey.(interface{ Equal(any) bool }).Equal(key.(interface{ Public() any }).Public()))
+		assert.True(t, chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.(crypto.Signer).Public()), "the leaf certifies key.pem")
 		for f, mode := range map[string]os.FileMode{
 			meshcert.KeyFile: 0o400, meshcert.WorkloadSecretFile: 0o400, meshcert.CertChainFile: 0o444,
 			meshcert.MeshCAFile: 0o444, meshcert.RootCAFile: 0o444,
