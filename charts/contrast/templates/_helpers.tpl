@@ -82,7 +82,10 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
   "proxy-image" .Values.images.meshProxy
   "coordinator-address" (include "contrast.coordinatorAddress" .)
   "policy-mode" .Values.webhook.policyMode
-  "registry-platform" .Values.webhook.registry.platform -}}
+  "registry-platform" .Values.webhook.registry.platform
+  "platform" (include "contrast.coordinatorPlatform" .) -}}
+{{- with .Values.coordinator.policyHash }}{{ $_ := set $s "coordinator-policy-hash" (list .) }}{{ end -}}
+{{- with .Values.coordinator.referenceValues }}{{ $_ := set $s "coordinator-reference-values" (toJson .) }}{{ end -}}
 {{- $mirrors := list -}}
 {{- range $registry, $urls := .Values.webhook.registry.mirrors -}}
 {{- range $urls -}}
