@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -84,8 +85,17 @@ func TestChartOnRealNode(t *testing.T) {
 	measurement := make([]byte, 48)
 	_, err = rand.Read(measurement)
 	require.NoError(t, err)
+	ref := simReferenceValues(t, auth, measurement)
+	refJSON, err := json.Marshal(manifest.ReferenceValues{SNP: []snp.ReferenceValues{ref}})
+	require.NoError(t, err)
+	var refValues map[string]any
+	require.NoError(t, json.Unmarshal(refJSON, &refValues))
 	values := chart.MergeValues(chart.LocalValues(imgs, c.Registry(), fwd.Addr), map[string]any{
-		"coordinator": map[string]any{"simAuthoritySecret": "sim-authority", "simMeasurement": hex.EncodeToString(measurement)},
+		"coordinator": map[string]any{
+			"simAuthoritySecret": "sim-authority", "simMeasurement": hex.EncodeToString(measurement),
+			// what the Initializers require of the Coordinator
+			"referenceValues": refValues,
+		},
 	})
 	// What `contrast generate` does with the rendered chart: the policy of
 	// the Coordinator's pod template, for the manifest's coordinator entry.
@@ -137,7 +147,7 @@ func TestChartOnRealNode(t *testing.T) {
 	})
 
 	t.Run("ManifestSetAtInstalledCoordinator", func(t *testing.T) {
-		setManifest(ctx, t, c, ns, auth, measurement, coord)
+		setManifest(ctx, t, c, ns, ref, coord)
 		cms, err := c.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "contrast.cc/history"})
 		require.NoError(t, err)
 		assert.NotEmpty(t, cms.Items, "the Coordinator keeps its history in ConfigMaps")
@@ -239,7 +249,8 @@ func coordinatorPolicyFromTemplate(ctx context.Context, t *testing.T, h *chart.H
 	require.NoError(t, err)
 	cm, err := chart.Object(out, "ConfigMap", "contrast-settings")
 	require.NoError(t, err)
-	resolved := resolveSettings(t, cm)
+	resolved, err := loadSettings(t, cm).ResolveCoordinatorOnly()
+	require.NoError(t, err)
 	doc, err := chart.Object(out, "StatefulSet", "contrast-coordinator")
 	require.NoError(t, err)
 	ws, err := policy.DecodeWorkloads(doc)
@@ -256,16 +267,23 @@ func coordinatorPolicyFromTemplate(ctx context.Context, t *testing.T, h *chart.H
 // setManifest sets a manifest whose coordinator entry is the Coordinator's
 // policy, over the user API of the running Coordinator (its pod address),
 // validating its simulated evidence as `contrast set` does.
-func setManifest(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, auth *sim.SNPAuthority, measurement []byte, coord *policy.Result) {
+// simReferenceValues are the reference values of the simulated SNP guest
+// with measurement, signed by auth (any chip of it).
+func simReferenceValues(t *testing.T, auth *sim.SNPAuthority, measurement []byte) snp.ReferenceValues {
 	t.Helper()
-	pod, err := c.Client.CoreV1().Pods(ns).Get(ctx, "contrast-coordinator-0", metav1.GetOptions{})
-	require.NoError(t, err)
 	cfg := sim.DefaultSNPDeviceConfig()
 	copy(cfg.Measurement[:], measurement)
 	dev, err := auth.NewDevice(cfg)
 	require.NoError(t, err)
 	ref := dev.ReferenceValues()
 	ref.AllowedChipIDs = nil
+	return ref
+}
+
+func setManifest(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, ref snp.ReferenceValues, coord *policy.Result) {
+	t.Helper()
+	pod, err := c.Client.CoreV1().Pods(ns).Get(ctx, "contrast-coordinator-0", metav1.GetOptions{})
+	require.NoError(t, err)
 	v, err := snp.NewValidator(snp.Config{ReferenceValues: []snp.ReferenceValues{ref}})
 	require.NoError(t, err)
 	owner := coordinatortest.OwnerKey()

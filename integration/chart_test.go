@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/integration/chart"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/inject/settings"
 )
 
@@ -133,7 +136,16 @@ func TestChartRendersDefaults(t *testing.T) {
 	// generate --settings` reads: the injection settings package accepts it.
 	cm, err := chart.Object(out, "ConfigMap", "contrast-settings")
 	require.NoError(t, err)
-	resolved := resolveSettings(t, cm)
+	// The defaults leave the Initializer's expectations of the Coordinator
+	// to the owner (contrast generate derives them from this render): the
+	// webhook refuses to start without them, naming them.
+	s := loadSettings(t, cm)
+	_, err = s.Resolve()
+	require.ErrorContains(t, err, "--coordinator-policy-hash is required")
+	require.ErrorContains(t, err, "--coordinator-reference-values is required")
+	resolved, err := s.ResolveCoordinatorOnly()
+	require.NoError(t, err)
+	assert.Equal(t, attest.PlatformSNP, attest.Platform(s.TEEPlatform), "the platform is the chart's")
 	assert.Equal(t, "ghcr.io/contrast-cc/contrast/initializer@sha256:"+strings.Repeat("3", 64), resolved.Inject.InitializerImage)
 	assert.Equal(t, "ghcr.io/contrast-cc/contrast/mesh-proxy@sha256:"+strings.Repeat("4", 64), resolved.Inject.ProxyImage)
 	assert.Equal(t, "contrast-coordinator-mesh.contrast-system.svc:7777", resolved.Inject.CoordinatorAddress)
@@ -174,9 +186,9 @@ func TestChartRendersDefaults(t *testing.T) {
 	assert.Equal(t, coord.ObjectSelector, vwc.Webhooks[1].ObjectSelector)
 }
 
-// resolveSettings reads a rendered settings ConfigMap as the webhook and
+// loadSettings reads a rendered settings ConfigMap as the webhook and
 // `contrast generate --settings` do.
-func resolveSettings(t *testing.T, configMap []byte) *settings.Resolved {
+func loadSettings(t *testing.T, configMap []byte) *settings.Settings {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "settings.yaml")
 	require.NoError(t, os.WriteFile(f, configMap, 0o600))
@@ -184,9 +196,36 @@ func resolveSettings(t *testing.T, configMap []byte) *settings.Resolved {
 	fs := pflag.NewFlagSet("settings", pflag.ContinueOnError)
 	s.AddFlags(fs)
 	require.NoError(t, s.ApplyFile(fs, f))
-	r, err := s.Resolve()
+	return &s
+}
+
+// TestChartCoordinatorExpectations: coordinator.policyHash and
+// coordinator.referenceValues reach the webhook's settings, and do not
+// change the Coordinator's pod (whose policy hash they name).
+func TestChartCoordinatorExpectations(t *testing.T) {
+	h, dir := chartHelm(t)
+	base, err := h.Template(t.Context(), dir, chartRelease, chartNamespace, []string{chartValues("default")})
 	require.NoError(t, err)
-	return r
+	rv, err := json.Marshal(injecttest.CoordinatorReferenceValues())
+	require.NoError(t, err)
+	hash := strings.Repeat("c0", 32)
+	out, err := h.Template(t.Context(), dir, chartRelease, chartNamespace, []string{chartValues("default")},
+		"--set", "coordinator.policyHash="+hash, "--set-json", "coordinator.referenceValues="+string(rv))
+	require.NoError(t, err)
+
+	cm, err := chart.Object(out, "ConfigMap", "contrast-settings")
+	require.NoError(t, err)
+	r, err := loadSettings(t, cm).Resolve()
+	require.NoError(t, err)
+	assert.Equal(t, [][]byte{injecttest.CoordinatorPolicyHash}, r.Inject.CoordinatorPolicyHashes)
+	assert.Equal(t, injecttest.CoordinatorReferenceValues(), r.Inject.CoordinatorReferenceValues)
+	assert.Equal(t, attest.PlatformSNP, r.Inject.Platform)
+
+	before, err := chart.Object(base, "StatefulSet", "contrast-coordinator")
+	require.NoError(t, err)
+	after, err := chart.Object(out, "StatefulSet", "contrast-coordinator")
+	require.NoError(t, err)
+	assert.Equal(t, string(before), string(after), "the Coordinator's pod does not depend on the expectations that name its hash")
 }
 
 func decodeObject(t *testing.T, rendered, kind, name string, into any) {

@@ -70,7 +70,7 @@ const (
 	SimDeviceFile   = SimDeviceMountPath + "/" + SimDeviceSecretKey
 	// DefaultSimDeviceSecret is the Secret holding the simulated device
 	// file; SimDeviceSecretKey its key.
-	DefaultSimDeviceSecret = "contrast-sim-device"
+	DefaultSimDeviceSecret = "contrast-sim-device" //nolint:gosec // a Secret's name, not a credential
 	SimDeviceSecretKey     = "device.json"
 )
 
@@ -97,6 +97,11 @@ type Config struct {
 	// the simulated device file (simulated platforms only; default
 	// DefaultSimDeviceSecret).
 	SimDeviceSecret string
+	// CoordinatorOnly mutates only Coordinator pods, without the
+	// Initializer's expectations above (which name the Coordinator's own
+	// policy hash, so contrast generate computes that policy first); any
+	// other pod is refused.
+	CoordinatorOnly bool
 }
 
 // Initializer returns the Initializer's configuration as injected.
@@ -138,6 +143,12 @@ func (c *Config) Validate() error {
 		}
 	} else if c.SimDeviceSecret != "" {
 		return fmt.Errorf("simulated device Secret %q with the real platform %q: simulated devices never mix with real ones", c.SimDeviceSecret, c.Platform)
+	}
+	if c.CoordinatorOnly {
+		if c.Platform != "" || len(c.CoordinatorPolicyHashes) > 0 || c.SimDeviceSecret != "" {
+			return errors.New("a Coordinator-only configuration has no Initializer expectations")
+		}
+		return nil
 	}
 	// the same validation as the Initializer's, so a webhook never injects
 	// an environment its Initializer refuses
@@ -257,6 +268,9 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	spec.RuntimeClassName = ptr.To(cfg.RuntimeClassName)
 	if coordinator {
 		return nil
+	}
+	if cfg.CoordinatorOnly {
+		return errors.New("not a Coordinator pod: this configuration mutates only Coordinator pods (the Initializer's expectations of the Coordinator are not set)")
 	}
 	withInitializer := ann[AnnotationSkipInitializer] != "true"
 	withProxy := !mesh.Disabled

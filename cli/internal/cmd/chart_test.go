@@ -16,6 +16,7 @@ import (
 
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 )
 
 // chartGolden is the chart's rendered output (helm template) that the
@@ -59,8 +60,18 @@ func TestGenerateFromChart(t *testing.T) {
 	t.Cleanup(func() { newImageSource = orig })
 
 	ws := t.TempDir()
-	stdout, stderr, code := run(t, "generate", "-w", ws, "-o", "json", "--settings", chartGolden, "--coordinator-yaml", chartGolden,
-		"--reference-values=snp", "../../../examples/emojivoto")
+	args := []string{"generate", "-w", ws, "-o", "json", "--settings", chartGolden, "--coordinator-yaml", chartGolden,
+		"--reference-values=snp", "../../../examples/emojivoto"}
+	// the chart's defaults leave the Coordinator's reference values to
+	// the owner, and the snp preset has fields to fill in: the
+	// Initializers cannot be configured from them
+	_, stderr, code := run(t, args...)
+	require.Equal(t, ExitUsage, code, stderr)
+	assert.Contains(t, stderr, "leaves fields to fill in (ProductName, MinimumTCB, TrustedMeasurement)")
+
+	rv, err := json.Marshal(injecttest.CoordinatorReferenceValues())
+	require.NoError(t, err)
+	stdout, stderr, code := run(t, append(args, "--coordinator-reference-values="+string(rv))...)
 	require.Equal(t, ExitOK, code, stderr)
 	var res generateResult
 	require.NoError(t, json.Unmarshal([]byte(stdout), &res))

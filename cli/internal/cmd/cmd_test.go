@@ -166,6 +166,54 @@ func TestGenerateLeavesYAMLUnmodifiedAndInjects(t *testing.T) {
 	assert.Len(t, docs, 2)
 }
 
+// TestGenerateCoordinatorExpectations: the Initializer's expectations the
+// settings leave out are derived from the Coordinator computed in the same
+// run and the manifest's reference values; given ones must accept that
+// Coordinator; and either way the workloads get the same policy as the
+// webhook configured with the same expectations.
+func TestGenerateCoordinatorExpectations(t *testing.T) {
+	e := newEnv(t)
+	sim := simFlags(t)
+	ws := t.TempDir()
+	stdout, stderr, code := e.generate(t, ws, append(sim, "-o", "json", "--inject", "testdata/coordinator.yaml", "../../../examples/emojivoto/web.yml")...)
+	require.Equal(t, ExitOK, code, stderr)
+	var res generateResult
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
+	var coordHash, webHash string
+	for _, p := range res.Policies {
+		switch p.Name {
+		case "coordinator":
+			coordHash = p.PolicyHash
+		case "web":
+			webHash = p.PolicyHash
+		}
+	}
+	require.NotEmpty(t, coordHash)
+	require.NotEmpty(t, webHash)
+	injected, err := os.ReadFile(filepath.Join(ws, "injected", "web.yml"))
+	require.NoError(t, err)
+	assert.Contains(t, string(injected), "value: "+coordHash, "the web pod's Initializer expects the Coordinator computed in the same run")
+	assert.Contains(t, string(injected), "value: snp-simulated", "the platform named by the reference values")
+
+	// the same expectations given explicitly: the same policies
+	rv, err := json.Marshal(readManifestFile(t, ws).ReferenceValues)
+	require.NoError(t, err)
+	explicit := []string{"--platform=snp-simulated", "--coordinator-policy-hash=" + coordHash, "--coordinator-reference-values=" + string(rv)}
+	ws2 := t.TempDir()
+	stdout, stderr, code = e.generate(t, ws2, append(append(sim, explicit...), "-o", "json", "testdata/coordinator.yaml", "../../../examples/emojivoto/web.yml")...)
+	require.Equal(t, ExitOK, code, stderr)
+	var res2 generateResult
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res2), stdout)
+	assert.ElementsMatch(t, res.Policies, res2.Policies)
+
+	// a hash that is not this Coordinator's: refused, naming both
+	other := strings.Repeat("ab", 32)
+	_, stderr, code = e.generate(t, t.TempDir(), append(append(sim, "--coordinator-policy-hash="+other), "testdata/coordinator.yaml", "../../../examples/emojivoto/web.yml")...)
+	require.Equal(t, ExitUsage, code, stderr)
+	assert.Contains(t, stderr, "the Coordinator computed here has policy "+coordHash)
+	assert.Contains(t, stderr, other)
+}
+
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +23,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/inject"
@@ -181,10 +184,6 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	resolved, err := o.settings.Resolve()
-	if err != nil {
-		return withCode(ExitUsage, err)
-	}
 	var rv *manifest.ReferenceValues
 	var fill []placeholder
 	if o.refValues != "" {
@@ -193,6 +192,14 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 			return err
 		}
 		rv, fill = &v, ph
+	}
+	// The Initializer's expectations of the Coordinator name the
+	// Coordinator's policy hash: a first pass computes the Coordinators
+	// (whose pods have no Initializer), then what the settings leave out
+	// is derived from them (see workloadMutator).
+	resolved, err := o.settings.ResolveCoordinatorOnly()
+	if err != nil {
+		return withCode(ExitUsage, err)
 	}
 
 	docs, err := readInputs(args)
@@ -208,9 +215,23 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	}
 	docs = append(docs, coordDocs...)
 
+	// Reference values: from --reference-values, else those of an
+	// existing manifest.json.
+	prev, err := previousManifest(o.path(fileManifest))
+	if err != nil {
+		return err
+	}
+	if rv == nil {
+		if prev == nil {
+			return usageErrorf("--reference-values is required (no manifest.json with reference values in %s): one of %s", o.workspace, strings.Join(refPresets, ", "))
+		}
+		rv = &prev.ReferenceValues
+	}
+
 	reg := resolved.Registry
 	reg.Logger = log
-	mutator := resolved.Mutator(newImageSource(reg), log)
+	src := newImageSource(reg)
+	mutator := resolved.Mutator(src, log)
 
 	// envFrom: the policy pins the keys and values of the ConfigMaps the
 	// workloads reference, taken from all input documents (the webhook
@@ -234,15 +255,32 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	}
 	progress(cmd, "computing the policies of %d workloads (resolving images)", len(gens))
 	out := generateResult{Manifest: o.path(fileManifest), Keys: map[string]bool{}}
-	for _, gn := range gens {
-		if err := o.generateOne(ctx, mutator, gn); err != nil {
-			return err
+	for _, coordinatorPass := range []bool{true, false} {
+		if !coordinatorPass {
+			if mutator, err = o.workloadMutator(gens, rv, fill, src, log); err != nil {
+				return err
+			}
+			if mutator == nil {
+				break // only Coordinators: nothing else to compute
+			}
 		}
+		for _, gn := range gens {
+			if isCoordinator(gn.w) != coordinatorPass {
+				continue
+			}
+			if err := o.generateOne(ctx, mutator, gn); err != nil {
+				return err
+			}
+			if gn.skipReason != "" {
+				continue
+			}
+			progress(cmd, "%s %s/%s: policy %s", gn.w.Kind, namespaceOf(gn.w), gn.w.Name, gn.hash)
+		}
+	}
+	for _, gn := range gens {
 		if gn.skipReason != "" {
 			out.Skipped = append(out.Skipped, generateSkip{File: gn.doc.file, Kind: gn.w.Kind, Name: gn.w.Name, Reason: gn.skipReason})
-			continue
 		}
-		progress(cmd, "%s %s/%s: policy %s", gn.w.Kind, namespaceOf(gn.w), gn.w.Name, gn.hash)
 	}
 
 	m := &manifest.Manifest{Policies: map[manifest.HexString]manifest.PolicyEntry{}}
@@ -267,23 +305,12 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 		})
 	}
 	if coordinators == 0 {
-		return usageErrorf("no Coordinator among the inputs: the manifest needs the Coordinator's policy (a workload whose pod template is annotated %s: %s). Pass the chart's rendered Coordinator (helm template charts/contrast) among the PATHs or with --coordinator-yaml", inject.AnnotationPodRole, inject.RoleCoordinator)
+		return errNoCoordinator()
 	}
 
-	// Reference values and owner keys: from --reference-values and the key
-	// files, keeping those of an existing manifest.json.
-	prev, err := previousManifest(o.path(fileManifest))
-	if err != nil {
-		return err
-	}
-	switch {
-	case rv != nil:
-		m.ReferenceValues = *rv
-	case prev != nil:
-		m.ReferenceValues = prev.ReferenceValues
-	default:
-		return usageErrorf("--reference-values is required (no manifest.json with reference values in %s): one of %s", o.workspace, strings.Join(refPresets, ", "))
-	}
+	// Owner keys: from the key files, keeping those of an existing
+	// manifest.json.
+	m.ReferenceValues = *rv
 	if prev != nil {
 		m.WorkloadOwnerPubKeys = slices.Clone(prev.WorkloadOwnerPubKeys)
 		m.WorkloadOwnerKeyDigests = slices.Clone(prev.WorkloadOwnerKeyDigests)
@@ -408,8 +435,8 @@ func previousManifest(path string) (*manifest.Manifest, error) {
 func (o *generateOptions) generateOne(ctx context.Context, m *inject.Mutator, gn *generated) error {
 	w := gn.w
 	ann := mergedAnnotations(w)
-	isCoordinator := w.Template.Annotations[inject.AnnotationPodRole] == inject.RoleCoordinator
-	if gn.doc.coordinatorOnly && !isCoordinator {
+	coordinator := isCoordinator(w)
+	if gn.doc.coordinatorOnly && !coordinator {
 		gn.skipReason = "not the Coordinator (of --coordinator-yaml only the Coordinator is used)"
 		return nil
 	}
@@ -429,7 +456,7 @@ func (o *generateOptions) generateOne(ctx context.Context, m *inject.Mutator, gn
 		gn.policyDoc = []byte(res.Rego)
 	}
 	entry := manifest.PolicyEntry{SANs: []string{w.Name, "*"}}
-	if isCoordinator {
+	if coordinator {
 		entry.Role = manifest.RoleCoordinator
 	} else {
 		entry.WorkloadSecretID = namespaceOf(w) + "/" + w.Name
@@ -453,6 +480,95 @@ func (o *generateOptions) generateOne(ctx context.Context, m *inject.Mutator, gn
 	}
 	gn.entry = entry
 	return nil
+}
+
+func isCoordinator(w *policy.Workload) bool {
+	return w.Template.Annotations[inject.AnnotationPodRole] == inject.RoleCoordinator
+}
+
+// workloadMutator returns the mutator of the workloads, after the
+// Coordinators were computed. The Initializer's expectations the settings
+// give must accept every Coordinator computed here (they are what the
+// installed webhook injects); those they leave out are derived: the
+// Coordinators' policy hashes, the manifest's reference values (which
+// must then be complete) and the platform they name.
+func (o *generateOptions) workloadMutator(gens []*generated, rv *manifest.ReferenceValues, fill []placeholder, src images.Source, log *slog.Logger) (*inject.Mutator, error) {
+	var hashes []string
+	var others bool
+	for _, gn := range gens {
+		switch {
+		case gn.skipReason != "":
+		case isCoordinator(gn.w):
+			if !slices.Contains(hashes, gn.hash.String()) {
+				hashes = append(hashes, gn.hash.String())
+			}
+		default:
+			others = true
+		}
+	}
+	if len(hashes) == 0 {
+		return nil, errNoCoordinator()
+	}
+	s := o.settings
+	if len(s.CoordinatorPolicyHashes) == 0 {
+		s.CoordinatorPolicyHashes = hashes
+	}
+	for _, h := range hashes {
+		if !slices.ContainsFunc(s.CoordinatorPolicyHashes, func(g string) bool { return strings.EqualFold(g, h) }) {
+			return nil, usageErrorf("the Coordinator computed here has policy %s, which --%s of the settings does not list (%s): the Initializers would refuse it (set coordinator.policyHash in the chart's values to it, or leave the hash out of the settings to derive it)", h, settings.FlagCoordinatorPolicyHash, strings.Join(s.CoordinatorPolicyHashes, ", "))
+		}
+	}
+	if s.CoordinatorReferenceValues == "" {
+		if len(fill) > 0 {
+			if !others {
+				return nil, nil
+			}
+			paths := make([]string, len(fill))
+			for i, p := range fill {
+				paths[i] = p.field
+			}
+			return nil, usageErrorf("the workloads' Initializers need the Coordinator's complete reference values, and --reference-values %s leaves fields to fill in (%s): run generate once with only the Coordinator (--coordinator-yaml), fill them in %s, then run it again without --reference-values; or give --%s", o.refValues, strings.Join(paths, ", "), o.path(fileManifest), settings.FlagCoordinatorReferenceValues)
+		}
+		raw, err := json.Marshal(rv)
+		if err != nil {
+			return nil, withCode(ExitFailure, err)
+		}
+		s.CoordinatorReferenceValues = string(raw)
+	}
+	if s.TEEPlatform == "" {
+		p, err := platformOf(rv)
+		if err != nil {
+			return nil, err
+		}
+		s.TEEPlatform = string(p)
+	}
+	r, err := s.Resolve()
+	if err != nil {
+		return nil, usageErrorf("the Initializer's expectations of the Coordinator (what the settings left out is derived from the Coordinator and the reference values): %w", err)
+	}
+	return r.Mutator(src, log), nil
+}
+
+func errNoCoordinator() error {
+	return usageErrorf("no Coordinator among the inputs: the manifest needs the Coordinator's policy (a workload whose pod template is annotated %s: %s). Pass the chart's rendered Coordinator (helm template charts/contrast) among the PATHs or with --coordinator-yaml", inject.AnnotationPodRole, inject.RoleCoordinator)
+}
+
+// platformOf is the webhook's --platform for reference values of one
+// platform.
+func platformOf(rv *manifest.ReferenceValues) (attest.Platform, error) {
+	var ps []attest.Platform
+	for i := range rv.SNP {
+		ps = append(ps, rv.SNP[i].Platform)
+	}
+	for i := range rv.TDX {
+		ps = append(ps, rv.TDX[i].Platform)
+	}
+	slices.Sort(ps)
+	ps = slices.Compact(ps)
+	if len(ps) != 1 {
+		return "", usageErrorf("the reference values name the platforms %v: give the pods' platform with --%s", ps, settings.FlagPlatform)
+	}
+	return ps[0], nil
 }
 
 // mergedAnnotations are the annotations of the workload object and of its

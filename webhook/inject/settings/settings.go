@@ -43,7 +43,7 @@ const (
 	FlagPlatform                   = "platform"
 	FlagCoordinatorPolicyHash      = "coordinator-policy-hash"
 	FlagCoordinatorReferenceValues = "coordinator-reference-values"
-	FlagSimDeviceSecret            = "sim-device-secret"
+	FlagSimDeviceSecret            = "sim-device-secret" //nolint:gosec // a flag name, not a credential
 )
 
 // DefaultCoordinatorAddress is the Coordinator's mesh API as the chart
@@ -124,7 +124,17 @@ type Resolved struct {
 }
 
 // Resolve validates the settings. Every error names the flag.
-func (s *Settings) Resolve() (*Resolved, error) {
+func (s *Settings) Resolve() (*Resolved, error) { return s.resolve(false) }
+
+// ResolveCoordinatorOnly validates the settings except the Initializer's
+// expectations of the Coordinator (--platform, --coordinator-policy-hash,
+// --coordinator-reference-values, --sim-device-secret), which it ignores.
+// Its Mutator mutates only Coordinator pods: contrast generate computes the
+// Coordinator's policy hash with it before the expectations that name
+// that hash are complete, and then resolves all settings.
+func (s *Settings) ResolveCoordinatorOnly() (*Resolved, error) { return s.resolve(true) }
+
+func (s *Settings) resolve(coordinatorOnly bool) (*Resolved, error) {
 	r := &Resolved{
 		Inject: inject.Config{
 			RuntimeClassName:   s.RuntimeClass,
@@ -134,8 +144,12 @@ func (s *Settings) Resolve() (*Resolved, error) {
 		},
 		MaxPolicyBytes: s.MaxPolicyBytes,
 	}
+	r.Inject.CoordinatorOnly = coordinatorOnly
 	var errs, imageErrs []error
-	expErr := s.coordinatorExpectations(&r.Inject)
+	var expErr error
+	if !coordinatorOnly {
+		expErr = s.coordinatorExpectations(&r.Inject)
+	}
 	if expErr != nil {
 		errs = append(errs, expErr)
 	}
@@ -203,8 +217,8 @@ func (s *Settings) coordinatorExpectations(c *inject.Config) error {
 		}
 		c.CoordinatorPolicyHashes = append(c.CoordinatorPolicyHashes, b)
 	}
-	switch v := s.CoordinatorReferenceValues; {
-	case v == "":
+	switch v := s.CoordinatorReferenceValues; v {
+	case "":
 		errs = append(errs, fmt.Errorf("--%s is required (the reference values the Coordinator's evidence must meet: a JSON file, or the JSON)", FlagCoordinatorReferenceValues))
 	default:
 		data, from := []byte(v), "JSON"

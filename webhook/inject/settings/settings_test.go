@@ -10,9 +10,12 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/inject"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/inject/settings"
 )
@@ -87,7 +90,7 @@ func TestApplyFile(t *testing.T) {
 		},
 		"helm template output": {
 			file: "apiVersion: v1\nkind: Service\nmetadata: {name: coordinator}\n---\n# Source: settings.yaml\n" +
-				"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: contrast-settings}\ndata:\n  settings.yaml: |\n    initializer-image: " + initImage + "\n    proxy-image: " + proxyImage + "\n    runtime-class: from-chart\n" +
+				"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: contrast-settings}\ndata:\n  settings.yaml: |\n    initializer-image: " + initImage + "\n    proxy-image: " + proxyImage + "\n    runtime-class: from-chart\n" + coordinatorSettings(t, "    ") +
 				"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {x: y}\n",
 			check: func(t *testing.T, r *settings.Resolved) {
 				assert.Equal(t, "from-chart", r.Inject.RuntimeClassName)
@@ -194,4 +197,33 @@ func TestMutator(t *testing.T) {
 	assert.Equal(t, r.Inject, m.Config)
 	assert.True(t, m.Legacy)
 	assert.Equal(t, 1234, m.MaxPolicyBytes)
+}
+
+// TestResolveCoordinatorOnly: without the Initializer's expectations the
+// settings resolve only to a mutator of Coordinator pods; any other pod is
+// refused rather than given an Initializer without expectations.
+func TestResolveCoordinatorOnly(t *testing.T) {
+	s, fs := newFlags(t)
+	require.NoError(t, fs.Parse([]string{"--initializer-image=" + initImage, "--proxy-image=" + proxyImage}))
+	_, err := s.Resolve()
+	require.ErrorContains(t, err, "--platform is required", "the webhook's resolution needs the expectations")
+
+	r, err := s.ResolveCoordinatorOnly()
+	require.NoError(t, err)
+	assert.True(t, r.Inject.CoordinatorOnly)
+	require.NoError(t, r.Inject.Validate())
+
+	pod := func(ann map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: ann}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.example/app@sha256:" + strings.Repeat("d", 64)}}}}
+	}
+	out, err := inject.Inject(pod(map[string]string{inject.AnnotationPodRole: inject.RoleCoordinator}), r.Inject)
+	require.NoError(t, err)
+	assert.Equal(t, inject.DefaultRuntimeClassName, *out.Spec.RuntimeClassName)
+	_, err = inject.Inject(pod(nil), r.Inject)
+	require.ErrorContains(t, err, "not a Coordinator pod")
+
+	// a Coordinator-only configuration with expectations is inconsistent
+	bad := r.Inject
+	bad.Platform = "snp"
+	require.ErrorContains(t, bad.Validate(), "a Coordinator-only configuration has no Initializer expectations")
 }

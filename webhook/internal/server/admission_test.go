@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
+	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/inject"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/policy"
@@ -44,7 +45,11 @@ func newFixture(t testing.TB) *fixture {
 func fixtureOn(t testing.TB, imgs *injecttest.Images) *fixture {
 	t.Helper()
 	metrics := NewMetrics(prometheus.NewPedanticRegistry())
-	cfg := inject.Config{InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777"}
+	cfg := inject.Config{
+		InitializerImage: imgs.InitializerImage, ProxyImage: imgs.ProxyImage, CoordinatorAddress: "coordinator:7777",
+		Platform: attest.PlatformSNP, CoordinatorPolicyHashes: [][]byte{injecttest.CoordinatorPolicyHash},
+		CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
+	}
 	require.NoError(t, cfg.Validate())
 	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(imgs.Source, metrics)}
 	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}, CoordinatorNamespace: "contrast-system"})
@@ -390,9 +395,12 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add([]byte(`{}`))
 	metrics := NewMetrics(prometheus.NewRegistry())
 	cfg := inject.Config{
-		InitializerImage:   "registry.example/contrast/initializer@sha256:" + string(bytes.Repeat([]byte("1"), 64)),
-		ProxyImage:         "registry.example/contrast/mesh-proxy@sha256:" + string(bytes.Repeat([]byte("2"), 64)),
-		CoordinatorAddress: "coordinator:7777",
+		InitializerImage:           "registry.example/contrast/initializer@sha256:" + string(bytes.Repeat([]byte("1"), 64)),
+		ProxyImage:                 "registry.example/contrast/mesh-proxy@sha256:" + string(bytes.Repeat([]byte("2"), 64)),
+		CoordinatorAddress:         "coordinator:7777",
+		Platform:                   attest.PlatformSNP,
+		CoordinatorPolicyHashes:    [][]byte{injecttest.CoordinatorPolicyHash},
+		CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
 	}
 	if err := cfg.Validate(); err != nil {
 		f.Fatal(err)
