@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 
@@ -51,8 +52,12 @@ const (
 
 	InitializerName = "contrast-initializer"
 	ProxyName       = "contrast-service-mesh"
-	VolumeName      = "contrast-secrets"
-	MountPath       = "/contrast"
+	// ProxyIngressPort is the port the proxy's ingress listener takes in
+	// every pod (initializer/internal/proxy.DefaultIngressPort): the
+	// workload's containers must not use it.
+	ProxyIngressPort = 15006
+	VolumeName       = "contrast-secrets"
+	MountPath        = "/contrast"
 
 	// EnvCoordinatorHost is the Coordinator's mesh API address given to
 	// the Initializer.
@@ -330,8 +335,20 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 			RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 			VolumeMounts:  []corev1.VolumeMount{{Name: VolumeName, MountPath: MountPath, ReadOnly: true}},
 			SecurityContext: &corev1.SecurityContext{
-				// the proxy redirects inbound traffic with iptables
+				// the proxy redirects inbound traffic with nftables rules,
+				// which needs NET_ADMIN as root (a pod-level runAsNonRoot
+				// or runAsUser of the workload does not apply to it)
 				Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}},
+				RunAsUser:    ptr.To[int64](0),
+				RunAsNonRoot: ptr.To(false),
+			},
+			// the ingress listener is up only once the rules are set and
+			// the certificate is loaded: the workload's containers start
+			// after that (a native sidecar's startup probe gates them)
+			StartupProbe: &corev1.Probe{
+				ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(ProxyIngressPort)}},
+				PeriodSeconds:    1,
+				FailureThreshold: 120,
 			},
 			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 			TerminationMessagePolicy: corev1.TerminationMessageReadFile,
@@ -451,6 +468,11 @@ func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 			}
 			if !allowPrivileged && policy.IsPrivileged(&c) {
 				return deny(DenyPrivileged, field+".securityContext.privileged", "privileged containers are denied unless the pod has the annotation %s: \"true\"", AnnotationAllowPrivileged)
+			}
+			for j, p := range c.Ports {
+				if p.ContainerPort == ProxyIngressPort && meta.Annotations[meshconfig.AnnotationServiceMesh] != meshconfig.ServiceMeshDisabled {
+					return deny(DenyReserved, fmt.Sprintf("%s.ports[%d].containerPort", field, j), "port %d is reserved for the service-mesh proxy's ingress (or set %s: %s)", ProxyIngressPort, meshconfig.AnnotationServiceMesh, meshconfig.ServiceMeshDisabled)
+				}
 			}
 			for j, m := range c.VolumeMounts {
 				if m.MountPath == MountPath || strings.HasPrefix(m.MountPath, MountPath+"/") {

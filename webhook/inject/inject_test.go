@@ -96,6 +96,12 @@ func TestInjectDenials(t *testing.T) {
 			},
 			wantField: "spec.containers[0].volumeMounts[0].mountPath",
 		},
+		"proxy ingress port": {
+			mutate: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8080}, {ContainerPort: ProxyIngressPort}}
+			},
+			wantField: "spec.containers[0].ports[1].containerPort",
+		},
 		"reserved volume name": {
 			mutate:    func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: VolumeName}} },
 			wantField: "spec.volumes[0].name",
