@@ -391,7 +391,7 @@ func (p *Proxy) ingress(c net.Conn) {
 	if mode == meshconfig.IngressTLS {
 		cfg = b.tlsOnly
 	}
-	tlsConn := tls.Server(c, cfg)
+	tlsConn := tls.Server(newTransport(c), cfg)
 	hctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
 	err = tlsConn.HandshakeContext(hctx)
 	cancel()
@@ -434,7 +434,7 @@ func (p *Proxy) egress(e meshconfig.Egress, c net.Conn) {
 		return
 	}
 	defer p.trackUpstream(raw)()
-	tlsConn := tls.Client(raw, p.certs.Current().clientConfig(host))
+	tlsConn := tls.Client(newTransport(raw), p.certs.Current().clientConfig(host))
 	hctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
 	err = tlsConn.HandshakeContext(hctx)
 	cancel()
