@@ -19,11 +19,11 @@ import (
 
 const (
 	benchBulkBytes   = 1 << 30 // per path and iteration
-	benchBulkRounds  = 16      // the bulk bytes go in this many connections per path, interleaved
+	benchBulkRounds  = 64      // the bulk bytes go in this many connections per path, interleaved
 	benchMsgSize     = 1 << 10
 	benchConcurrency = 8
-	benchCycles      = 5   // request/response phases per path, interleaved
-	benchPerCycle    = 500 // round trips per connection and phase
+	benchCycles      = 25  // request/response phases per path, interleaved
+	benchPerCycle    = 100 // round trips per connection and phase
 )
 
 // benchPaths holds the three ways to reach the same application server on
@@ -172,7 +172,7 @@ func (p *benchPaths) bulk(b *testing.B, path string, size int) time.Duration {
 }
 
 // BenchmarkThroughput sends 1 GiB per iteration over each of direct TCP,
-// direct TLS 1.3 and the egress+ingress proxy pair, in 64 MiB connections
+// direct TLS 1.3 and the egress+ingress proxy pair, in 16 MiB connections
 // that alternate between the paths so all see the same machine load, and
 // reports each path's throughput and the mesh's ratio to direct TLS and TCP.
 func BenchmarkThroughput(b *testing.B) {
