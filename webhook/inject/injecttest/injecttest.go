@@ -65,6 +65,28 @@ func ServeDockerRegistry(t testing.TB) (*Images, string) {
 	return pinned(t, src, nil), host
 }
 
+// ServeWith is Serve with more images: extra maps repository:tag (the
+// path below the registry host) to an image, and every host in hosts is
+// reached through the in-process registry as a mirror, like docker.l5d.io
+// and registry.example.
+func ServeWith(t testing.TB, extra map[string]imagestest.Spec, hosts []string) *Images {
+	t.Helper()
+	reg := imagestest.Serve(t)
+	catalog := maps.Clone(imagestest.Catalog)
+	maps.Copy(catalog, ContrastImages)
+	maps.Copy(catalog, extra)
+	for repoTag, spec := range catalog {
+		imagestest.Push(t, reg.Host, repoTag, imagestest.Build(t, spec))
+	}
+	mirror := []images.Mirror{{Host: reg.Host, Insecure: true}}
+	cfg := images.RegistryConfig{Mirrors: map[string][]images.Mirror{}}
+	for _, h := range append([]string{"docker.l5d.io", "registry.example"}, hosts...) {
+		cfg.Mirrors[h] = mirror
+		cfg.SkipOrigin = append(cfg.SkipOrigin, h)
+	}
+	return pinned(t, images.NewRegistry(cfg), reg)
+}
+
 func pinned(t testing.TB, src *images.Registry, reg *imagestest.Registry) *Images {
 	t.Helper()
 	pin := func(image string) string {
