@@ -3,6 +3,10 @@ package policy_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/policy"
 	"github.com/contrast-cc/contrast/webhook/policy/agentsim"
+	"github.com/contrast-cc/contrast/webhook/shareddata"
 )
 
 const expansionCID = "5a1b7c2e6546ae2aef276f738b162fc379e61467120544e13e5ca5bd204862b9"
@@ -343,5 +348,62 @@ func TestFirstImageErrorByPosition(t *testing.T) {
 		require.ErrorAs(t, err, &ie)
 		assert.Equal(t, "registry.example/acme/first:1", ie.Image)
 		require.ErrorIs(t, err, images.ErrNotFound)
+	}
+}
+
+// TestIngressNginxFromSharedManifest generates the policies of the
+// ingress-nginx manifest of ../shared/workloads-real, whose images are pinned
+// by digest (the corpus test cannot serve stand-ins under those digests):
+// the images are given by their pinned digests. The controller's and the
+// admission Jobs' $(POD_NAMESPACE) arguments are expanded at generation,
+// the same from the YAML and from the admitted pod.
+func TestIngressNginxFromSharedManifest(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(shareddata.Dir(t, shareddata.RealWorld), "ingress-nginx", "deploy.yaml"))
+	require.NoError(t, err)
+	ws, err := policy.DecodeWorkloads(b)
+	require.NoError(t, err)
+	src := &images.Static{Images: map[string]*images.Image{}}
+	for _, w := range ws {
+		for _, c := range append(slices.Clone(w.Template.Spec.InitContainers), w.Template.Spec.Containers...) {
+			repo, digest, ok := strings.Cut(c.Image, "@")
+			require.True(t, ok, "%s is pinned by digest", c.Image)
+			repo = repo[:strings.LastIndex(repo, ":")]
+			src.Images[c.Image] = &images.Image{Repository: repo, Digest: digest, Config: images.Config{
+				Entrypoint: []string{"/usr/bin/dumb-init", "--"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			}}
+		}
+	}
+	want := map[string][]string{
+		"ingress-nginx-controller":       {"--publish-service=ingress-nginx/ingress-nginx-controller", "--configmap=ingress-nginx/ingress-nginx-controller"},
+		"ingress-nginx-admission-create": {"--host=ingress-nginx-controller-admission,ingress-nginx-controller-admission.ingress-nginx.svc", "--namespace=ingress-nginx"},
+		"ingress-nginx-admission-patch":  {"--namespace=ingress-nginx"},
+	}
+	require.Len(t, ws, len(want))
+	for _, w := range ws {
+		t.Run(w.Kind+"/"+w.Name, func(t *testing.T) {
+			res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: &w, Images: src})
+			require.NoError(t, err)
+			c := res.Data.Containers[len(res.Data.Containers)-1]
+			for _, a := range want[w.Name] {
+				assert.Contains(t, c.Args, a)
+			}
+			assert.Empty(t, c.ArgTemplates, "every reference is known at admission")
+			pod := &corev1.Pod{ObjectMeta: *w.Template.ObjectMeta.DeepCopy(), Spec: *w.Template.Spec.DeepCopy()}
+			pod.Namespace = w.Namespace
+			pod.Name = w.Name
+			if w.Kind == policy.KindJob {
+				pod.GenerateName = w.Name + "-"
+				pod.Name = w.Name + "-x2k9z"
+				pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: w.Name, Controller: ptr.To(true)}}
+			} else {
+				pod.GenerateName = w.Name + "-5f8d7c9b4d-"
+				pod.Name = pod.GenerateName + "x2k9z"
+				pod.Labels["pod-template-hash"] = "5f8d7c9b4d"
+				pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: w.Name + "-5f8d7c9b4d", Controller: ptr.To(true)}}
+			}
+			fromPod, err := policy.Generate(t.Context(), policy.GenerateInput{Pod: pod, Images: src})
+			require.NoError(t, err)
+			assert.Equal(t, res.Annotations, fromPod.Annotations)
+		})
 	}
 }
