@@ -70,7 +70,7 @@ func benchServe(c net.Conn) {
 	}
 }
 
-func benchListen(b *testing.B, ln net.Listener) string {
+func benchListen(b testing.TB, ln net.Listener) string {
 	b.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
@@ -268,4 +268,73 @@ func BenchmarkLatency(b *testing.B) {
 	b.ReportMetric(us(pct["mesh"][1]-pct["tcp"][1]), "added-vs-tcp-p99-µs")
 	b.ReportMetric(float64(pct["mesh"][1])/float64(pct["tls"][1]), "mesh/tls-p99")
 	b.ReportMetric(float64(pct["mesh"][0])/float64(pct["tls"][0]), "mesh/tls-p50")
+}
+
+const (
+	benchConnCycles   = 5  // connect phases per path, interleaved
+	benchConnPerCycle = 25 // connections per worker and phase
+)
+
+// BenchmarkConnect opens a new connection for each 1 KiB request/response
+// (as HTTP/1.0 clients do), on benchConcurrency workers per path,
+// alternating the paths in benchConnCycles phases, and reports p50 and p99
+// of connect+handshake+round trip, connections per second, and the mesh's
+// ratios to direct TLS. Direct TLS and the proxies use the same TLS
+// configurations, so both resume sessions.
+func BenchmarkConnect(b *testing.B) {
+	p := newBenchPaths(b)
+	paths := []string{"tcp", "tls", "mesh"}
+	lat := map[string][]time.Duration{}
+	elapsed := map[string]time.Duration{}
+	phase := func(path string) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range benchConcurrency {
+			wg.Go(func() {
+				req := make([]byte, 1+benchMsgSize)
+				req[0] = 'E'
+				resp := make([]byte, benchMsgSize)
+				local := make([]time.Duration, 0, benchConnPerCycle)
+				for range benchConnPerCycle {
+					start := time.Now()
+					c := p.dial(b, path)
+					if _, err := c.Write(req); err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := io.ReadFull(c, resp); err != nil {
+						b.Error(err)
+						return
+					}
+					local = append(local, time.Since(start))
+					_ = c.Close()
+				}
+				mu.Lock()
+				lat[path] = append(lat[path], local...)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+	}
+	for b.Loop() {
+		for range benchConnCycles {
+			for _, path := range paths {
+				start := time.Now()
+				phase(path)
+				elapsed[path] += time.Since(start)
+			}
+		}
+	}
+	pct := map[string][2]time.Duration{}
+	for _, path := range paths {
+		s := slices.Clone(lat[path])
+		slices.Sort(s)
+		pct[path] = [2]time.Duration{s[len(s)/2], s[len(s)*99/100]}
+		b.ReportMetric(float64(pct[path][0].Microseconds()), path+"-p50-µs")
+		b.ReportMetric(float64(pct[path][1].Microseconds()), path+"-p99-µs")
+		b.ReportMetric(float64(len(s))/elapsed[path].Seconds(), path+"-conn/s")
+	}
+	b.ReportMetric(float64(pct["mesh"][0])/float64(pct["tls"][0]), "mesh/tls-p50")
+	b.ReportMetric(float64(pct["mesh"][1])/float64(pct["tls"][1]), "mesh/tls-p99")
+	b.ReportMetric(float64(len(lat["mesh"]))/elapsed["mesh"].Seconds()/(float64(len(lat["tls"]))/elapsed["tls"].Seconds()), "mesh/tls-conn/s")
 }

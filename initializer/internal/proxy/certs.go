@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,9 +38,10 @@ type Bundle struct {
 	// MeshCA holds the mesh CA certificates peers must chain to.
 	MeshCA *x509.CertPool
 
-	mtls    *tls.Config // ingress: client certificate required
-	tlsOnly *tls.Config // ingress: #false ports, no client certificate
-	digest  [sha256.Size]byte
+	mtls     *tls.Config // ingress: client certificate required
+	tlsOnly  *tls.Config // ingress: #false ports, no client certificate
+	sessions tls.ClientSessionCache
+	digest   [sha256.Size]byte
 }
 
 // LoadBundle reads the mesh credentials from dir and checks that the leaf
@@ -129,27 +131,48 @@ func parseBundle(dir string, contents [3][]byte, digest [sha256.Size]byte) (*Bun
 			}
 			return nil
 		},
-		// No resumption: every connection presents and verifies a
-		// client certificate against the current mesh CA.
-		SessionTicketsDisabled: true,
 	}
 	b.tlsOnly = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.NoClientCert,
 	}
+	// Session resumption (TLS 1.3 PSK with a fresh key exchange, so
+	// forward secret) skips the certificates and their signatures on
+	// repeated connections between the same pods. It is bound to this
+	// bundle: each configuration gets its own random ticket key, and the
+	// egress its own session cache, so a reload (a new certificate or mesh
+	// CA) makes every earlier ticket useless, and a ticket from a #false
+	// port is not one of an mTLS port. Within a bundle crypto/tls resumes
+	// only if a chain verified at the full handshake is still within its
+	// validity and rooted in this bundle's mesh CA, and the server's only
+	// with the client certificate it verified then; VerifyConnection runs
+	// on resumption too.
+	for _, cfg := range []*tls.Config{b.mtls, b.tlsOnly} {
+		var key [32]byte
+		if _, err := rand.Read(key[:]); err != nil {
+			return nil, fmt.Errorf("session ticket key: %w", err)
+		}
+		cfg.SetSessionTicketKeys([][32]byte{key})
+	}
+	b.sessions = tls.NewLRUClientSessionCache(sessionCacheSize)
 	return b, nil
 }
+
+// sessionCacheSize bounds the egress's session cache: one ticket per
+// remote name, the least recently used dropped first.
+const sessionCacheSize = 256
 
 // clientConfig is the egress TLS configuration for a remote named
 // serverName (a DNS name or an IP address): the mesh certificate as client
 // certificate, and the server verified against the mesh CA and serverName.
 func (b *Bundle) clientConfig(serverName string) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{b.Cert},
-		RootCAs:      b.MeshCA,
-		ServerName:   serverName,
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{b.Cert},
+		RootCAs:            b.MeshCA,
+		ServerName:         serverName,
+		ClientSessionCache: b.sessions,
 	}
 }
 
