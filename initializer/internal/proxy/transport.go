@@ -56,8 +56,11 @@ var errWouldBlock net.Error = wouldBlockError{}
 
 func (t *transport) Read(p []byte) (int, error) {
 	if len(t.data) == 0 {
-		if t.rerr != nil {
-			return 0, t.rerr
+		if err := t.rerr; err != nil {
+			// Returned once, as the socket returned it: a timeout
+			// is not the end of the connection.
+			t.rerr = nil
+			return 0, err
 		}
 		if t.noWait {
 			return 0, errWouldBlock
@@ -65,10 +68,11 @@ func (t *transport) Read(p []byte) (int, error) {
 		t.rb.adapt(t.lastRead)
 		buf := t.rb.bytes()
 		n, err := t.Conn.Read(buf)
-		t.data, t.lastRead, t.rerr = buf[:n], n, err
+		t.lastRead = n
 		if n == 0 {
 			return 0, err
 		}
+		t.data, t.rerr = buf[:n], err
 	}
 	n := copy(p, t.data)
 	t.data = t.data[n:]

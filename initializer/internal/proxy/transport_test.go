@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -354,4 +355,64 @@ func TestMeshBulk(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	assert.InDelta(t, want, testutil.ToFloat64(cm.bytes.WithLabelValues(DirectionEgress, FlowRequest)), 0)
 	assert.InDelta(t, want, testutil.ToFloat64(server.cfg.Metrics.bytes.WithLabelValues(DirectionIngress, FlowRequest)), 0)
+}
+
+// scriptedConn returns its reads in order.
+type scriptedConn struct {
+	net.Conn
+	reads []scriptedRead
+}
+
+type scriptedRead struct {
+	data string
+	err  error
+}
+
+func (s *scriptedConn) Read(p []byte) (int, error) {
+	if len(s.reads) == 0 {
+		return 0, io.EOF
+	}
+	r := s.reads[0]
+	s.reads = s.reads[1:]
+	return copy(p, r.data), r.err
+}
+
+// TestTransportReadErrors: an error that comes with data is returned after
+// the data, once, and a timeout does not end the connection.
+func TestTransportReadErrors(t *testing.T) {
+	timeout := os.ErrDeadlineExceeded
+	tr := newTransport(&scriptedConn{reads: []scriptedRead{
+		{data: "abc", err: timeout},
+		{data: "", err: timeout},
+		{data: "def"},
+	}})
+	type step struct {
+		data string
+		err  error
+	}
+	var got []step
+	buf := make([]byte, 2)
+	for range 7 {
+		n, err := tr.Read(buf)
+		got = append(got, step{string(buf[:n]), err})
+	}
+	assert.Equal(t, []step{
+		{"ab", nil}, {"c", nil}, {"", timeout}, // the data, then its error once
+		{"", timeout},           // the next socket read
+		{"de", nil}, {"f", nil}, // reads go on after a timeout
+		{"", io.EOF},
+	}, got)
+
+	tr = newTransport(&scriptedConn{reads: []scriptedRead{{data: "x"}}})
+	tr.noWait = true
+	n, err := tr.Read(buf)
+	assert.Zero(t, n)
+	require.ErrorIs(t, err, errWouldBlock, "no-wait mode does not touch the socket")
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+	tr.noWait = false
+	n, err = tr.Read(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "x", string(buf[:n]))
 }
