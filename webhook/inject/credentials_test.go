@@ -196,3 +196,28 @@ func TestMutatePodMalformedPullSecret(t *testing.T) {
 	assert.Contains(t, err.Error(), `malformed pull secrets were skipped: "broken"`)
 	assert.NotContains(t, err.Error(), token)
 }
+
+// TestPolicyCacheKeepsCredentialChecks: a policy cached for a pod whose
+// images could be pulled is not served to the same pod with pull secrets
+// that are refused: the images are pinned with each pod's own credentials
+// before the cache is consulted.
+func TestPolicyCacheKeepsCredentialChecks(t *testing.T) {
+	s := newCredentialsSetup(t)
+	m := s.mutator
+	m.Policies = policy.NewCache(policy.CacheConfig{})
+	wrongForPrivate := pullSecrets(t, dockerConfig("stale", s.privateHost, "mallory", "guess"))
+
+	_, _, err := m.MutatePod(t.Context(), podWithImage("private.example/acme/agent:2"), nil)
+	require.NoError(t, err)
+	_, _, err = m.MutatePod(t.Context(), podWithImage("private.example/acme/agent:2"), nil)
+	require.NoError(t, err)
+	n, _ := m.Policies.Len()
+	require.Equal(t, 1, n, "the policy is cached")
+
+	_, _, err = m.MutatePod(t.Context(), podWithImage("private.example/acme/agent:2"), wrongForPrivate)
+	require.ErrorIs(t, err, images.ErrAccessDenied)
+	var de *DenyError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, DenyImage, de.Code)
+	assert.Contains(t, []string{"spec.containers[0].image", "spec.containers[1].image"}, de.Field)
+}

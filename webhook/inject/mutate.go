@@ -53,6 +53,11 @@ type Mutator struct {
 	// envFrom is denied naming the field. MutateWorkload uses the
 	// workload's EnvSources instead.
 	EnvSources EnvSourceFunc
+	// Policies caches generated policies (optional): the pods of one
+	// controller, and the validating webhook's recomputation of a pod the
+	// mutating webhook produced, then cost one generation. It is consulted
+	// after the images were pinned with the pod's credentials.
+	Policies *policy.Cache
 }
 
 // EnvSourceFunc returns the ConfigMaps of namespace with the given names
@@ -132,7 +137,11 @@ func (m *Mutator) pinAndSetPolicy(ctx context.Context, in policy.GenerateInput, 
 	in.Images = pinnedSource{Source: injectedOwnCredentials(m.Images, spec), imgs: pinned}
 	in.Keychain = podKC
 	in.Legacy = m.Legacy
-	res, err := policy.Generate(ctx, in)
+	generate := policy.Generate
+	if m.Policies != nil {
+		generate = m.Policies.Generate
+	}
+	res, err := generate(ctx, in)
 	if err != nil {
 		return nil, withMalformed(policyError(ctx, err, spec, orig), kc)
 	}

@@ -51,7 +51,8 @@ func fixtureOn(t testing.TB, imgs *injecttest.Images) *fixture {
 		CoordinatorReferenceValues: injecttest.CoordinatorReferenceValues(),
 	}
 	require.NoError(t, cfg.Validate())
-	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(imgs.Source, metrics)}
+	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(imgs.Source, metrics),
+		Policies: policy.NewCache(policy.CacheConfig{Observer: metrics})}
 	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}, CoordinatorNamespace: "contrast-system"})
 	require.NoError(t, err)
 	return &fixture{handler: h, metrics: metrics, mutator: m}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
 // Admission results (label result of contrast_webhook_admissions_total).
@@ -31,11 +32,16 @@ type Metrics struct {
 	imageResolution   *prometheus.HistogramVec
 	registryCache     *prometheus.CounterVec
 	registryFetch     *prometheus.HistogramVec
+	policyCache       *prometheus.CounterVec
+	policyEvictions   prometheus.Counter
+	policyEntries     prometheus.Gauge
+	policyBytes       prometheus.Gauge
 
 	// children bound once in NewMetrics, used on the hot paths
 	imageHit, imageMiss             prometheus.Counter
 	imageResolveOK, imageResolveErr prometheus.Observer
 	lookups                         map[images.LookupKind]lookupSeries
+	policyLookups                   map[policy.CacheEvent]prometheus.Counter
 }
 
 // lookupSeries are the registry series of one lookup kind.
@@ -44,7 +50,10 @@ type lookupSeries struct {
 	fetchOK, fetchErr prometheus.Observer
 }
 
-var _ images.Observer = (*Metrics)(nil)
+var (
+	_ images.Observer      = (*Metrics)(nil)
+	_ policy.CacheObserver = (*Metrics)(nil)
+)
 
 var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
@@ -87,8 +96,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of the image registry client's fetches after a cache miss, by kind (manifest, config, accounts) and result (ok, error).",
 			Buckets: durationBuckets,
 		}, []string{"kind", "result"}),
+		policyCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_policy_cache_requests_total",
+			Help: "Policy generations by result: served from the policy cache (hit), generated (miss), or waited for a concurrent generation of the same key (shared).",
+		}, []string{"result"}),
+		policyEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "contrast_webhook_policy_cache_evictions_total",
+			Help: "Policies dropped from the policy cache to stay within its entry and byte bounds (least recently used first).",
+		}),
+		policyEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "contrast_webhook_policy_cache_entries",
+			Help: "Policies in the policy cache.",
+		}),
+		policyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "contrast_webhook_policy_cache_bytes",
+			Help: "Size of the policies in the policy cache as bounded by --policy-cache-max-bytes (texts, annotations and an estimate of the policy data).",
+		}),
 	}
-	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch)
+	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch,
+		m.policyCache, m.policyEvictions, m.policyEntries, m.policyBytes)
+	m.policyLookups = map[policy.CacheEvent]prometheus.Counter{}
+	for _, e := range []policy.CacheEvent{policy.CacheHit, policy.CacheMiss, policy.CacheShared} {
+		m.policyLookups[e] = m.policyCache.WithLabelValues(string(e))
+	}
 	m.imageHit = m.imageCache.WithLabelValues("hit")
 	m.imageMiss = m.imageCache.WithLabelValues("miss")
 	m.imageResolveOK = m.imageResolution.WithLabelValues("ok")
@@ -124,6 +154,17 @@ func (m *Metrics) ObserveLookup(kind images.LookupKind, result images.LookupResu
 		series.miss.Inc()
 		series.fetchErr.Observe(d.Seconds())
 	}
+}
+
+// ObservePolicyCache implements policy.CacheObserver.
+func (m *Metrics) ObservePolicyCache(event policy.CacheEvent, entries int, bytes int64) {
+	if event == policy.CacheEvict {
+		m.policyEvictions.Inc()
+	} else if c, ok := m.policyLookups[event]; ok {
+		c.Inc()
+	}
+	m.policyEntries.Set(float64(entries))
+	m.policyBytes.Set(float64(bytes))
 }
 
 func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {

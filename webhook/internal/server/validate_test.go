@@ -189,3 +189,32 @@ func TestValidationSkips(t *testing.T) {
 		assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.validations.WithLabelValues(ResultSkipped, tc.reason)), 0, tc.reason)
 	}
 }
+
+// TestValidationReusesMutation: the validating webhook's recomputation of
+// the pod the mutating webhook produced, after the API server named it, is
+// a policy cache hit (no second generation), and so is the next replica.
+func TestValidationReusesMutation(t *testing.T) {
+	f := newFixture(t)
+	lookups := func(result string) float64 {
+		return testutil.ToFloat64(f.metrics.policyCache.WithLabelValues(result))
+	}
+	pod := mutated(t, f, webPod())
+	require.InDelta(t, 1, lookups("miss"), 0)
+	require.InDelta(t, 0, lookups("hit"), 0)
+
+	// the API server generates the name and sets the UID after mutating
+	// admission, before validating admission
+	pod.Name = pod.GenerateName + "x7k2q"
+	pod.UID = "2f1c7a9e-0000-4000-8000-00000000000a"
+	code, resp := postTo(t, f.handler, ValidatePath, review(t, admissionv1.Create, "emojivoto", pod, false))
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, resp.Allowed, "%v", resp.Result)
+	assert.InDelta(t, 1, lookups("miss"), 0, "no second generation")
+	assert.InDelta(t, 1, lookups("hit"), 0)
+
+	mutated(t, f, webPod())
+	assert.InDelta(t, 1, lookups("miss"), 0)
+	assert.InDelta(t, 2, lookups("hit"), 0, "the next replica")
+	assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.policyEntries), 0)
+	assert.Positive(t, testutil.ToFloat64(f.metrics.policyBytes))
+}
