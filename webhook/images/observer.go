@@ -11,7 +11,8 @@ type LookupKind string
 const (
 	// KindManifest is resolving a reference to a manifest digest. A
 	// digest-pinned reference whose configuration is cached is a hit and
-	// contacts no registry; tags always miss (they move).
+	// contacts no registry; so is a tag resolved within the TagTTL whose
+	// configuration is cached. Other tags miss.
 	KindManifest LookupKind = "manifest"
 	// KindConfig is the image configuration blob, cached by manifest digest.
 	KindConfig LookupKind = "config"
@@ -32,13 +33,17 @@ const (
 	ResultMiss LookupResult = "miss"
 	// ResultError is a lookup that was not cached and failed.
 	ResultError LookupResult = "error"
+	// ResultShared is a tag lookup that waited for a concurrent fetch of
+	// the same tag (RegistryConfig.TagTTL) and shares its outcome; the
+	// fetch itself is reported once, as a miss or an error.
+	ResultShared LookupResult = "shared"
 )
 
 // LookupKinds and LookupResults list every value an Observer receives, so
 // that observers can keep a bounded label set.
 var (
 	LookupKinds   = []LookupKind{KindManifest, KindConfig, KindAccounts}
-	LookupResults = []LookupResult{ResultHit, ResultMiss, ResultError}
+	LookupResults = []LookupResult{ResultHit, ResultMiss, ResultError, ResultShared}
 )
 
 // Observer receives one call per lookup of a Registry. Implementations must

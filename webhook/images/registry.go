@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/singleflight"
 )
 
 // Mirror is a registry host that serves a registry's content, like a
@@ -63,6 +64,12 @@ type RegistryConfig struct {
 	// Observer receives every manifest, config and accounts lookup with
 	// its result (cache hit, fetched, failed) and duration (default none).
 	Observer Observer
+	// TagTTL is how long a tag's resolution to a manifest digest is reused
+	// (per credential scope, like every cache of the Registry); concurrent
+	// resolutions of one tag share one fetch. 0 disables both: every
+	// lookup of a tag asks the registry. A tag moved within the TTL is
+	// resolved to its previous digest until the entry expires.
+	TagTTL time.Duration
 }
 
 // maxCachedDigests bounds each cache of a Registry (configs, accounts); a
@@ -75,9 +82,19 @@ type Registry struct {
 	cfg RegistryConfig
 	sem chan struct{}
 
+	tagFlight singleflight.Group
+	now       func() time.Time
+
 	mu       sync.Mutex
 	configs  map[string]Config    // by manifest digest
 	accounts map[string]*Accounts // by manifest digest
+	tags     map[string]tagEntry  // by tag reference and credential scope
+}
+
+// tagEntry is a tag's resolution, reused until expires.
+type tagEntry struct {
+	digest  string
+	expires time.Time
 }
 
 // NewRegistry returns a Registry.
@@ -114,6 +131,8 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 		sem:      make(chan struct{}, cfg.MaxConcurrent),
 		configs:  map[string]Config{},
 		accounts: map[string]*Accounts{},
+		tags:     map[string]tagEntry{},
+		now:      time.Now,
 	}
 }
 
@@ -307,10 +326,63 @@ func (r *Registry) resolve(ctx context.Context, image string, kc authn.Keychain)
 	if err != nil {
 		return nil, newReason(ErrInvalidReference, 5, "invalid image reference")
 	}
+	scope, cacheable := r.credScope(ref.Context(), kc)
+	tag, isTag := ref.(name.Tag)
+	if !isTag || !cacheable || r.cfg.TagTTL <= 0 {
+		return r.resolveRef(ctx, image, ref, kc, scope, cacheable, "")
+	}
+	start := time.Now()
+	key := tag.Name() + "|" + scope
+	r.mu.Lock()
+	e, ok := r.tags[key]
+	r.mu.Unlock()
+	if ok && r.now().Before(e.expires) {
+		// resolved within the TTL: as if the reference pinned the digest
+		// (the configuration comes from the cache, or by digest)
+		return r.resolveRef(ctx, image, ref, kc, scope, cacheable, e.digest)
+	}
+	leader := false
+	v, err, _ := r.tagFlight.Do(key, func() (any, error) {
+		leader = true
+		img, err := r.resolveRef(ctx, image, ref, kc, scope, cacheable, "")
+		if err == nil {
+			r.mu.Lock()
+			storeBounded(r.tags, key, tagEntry{digest: img.Digest, expires: r.now().Add(r.cfg.TagTTL)})
+			r.mu.Unlock()
+		}
+		return img, err
+	})
+	if leader {
+		if err != nil {
+			return nil, err
+		}
+		img, _ := v.(*Image)
+		return img, nil
+	}
+	if err != nil {
+		if ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// the lookup this one waited for was canceled, not this one
+			return r.resolveRef(ctx, image, ref, kc, scope, cacheable, "")
+		}
+		r.observe(KindManifest, ResultShared, start)
+		return nil, err
+	}
+	r.observe(KindManifest, ResultShared, start)
+	img, _ := v.(*Image)
+	cp := *img
+	return &cp, nil
+}
+
+// resolveRef resolves ref. A non-empty digest is the digest a tag was
+// resolved to within the TagTTL: the manifest is then looked up by it.
+func (r *Registry) resolveRef(ctx context.Context, image string, ref name.Reference, kc authn.Keychain, scope string, cacheable bool, digest string) (*Image, error) {
 	out := &Image{Repository: ref.Context().Name()}
 	start := time.Now()
-	scope, cacheable := r.credScope(ref.Context(), kc)
 	d, pinned := ref.(name.Digest)
+	if digest != "" {
+		d, pinned = ref.Context().Digest(digest), true
+		ref = d
+	}
 	if pinned {
 		out.Digest = d.DigestStr()
 		if cacheable {

@@ -46,7 +46,7 @@ type Metrics struct {
 
 // lookupSeries are the registry series of one lookup kind.
 type lookupSeries struct {
-	hit, miss         prometheus.Counter
+	hit, miss, shared prometheus.Counter
 	fetchOK, fetchErr prometheus.Observer
 }
 
@@ -89,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 		registryCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "contrast_webhook_registry_cache_requests_total",
-			Help: "Lookups of the image registry client by kind (manifest, config, accounts), served from its cache (hit) or fetched from a registry (miss).",
+			Help: "Lookups of the image registry client by kind (manifest, config, accounts), served from its cache (hit), fetched from a registry (miss), or waiting for a concurrent fetch of the same tag (shared).",
 		}, []string{"kind", "result"}),
 		registryFetch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "contrast_webhook_registry_fetch_duration_seconds",
@@ -133,6 +133,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			fetchErr: m.registryFetch.WithLabelValues(string(k), "error"),
 		}
 	}
+	// only tag lookups (kind manifest) wait for a concurrent fetch
+	manifest := m.lookups[images.KindManifest]
+	manifest.shared = m.registryCache.WithLabelValues(string(images.KindManifest), "shared")
+	m.lookups[images.KindManifest] = manifest
 	return m
 }
 
@@ -153,6 +157,10 @@ func (m *Metrics) ObserveLookup(kind images.LookupKind, result images.LookupResu
 	case images.ResultError:
 		series.miss.Inc()
 		series.fetchErr.Observe(d.Seconds())
+	case images.ResultShared:
+		if series.shared != nil {
+			series.shared.Inc()
+		}
 	}
 }
 

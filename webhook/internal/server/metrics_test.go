@@ -144,6 +144,7 @@ func TestRegistryMetrics(t *testing.T) {
 var wantRegistrySeries = []string{
 	"contrast_webhook_registry_cache_requests_total{manifest,hit}",
 	"contrast_webhook_registry_cache_requests_total{manifest,miss}",
+	"contrast_webhook_registry_cache_requests_total{manifest,shared}",
 	"contrast_webhook_registry_cache_requests_total{config,hit}",
 	"contrast_webhook_registry_cache_requests_total{config,miss}",
 	"contrast_webhook_registry_cache_requests_total{accounts,hit}",
@@ -163,6 +164,7 @@ func TestObserveLookupBoundedLabels(t *testing.T) {
 	m := NewMetrics(promReg)
 	m.ObserveLookup("layers", images.ResultMiss, time.Second)
 	m.ObserveLookup(images.KindConfig, "stale", time.Second)
+	m.ObserveLookup(images.KindConfig, images.ResultShared, time.Second) // only tags (manifests) are shared
 	series := registrySeries(t, promReg)
 	var keys []string
 	for k, v := range series {
