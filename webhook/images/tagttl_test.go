@@ -31,10 +31,11 @@ func (c *lookupCounter) ObserveLookup(k images.LookupKind, r images.LookupResult
 	c.n[k][r]++
 }
 
-func (c *lookupCounter) get(k images.LookupKind, r images.LookupResult) int {
+// manifests returns the count of manifest lookups with result r.
+func (c *lookupCounter) manifests(r images.LookupResult) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.n[k][r]
+	return c.n[images.KindManifest][r]
 }
 
 // TestTagTTL: a tag's resolution is reused for TagTTL without contacting
@@ -70,7 +71,7 @@ func TestTagTTL(t *testing.T) {
 	again := resolve(src)
 	assert.Equal(t, got, again)
 	assert.Zero(t, reg.BytesServed(), "within the TTL the registry is not asked")
-	assert.Equal(t, 1, obs.get(images.KindManifest, images.ResultHit))
+	assert.Equal(t, 1, obs.manifests(images.ResultHit))
 
 	moved := imagestest.Push(t, reg.Host, "acme/app:1", build("/second"))
 	require.NotEqual(t, first, moved)
@@ -113,6 +114,6 @@ func TestTagTTLSingleFlight(t *testing.T) {
 	for _, d := range digests {
 		assert.Equal(t, digests[0], d)
 	}
-	assert.Equal(t, 1, obs.get(images.KindManifest, images.ResultMiss), "one fetch")
-	assert.Equal(t, 7, obs.get(images.KindManifest, images.ResultHit)+obs.get(images.KindManifest, images.ResultShared))
+	assert.Equal(t, 1, obs.manifests(images.ResultMiss), "one fetch")
+	assert.Equal(t, 7, obs.manifests(images.ResultHit)+obs.manifests(images.ResultShared))
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/contrast-cc/contrast/webhook/inject/settings"
 	"github.com/contrast-cc/contrast/webhook/internal/certs"
 	"github.com/contrast-cc/contrast/webhook/internal/server"
+	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
 // envPrefix: every flag can also be set as CONTRAST_WEBHOOK_<FLAG>, e.g.
@@ -56,6 +57,8 @@ type options struct {
 	pullSecrets          bool
 	kubeconfig           string
 	logLevel             string
+	policyCacheEntries   int
+	policyCacheBytes     int64
 
 	// lookupEnv reads the environment (os.LookupEnv; replaced in tests).
 	lookupEnv func(string) (string, bool)
@@ -104,6 +107,8 @@ func newCommand(o *options) *cobra.Command {
 	f.BoolVar(&o.pullSecrets, "pull-secrets", true, "read the pull secrets of pods and their service accounts from the API server")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (default: in-cluster)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&o.policyCacheEntries, "policy-cache-max-entries", policy.DefaultCacheMaxEntries, "policies cached by a digest of everything they depend on (pods of one controller, and the validation of a mutated pod, then cost one generation); 0 disables the cache")
+	f.Int64Var(&o.policyCacheBytes, "policy-cache-max-bytes", policy.DefaultCacheMaxBytes, "bound on the size of the cached policies (texts, annotations and an estimate of the policy data); least recently used first out")
 	return cmd
 }
 
@@ -151,6 +156,8 @@ type config struct {
 	pullSecrets         bool
 	kubeconfig          string
 	logLevel            slog.Level
+	// policyCache bounds the policy cache; nil: no cache.
+	policyCache *policy.CacheConfig
 }
 
 // config validates the options.
@@ -182,6 +189,14 @@ func (o *options) config() (*config, error) {
 		errs = append(errs, err)
 	}
 	c.settings = resolved
+	switch {
+	case o.policyCacheEntries < 0:
+		errs = append(errs, fmt.Errorf("--policy-cache-max-entries %d: want 0 (off) or more", o.policyCacheEntries))
+	case o.policyCacheBytes <= 0:
+		errs = append(errs, fmt.Errorf("--policy-cache-max-bytes %d: want at least 1", o.policyCacheBytes))
+	case o.policyCacheEntries > 0:
+		c.policyCache = &policy.CacheConfig{MaxEntries: o.policyCacheEntries, MaxBytes: o.policyCacheBytes}
+	}
 	if err := c.logLevel.UnmarshalText([]byte(o.logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: %w", o.logLevel, err))
 	}
@@ -266,6 +281,11 @@ func run(ctx context.Context, cfg *config) error {
 	registryCfg.Observer = metrics // the registry client's own caches and fetches
 	registryCfg.Logger = log       // failed registry requests at debug level, never a response body
 	mutator := cfg.settings.Mutator(server.NewCachingSource(images.NewRegistry(registryCfg), metrics), log)
+	if cfg.policyCache != nil {
+		pc := *cfg.policyCache
+		pc.Observer = metrics
+		mutator.Policies = policy.NewCache(pc)
+	}
 	var client kubernetes.Interface
 	if cfg.pullSecrets || cfg.selfManaged {
 		rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(

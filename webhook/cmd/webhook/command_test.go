@@ -21,6 +21,7 @@ import (
 	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
+	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
 var (
@@ -138,7 +139,31 @@ func TestCommandFlags(t *testing.T) {
 				assert.Equal(t, "linux", c.settings.Registry.Platform.OS)
 				assert.Empty(t, c.settings.Registry.Insecure)
 				assert.Equal(t, 192<<10, c.settings.MaxPolicyBytes)
+				assert.Equal(t, &policy.CacheConfig{MaxEntries: policy.DefaultCacheMaxEntries, MaxBytes: policy.DefaultCacheMaxBytes}, c.policyCache)
+				assert.Equal(t, 5*time.Second, c.settings.Registry.TagTTL)
 			},
+		},
+		"policy cache and tag TTL": {
+			args: append(validArgs(), "--policy-cache-max-entries=10", "--policy-cache-max-bytes=1048576", "--registry-tag-ttl=30s"),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, &policy.CacheConfig{MaxEntries: 10, MaxBytes: 1 << 20}, c.policyCache)
+				assert.Equal(t, 30*time.Second, c.settings.Registry.TagTTL)
+			},
+		},
+		"policy cache off": {
+			args: append(validArgs(), "--policy-cache-max-entries=0", "--registry-tag-ttl=0"),
+			check: func(t *testing.T, c *config) {
+				assert.Nil(t, c.policyCache)
+				assert.Zero(t, c.settings.Registry.TagTTL)
+			},
+		},
+		"negative policy cache": {
+			args:    append(validArgs(), "--policy-cache-max-entries=-1"),
+			wantErr: "--policy-cache-max-entries -1: want 0 (off) or more",
+		},
+		"empty policy cache bytes": {
+			args:    append(validArgs(), "--policy-cache-max-bytes=0"),
+			wantErr: "--policy-cache-max-bytes 0: want at least 1",
 		},
 		"legacy mode and runtime class": {
 			args: append(validArgs(), "--policy-mode=legacy", "--runtime-class=contrast-cc-snp"),

@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/pflag"
@@ -39,12 +40,18 @@ const (
 	FlagRegistryHostsDir      = "registry-hosts-dir"
 	FlagRegistryPlatform      = "registry-platform"
 	FlagRegistryMaxConcurrent = "registry-max-concurrent"
+	FlagRegistryTagTTL        = "registry-tag-ttl"
 	// What the Initializer expects of the Coordinator (and of its own TEE).
 	FlagPlatform                   = "platform"
 	FlagCoordinatorPolicyHash      = "coordinator-policy-hash"
 	FlagCoordinatorReferenceValues = "coordinator-reference-values"
 	FlagSimDeviceSecret            = "sim-device-secret" //nolint:gosec // a flag name, not a credential
 )
+
+// DefaultRegistryTagTTL is how long a tag's resolution is reused by
+// default: long enough for the pods of one scale-up, short against a moved
+// tag.
+const DefaultRegistryTagTTL = 5 * time.Second
 
 // DefaultCoordinatorAddress is the Coordinator's mesh API as the chart
 // installs it.
@@ -64,6 +71,7 @@ type Settings struct {
 	HostsDir              string
 	Platform              string
 	RegistryMaxConcurrent int
+	RegistryTagTTL        time.Duration
 	// TEEPlatform is --platform (Platform is --registry-platform).
 	TEEPlatform                string
 	CoordinatorPolicyHashes    []string
@@ -92,6 +100,7 @@ func (s *Settings) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&s.HostsDir, FlagRegistryHostsDir, "", "containerd certs.d directory (<registry>/hosts.toml) with mirrors")
 	fs.StringVar(&s.Platform, FlagRegistryPlatform, "linux/amd64", "platform selected from multi-platform images")
 	fs.IntVar(&s.RegistryMaxConcurrent, FlagRegistryMaxConcurrent, 8, "concurrent registry requests")
+	fs.DurationVar(&s.RegistryTagTTL, FlagRegistryTagTTL, DefaultRegistryTagTTL, "how long a tag's resolution to a digest is reused (concurrent lookups of one tag share one request); a tag moved within it is pinned to its previous digest; 0: every lookup asks the registry")
 	fs.StringVar(&s.TEEPlatform, FlagPlatform, "", "TEE of the pods, given to the Initializer: snp, tdx, or snp-simulated (runc pods standing in for Kata VMs, development and tests only; never mixed with real reference values) (required)")
 	fs.StringSliceVar(&s.CoordinatorPolicyHashes, FlagCoordinatorPolicyHash, nil, fmt.Sprintf("hex SHA-256 policy hash of the Coordinator pod the Initializer accepts, repeatable (e.g. old and new during an upgrade; at most %d) (required)", initenv.MaxCoordinatorPolicyHashes))
 	fs.StringVar(&s.CoordinatorReferenceValues, FlagCoordinatorReferenceValues, "", "reference values the Coordinator's evidence must meet, JSON in the manifest's ReferenceValues shape ({\"snp\": [...], \"tdx\": [...]}): a file, or the JSON itself when the value starts with {; with snp-simulated they name the simulated platform and carry its root (required)")
@@ -245,9 +254,12 @@ func (s *Settings) coordinatorExpectations(c *inject.Config) error {
 }
 
 func (s *Settings) registryConfig() (images.RegistryConfig, error) {
-	cfg := images.RegistryConfig{Mirrors: map[string][]images.Mirror{}, MaxConcurrent: s.RegistryMaxConcurrent}
+	cfg := images.RegistryConfig{Mirrors: map[string][]images.Mirror{}, MaxConcurrent: s.RegistryMaxConcurrent, TagTTL: s.RegistryTagTTL}
 	if s.RegistryMaxConcurrent <= 0 {
 		return cfg, fmt.Errorf("--%s %d: want at least 1", FlagRegistryMaxConcurrent, s.RegistryMaxConcurrent)
+	}
+	if s.RegistryTagTTL < 0 {
+		return cfg, fmt.Errorf("--%s %s: want 0 (off) or more", FlagRegistryTagTTL, s.RegistryTagTTL)
 	}
 	if s.HostsDir != "" {
 		mirrors, skip, err := images.ConfigFromHostsDir(s.HostsDir)

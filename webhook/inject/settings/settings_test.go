@@ -71,6 +71,13 @@ func TestApplyFile(t *testing.T) {
 				assert.Equal(t, attest.PlatformSNP, r.Inject.Platform)
 				assert.Equal(t, []images.Mirror{{Host: "10.0.0.1:5000", Insecure: true}, {Host: "mirror.example"}}, r.Registry.Mirrors["a.example"])
 				assert.Equal(t, []string{"a.example"}, r.Registry.SkipOrigin)
+				assert.Equal(t, settings.DefaultRegistryTagTTL, r.Registry.TagTTL)
+			},
+		},
+		"tag TTL off": {
+			file: coordinatorSettings(t, "") + "initializer-image: " + initImage + "\nproxy-image: " + proxyImage + "\nregistry-tag-ttl: 0s\n",
+			check: func(t *testing.T, r *settings.Resolved) {
+				assert.Zero(t, r.Registry.TagTTL)
 			},
 		},
 		"command line wins": {
@@ -167,6 +174,7 @@ func TestResolveNamesFlag(t *testing.T) {
 		"budget":                      {args: []string{"--max-policy-bytes=0"}, wantErr: "--max-policy-bytes 0: want 1 to 258048"},
 		"platform":                    {args: []string{"--registry-platform=linux"}, wantErr: `--registry-platform "linux": want os/arch`},
 		"concurrency":                 {args: []string{"--registry-max-concurrent=0"}, wantErr: "--registry-max-concurrent 0: want at least 1"},
+		"tag ttl":                     {args: []string{"--registry-tag-ttl=-1s"}, wantErr: "--registry-tag-ttl -1s: want 0 (off) or more"},
 		"mirror with a path":          {args: []string{"--registry-mirror=a=http://m/v2"}, wantErr: `--registry-mirror "a=http://m/v2": mirror must be host[:port]`},
 		"coordinator address":         {args: []string{"--coordinator-address=coordinator"}, wantErr: `--coordinator-address "coordinator": want host:port`},
 		"tee platform":                {args: []string{"--platform=tdx-simulated"}, wantErr: `--platform "tdx-simulated": want snp, tdx or snp-simulated`},

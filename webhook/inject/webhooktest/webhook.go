@@ -27,6 +27,7 @@ import (
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/internal/certs"
 	"github.com/contrast-cc/contrast/webhook/internal/server"
+	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
 // Webhook is an in-process admission webhook serving HTTPS on 127.0.0.1.
@@ -91,7 +92,9 @@ func Start(t testing.TB, cfg Config) *Webhook {
 	}
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
-	m := &inject.Mutator{Config: icfg, Images: server.NewCachingSource(cfg.Images.Source, metrics)}
+	// the policy cache as the webhook command configures it by default
+	m := &inject.Mutator{Config: icfg, Images: server.NewCachingSource(cfg.Images.Source, metrics),
+		Policies: policy.NewCache(policy.CacheConfig{Observer: metrics})}
 	h, err := server.NewAdmissionHandler(server.AdmissionConfig{Mutator: m, Metrics: metrics, Logger: cfg.Logger, ExcludedNamespaces: cfg.ExcludedNamespaces})
 	if err != nil {
 		t.Fatal(err)
