@@ -2,7 +2,6 @@ package integration_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +14,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/contrast-cc/contrast/integration/cluster"
+	"github.com/contrast-cc/contrast/webhook/shareddata"
 )
 
-// emojivotoDir holds the unmodified emojivoto manifests.
-var emojivotoDir = filepath.Join("..", "examples", "emojivoto")
+// emojivotoDir holds the unmodified emojivoto manifests (in ../shared).
+func emojivotoDir(t testing.TB) string {
+	t.Helper()
+	return shareddata.Dir(t, shareddata.Emojivoto)
+}
 
 // TestControlPlaneRunsControllers applies the unmodified emojivoto manifests
 // with the real kubectl and checks that the real controllers turn every
@@ -28,7 +31,7 @@ func TestControlPlaneRunsControllers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	out := c.Kubectl(t, "apply", "-k", emojivotoDir)
+	out := c.Kubectl(t, "apply", "-k", emojivotoDir(t))
 	for _, want := range []string{"namespace/emojivoto created", "deployment.apps/web created", "service/web-svc created"} {
 		assert.Contains(t, out, want)
 	}

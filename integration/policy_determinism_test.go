@@ -30,7 +30,7 @@ func TestPolicyDeterminismOnAdmittedPods(t *testing.T) {
 	defer cancel()
 	src, _ := imagestest.ServeCatalog(t, imagestest.Catalog)
 
-	c.Kubectl(t, "apply", "-k", emojivotoDir)
+	c.Kubectl(t, "apply", "-k", emojivotoDir(t))
 	c.Kubectl(t, "create", "namespace", "demo")
 	require.NoError(t, c.WaitForNamespaceReady(ctx, "demo"))
 	// DaemonSets need a node to create pods; no kubelet runs it.
@@ -40,7 +40,7 @@ func TestPolicyDeterminismOnAdmittedPods(t *testing.T) {
 
 	var workloads []policy.Workload
 	for _, f := range []string{"web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
-		workloads = append(workloads, decode(t, filepath.Join(emojivotoDir, f))...)
+		workloads = append(workloads, decode(t, filepath.Join(emojivotoDir(t), f))...)
 	}
 	workloads = append(workloads, decode(t, policyWorkloads)...)
 	require.Len(t, workloads, 10)

@@ -182,13 +182,13 @@ func TestWebhookAdmitsEmojivoto(t *testing.T) {
 	// read kustomization.yml, which is not a Kubernetes object).
 	args := []string{"apply"}
 	for _, f := range []string{"ns.yml", "web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
-		args = append(args, "-f", filepath.Join(emojivotoDir, f))
+		args = append(args, "-f", filepath.Join(emojivotoDir(t), f))
 	}
 	c.Kubectl(t, args...)
 
 	var workloads []policy.Workload
 	for _, f := range []string{"web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
-		workloads = append(workloads, decode(t, filepath.Join(emojivotoDir, f))...)
+		workloads = append(workloads, decode(t, filepath.Join(emojivotoDir(t), f))...)
 	}
 	require.Len(t, workloads, 4)
 	for _, w := range workloads {

@@ -36,7 +36,7 @@ func BenchmarkKubectlApplyEmojivoto(b *testing.B) {
 
 	var docs []byte
 	for _, f := range []string{"web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
-		raw, err := os.ReadFile(filepath.Join(emojivotoDir, f))
+		raw, err := os.ReadFile(filepath.Join(emojivotoDir(b), f))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -62,7 +62,7 @@ func TestChainOfTrust(t *testing.T) {
 	// contrast generate: policies of the YAML, after the same injection
 	var workloads []policy.Workload
 	for _, f := range []string{"web.yml", "emoji.yml", "voting.yml", "vote-bot.yml"} {
-		workloads = append(workloads, decode(t, filepath.Join(emojivotoDir, f))...)
+		workloads = append(workloads, decode(t, filepath.Join(emojivotoDir(t), f))...)
 	}
 	require.Len(t, workloads, 4)
 	sans := map[string][]string{}
@@ -94,7 +94,7 @@ func TestChainOfTrust(t *testing.T) {
 
 	// kubectl apply of the unmodified YAML into the opted-in namespace
 	createOptedInNamespace(ctx, t, c, "emojivoto")
-	c.Kubectl(t, "apply", "-k", emojivotoDir)
+	c.Kubectl(t, "apply", "-k", emojivotoDir(t))
 
 	for _, w := range workloads {
 		t.Run(w.Name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/contrast-cc/contrast/webhook/policy"
+	"github.com/contrast-cc/contrast/webhook/shareddata"
 )
 
 // TestGolden injects the emojivoto manifests, the policy generator's test
@@ -89,7 +90,7 @@ func renderGolden(t *testing.T, source string, w *policy.Workload, res *policy.R
 		HostData string                 `json:"hostData"`
 		Template corev1.PodTemplateSpec `json:"template"`
 	}{
-		Source:   filepath.ToSlash(source),
+		Source:   goldenSource(source),
 		Kind:     w.Kind,
 		Name:     w.Name,
 		HostData: hex.EncodeToString(res.HostData),
@@ -169,3 +170,14 @@ func TestGoldenThroughPolicyCache(t *testing.T) {
 type cacheEvents map[policy.CacheEvent]int
 
 func (c cacheEvents) ObservePolicyCache(e policy.CacheEvent, _ int, _ int64) { c[e]++ }
+
+// goldenSource names an input file independently of where ../shared is on
+// this machine.
+func goldenSource(source string) string {
+	if root, ok := shareddata.Root(); ok {
+		if rel, err := filepath.Rel(root, source); err == nil && !strings.HasPrefix(rel, "..") {
+			return "../shared/" + filepath.ToSlash(rel)
+		}
+	}
+	return filepath.ToSlash(source)
+}

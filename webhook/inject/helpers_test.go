@@ -11,6 +11,7 @@ import (
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
 	"github.com/contrast-cc/contrast/webhook/policy"
+	"github.com/contrast-cc/contrast/webhook/shareddata"
 )
 
 // testMutator serves the test image catalog and the Contrast images from an
@@ -39,11 +40,11 @@ func readWorkloads(t testing.TB, path string) []policy.Workload {
 	return ws
 }
 
-// emojivotoFiles are the unchanged emojivoto manifests of the repository
-// (the files kustomization.yml lists).
+// emojivotoFiles are the emojivoto manifests in ../shared (the files
+// kustomization.yml lists).
 func emojivotoFiles(t testing.TB) []string {
 	t.Helper()
-	files, err := filepath.Glob("../../examples/emojivoto/*.yml")
+	files, err := filepath.Glob(filepath.Join(shareddata.Dir(t, shareddata.Emojivoto), "*.yml"))
 	require.NoError(t, err)
 	files = slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "kustomization.yml" })
 	require.NotEmpty(t, files)

@@ -21,9 +21,9 @@ import (
 )
 
 func addSeeds(f *testing.F) {
-	files, _ := filepath.Glob("testdata/kata/*/pod.yaml")
-	more, _ := filepath.Glob("testdata/kata/*/*/pod.yaml")
-	emo, _ := filepath.Glob(filepath.Join(emojivotoDir, "*.yml"))
+	files, _ := filepath.Glob(filepath.Join(kataDir(f), "*", "pod.yaml"))
+	more, _ := filepath.Glob(filepath.Join(kataDir(f), "*", "*", "pod.yaml"))
+	emo, _ := filepath.Glob(filepath.Join(emojivotoDir(f), "*.yml"))
 	files = append(append(append(files, more...), emo...), "testdata/workloads.yaml")
 	for _, p := range files {
 		if b, err := os.ReadFile(p); err == nil {

@@ -13,9 +13,20 @@ import (
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/images/imagestest"
 	"github.com/contrast-cc/contrast/webhook/policy"
+	"github.com/contrast-cc/contrast/webhook/shareddata"
 )
 
-const emojivotoDir = "../../examples/emojivoto"
+// emojivotoDir is the emojivoto tutorial's manifests in ../shared.
+func emojivotoDir(t testing.TB) string {
+	t.Helper()
+	return shareddata.Dir(t, shareddata.Emojivoto)
+}
+
+// kataDir is the Kata genpolicy request corpus in ../shared.
+func kataDir(t testing.TB) string {
+	t.Helper()
+	return shareddata.Dir(t, shareddata.KataPolicy)
+}
 
 // testRegistry serves the test image catalog, reachable as docker.l5d.io/...
 // and registry.example/... through mirrors.
@@ -39,7 +50,7 @@ func readWorkloads(t testing.TB, files ...string) []policy.Workload {
 
 func emojivotoWorkloads(t testing.TB) []policy.Workload {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(emojivotoDir, "*.yml"))
+	files, err := filepath.Glob(filepath.Join(emojivotoDir(t), "*.yml"))
 	require.NoError(t, err)
 	files = slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "kustomization.yml" })
 	ws := readWorkloads(t, files...)

@@ -46,12 +46,17 @@ var knownDifferences = map[string]string{
 func kataFolders(t *testing.T) []string {
 	t.Helper()
 	var dirs []string
-	err := filepath.WalkDir("testdata/kata", func(p string, d fs.DirEntry, err error) error {
+	root := kataDir(t)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.Name() == "testcases.json" {
-			dirs = append(dirs, filepath.Dir(p))
+			rel, err := filepath.Rel(root, filepath.Dir(p))
+			if err != nil {
+				return err
+			}
+			dirs = append(dirs, filepath.ToSlash(rel))
 		}
 		return nil
 	})
@@ -68,8 +73,8 @@ func TestKataCompatibility(t *testing.T) {
 
 	var report []string
 	total, agree := 0, 0
-	for _, dir := range kataFolders(t) {
-		name := strings.TrimPrefix(dir, "testdata/kata/")
+	for _, name := range kataFolders(t) {
+		dir := filepath.Join(kataDir(t), name)
 		t.Run(name, func(t *testing.T) {
 			podYAML, err := os.ReadFile(filepath.Join(dir, "pod.yaml"))
 			require.NoError(t, err)

@@ -80,7 +80,7 @@ func TestKataDifferencesExplained(t *testing.T) {
 	}
 	for dir, fixes := range cases {
 		t.Run(dir, func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join("testdata/kata", dir, "pod.yaml"))
+			b, err := os.ReadFile(filepath.Join(kataDir(t), dir, "pod.yaml"))
 			require.NoError(t, err)
 			ws, err := policy.DecodeWorkloads(b)
 			require.NoError(t, err)
@@ -88,7 +88,7 @@ func TestKataDifferencesExplained(t *testing.T) {
 			require.NoError(t, err)
 			agent, err := agentsim.New(res.Rego)
 			require.NoError(t, err)
-			raw, err := os.ReadFile(filepath.Join("testdata/kata", dir, "testcases.json"))
+			raw, err := os.ReadFile(filepath.Join(kataDir(t), dir, "testcases.json"))
 			require.NoError(t, err)
 			var cases []kataCase
 			require.NoError(t, json.Unmarshal(raw, &cases))

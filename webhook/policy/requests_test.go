@@ -3,6 +3,7 @@ package policy_test
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ const (
 // kataRequest loads a real request from the Kata test data as a template.
 func kataRequest(t *testing.T, dir string, i int) map[string]any {
 	t.Helper()
-	raw, err := os.ReadFile("testdata/kata/" + dir + "/testcases.json")
+	raw, err := os.ReadFile(filepath.Join(kataDir(t), dir, "testcases.json"))
 	require.NoError(t, err)
 	var cases []struct {
 		Request map[string]any `json:"request"`

@@ -61,7 +61,7 @@ func TestGenerateFromChart(t *testing.T) {
 
 	ws := t.TempDir()
 	args := []string{"generate", "-w", ws, "-o", "json", "--settings", chartGolden, "--coordinator-yaml", chartGolden,
-		"--reference-values=snp", "../../../examples/emojivoto"}
+		"--reference-values=snp", emojivotoDir(t)}
 	// the chart's defaults leave the Coordinator's reference values to
 	// the owner, and the snp preset has fields to fill in: the
 	// Initializers cannot be configured from them

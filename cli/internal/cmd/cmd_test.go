@@ -20,6 +20,7 @@ import (
 	"github.com/contrast-cc/contrast/coordinator/server"
 	"github.com/contrast-cc/contrast/webhook/images/imagestest"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
+	"github.com/contrast-cc/contrast/webhook/shareddata"
 )
 
 // run executes contrast with args and returns stdout, stderr and the exit
@@ -82,14 +83,19 @@ func readManifestFile(t *testing.T, ws string) *manifest.Manifest {
 	return m
 }
 
-// TestGenerateEmojivoto generates over the project's example and over
-// ../shared/workloads/emojivoto with the stand-in images.
+// emojivotoDir is the emojivoto tutorial's manifests in ../shared.
+func emojivotoDir(t testing.TB) string {
+	t.Helper()
+	return shareddata.Dir(t, shareddata.Emojivoto)
+}
+
+// TestGenerateEmojivoto generates over ../shared/workloads/emojivoto with
+// the stand-in images.
 func TestGenerateEmojivoto(t *testing.T) {
 	e := newEnv(t)
 	sim := simFlags(t)
 	for name, dir := range map[string]string{
-		"examples": "../../../examples/emojivoto",
-		"shared":   "../../../../shared/workloads/emojivoto",
+		"shared": emojivotoDir(t),
 	} {
 		t.Run(name, func(t *testing.T) {
 			ws := t.TempDir()
@@ -140,7 +146,7 @@ func TestGenerateLeavesYAMLUnmodifiedAndInjects(t *testing.T) {
 	ws := t.TempDir()
 	in := filepath.Join(t.TempDir(), "app")
 	require.NoError(t, os.MkdirAll(in, 0o755))
-	src, err := os.ReadFile("../../../examples/emojivoto/web.yml")
+	src, err := os.ReadFile(filepath.Join(emojivotoDir(t), "web.yml"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(in, "web.yml"), src, 0o644))
 
@@ -175,7 +181,7 @@ func TestGenerateCoordinatorExpectations(t *testing.T) {
 	e := newEnv(t)
 	sim := simFlags(t)
 	ws := t.TempDir()
-	stdout, stderr, code := e.generate(t, ws, append(sim, "-o", "json", "--inject", "testdata/coordinator.yaml", "../../../examples/emojivoto/web.yml")...)
+	stdout, stderr, code := e.generate(t, ws, append(sim, "-o", "json", "--inject", "testdata/coordinator.yaml", filepath.Join(emojivotoDir(t), "web.yml"))...)
 	require.Equal(t, ExitOK, code, stderr)
 	var res generateResult
 	require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
@@ -200,7 +206,7 @@ func TestGenerateCoordinatorExpectations(t *testing.T) {
 	require.NoError(t, err)
 	explicit := []string{"--platform=snp-simulated", "--coordinator-policy-hash=" + coordHash, "--coordinator-reference-values=" + string(rv)}
 	ws2 := t.TempDir()
-	stdout, stderr, code = e.generate(t, ws2, append(append(sim, explicit...), "-o", "json", "testdata/coordinator.yaml", "../../../examples/emojivoto/web.yml")...)
+	stdout, stderr, code = e.generate(t, ws2, append(append(sim, explicit...), "-o", "json", "testdata/coordinator.yaml", filepath.Join(emojivotoDir(t), "web.yml"))...)
 	require.Equal(t, ExitOK, code, stderr)
 	var res2 generateResult
 	require.NoError(t, json.Unmarshal([]byte(stdout), &res2), stdout)
@@ -208,7 +214,7 @@ func TestGenerateCoordinatorExpectations(t *testing.T) {
 
 	// a hash that is not this Coordinator's: refused, naming both
 	other := strings.Repeat("ab", 32)
-	_, stderr, code = e.generate(t, t.TempDir(), append(append(sim, "--coordinator-policy-hash="+other), "testdata/coordinator.yaml", "../../../examples/emojivoto/web.yml")...)
+	_, stderr, code = e.generate(t, t.TempDir(), append(append(sim, "--coordinator-policy-hash="+other), "testdata/coordinator.yaml", filepath.Join(emojivotoDir(t), "web.yml"))...)
 	require.Equal(t, ExitUsage, code, stderr)
 	assert.Contains(t, stderr, "the Coordinator computed here has policy "+coordHash)
 	assert.Contains(t, stderr, other)
@@ -227,7 +233,7 @@ func TestGenerateRejections(t *testing.T) {
 		wantErr string
 	}{
 		"no Coordinator": {
-			args:    append(sim, "../../../examples/emojivoto"),
+			args:    append(sim, emojivotoDir(t)),
 			wantErr: "no Coordinator among the inputs",
 		},
 		"no reference values": {
@@ -291,7 +297,7 @@ func roundTrip(t *testing.T) (*coordinatortest.Harness, *coordinatortest.Running
 	t.Helper()
 	e := newEnv(t)
 	ws := t.TempDir()
-	_, stderr, code := e.generate(t, ws, append(simFlags(t), "testdata/coordinator.yaml", "../../../examples/emojivoto")...)
+	_, stderr, code := e.generate(t, ws, append(simFlags(t), "testdata/coordinator.yaml", emojivotoDir(t))...)
 	require.Equal(t, ExitOK, code, stderr)
 	m := readManifestFile(t, ws)
 	hashes := m.CoordinatorPolicyHashes()
