@@ -6,20 +6,30 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Copy buffers. A connection starts with small buffers and moves to a large
 // pooled one once a read fills the small one (data is streaming), and back
 // once a read returns less than a small buffer (the stream paused). So a
-// bulk transfer moves up to 128 KiB per system call (and per corked TLS
-// write, eight records), while an idle or chatty connection holds 16 KiB
-// per buffer.
+// bulk transfer moves up to 512 KiB per system call (and per corked TLS
+// write), while an idle or chatty connection holds 16 KiB per buffer.
+// Large system calls pay off because loopback TCP costs mostly per call and
+// per segment, not per byte. At most maxLargeBufs large buffers are in use
+// at once (16 MiB, and as much again in corked writes); beyond that, streams
+// go on with small buffers.
 const (
 	smallBufSize = 16 << 10
-	largeBufSize = 128 << 10
+	largeBufSize = 512 << 10
 )
 
-var largePool = sync.Pool{New: func() any { b := make([]byte, largeBufSize); return &b }}
+var (
+	largePool    = sync.Pool{New: func() any { b := make([]byte, largeBufSize); return &b }}
+	largeInUse   atomic.Int32
+	maxLargeBufs atomic.Int32 // 32; a variable for tests
+)
+
+func init() { maxLargeBufs.Store(32) }
 
 // buffer is a copy buffer that grows while data streams.
 type buffer struct {
@@ -42,6 +52,10 @@ func (b *buffer) bytes() []byte {
 func (b *buffer) adapt(n int) {
 	switch {
 	case b.large == nil && n == len(b.small):
+		if largeInUse.Add(1) > maxLargeBufs.Load() {
+			largeInUse.Add(-1)
+			return
+		}
 		b.large = largePool.Get().(*[]byte)
 	case b.large != nil && n < smallBufSize:
 		b.release()
@@ -53,6 +67,7 @@ func (b *buffer) release() {
 	if b.large != nil {
 		largePool.Put(b.large)
 		b.large = nil
+		largeInUse.Add(-1)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // crypto/tls still frames, encrypts, decrypts and authenticates every
 // record, and handles every alert and post-handshake message.
 //
-//   - Reads take whatever the socket holds into a buffer (16 KiB, or 128 KiB
+//   - Reads take whatever the socket holds into a buffer (16 KiB, or 512 KiB
 //     while data streams, see buffer) in one system call, and crypto/tls
 //     takes its records from there. In no-wait mode (readTLS) a read that
 //     would have to wait for the socket returns errWouldBlock instead.
@@ -119,9 +119,10 @@ func (t *transport) release() {
 	t.rb.release()
 }
 
-// corkPool holds the buffers of corked writes: a largeBufSize write becomes
-// eight records with 22 bytes of header, content type and tag each.
-var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, largeBufSize+1024); return &b }}
+// corkPool holds the buffers of corked writes. They grow to what one write
+// needs: a largeBufSize write becomes 32 records with 22 bytes of header,
+// content type and tag each.
+var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, smallBufSize+1024); return &b }}
 
 // readTLS reads decrypted bytes from c into buf: it waits for the first
 // record, then adds the records already received without waiting again,

@@ -266,7 +266,7 @@ func TestCopyToTLSOneWritePerChunk(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, srcPeer.(*net.TCPConn).CloseWrite())
 	require.NoError(t, <-done)
-	// The large chunk is at least eight records (16 KiB each at most); the
+	// The large chunk is at least 32 records (16 KiB each at most); the
 	// proxy sends them in one write, or in one per part if the socket
 	// delivered the chunk in parts. Then the close_notify.
 	writes := rc.reset()
@@ -275,9 +275,33 @@ func TestCopyToTLSOneWritePerChunk(t *testing.T) {
 	for _, w := range writes[:len(writes)-1] {
 		sum += w
 	}
-	assert.GreaterOrEqual(t, sum, largeBufSize+8*22)
-	assert.Less(t, len(writes)-1, 8, "fewer system calls than records")
+	records := largeBufSize / maxPlaintext
+	assert.GreaterOrEqual(t, sum, largeBufSize+records*22)
+	assert.Less(t, len(writes)-1, records, "fewer system calls than records")
 	assert.Equal(t, append(payload[:smallBufSize:smallBufSize], payload...), <-received)
+}
+
+// TestBufferBudget: no more than maxLargeBufs large buffers are in use; a
+// stream beyond them goes on with its small buffer, and gets a large one
+// once another is released.
+func TestBufferBudget(t *testing.T) {
+	old := maxLargeBufs.Load()
+	maxLargeBufs.Store(largeInUse.Load() + 2)
+	t.Cleanup(func() { maxLargeBufs.Store(old) })
+	bufs := []*buffer{newBuffer(), newBuffer(), newBuffer()}
+	for _, b := range bufs {
+		b.adapt(smallBufSize)
+	}
+	assert.Len(t, bufs[0].bytes(), largeBufSize)
+	assert.Len(t, bufs[1].bytes(), largeBufSize)
+	assert.Len(t, bufs[2].bytes(), smallBufSize, "over the budget")
+	bufs[0].adapt(10) // the stream paused
+	assert.Len(t, bufs[0].bytes(), smallBufSize)
+	bufs[2].adapt(smallBufSize)
+	assert.Len(t, bufs[2].bytes(), largeBufSize, "a released buffer is available again")
+	for _, b := range bufs {
+		b.release()
+	}
 }
 
 func TestBufferAdapt(t *testing.T) {
