@@ -129,7 +129,7 @@ func post(t *testing.T, h http.Handler, body []byte) (int, *admissionv1.Admissio
 	return postTo(t, h, MutatePath, body)
 }
 
-func postTo(t *testing.T, h http.Handler, path string, body []byte) (int, *admissionv1.AdmissionResponse) {
+func postTo(t testing.TB, h http.Handler, path string, body []byte) (int, *admissionv1.AdmissionResponse) {
 	t.Helper()
 	req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -149,7 +149,7 @@ func postTo(t *testing.T, h http.Handler, path string, body []byte) (int, *admis
 	return res.StatusCode, ar.Response
 }
 
-func applyPatch(t *testing.T, pod *corev1.Pod, resp *admissionv1.AdmissionResponse) *corev1.Pod {
+func applyPatch(t testing.TB, pod *corev1.Pod, resp *admissionv1.AdmissionResponse) *corev1.Pod {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	require.NoError(t, err)
