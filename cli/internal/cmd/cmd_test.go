@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,6 +224,57 @@ func TestGenerateCoordinatorExpectations(t *testing.T) {
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestGenerateNamespace: documents without a namespace get -n (default
+// "default", as kubectl apply), and $(POD_NAMESPACE) in arguments is expanded
+// with it, so the policy equals that of the same YAML naming the namespace
+// (and the webhook's for the pod admitted there, TestArgExpansion).
+func TestGenerateNamespace(t *testing.T) {
+	e := newEnv(t)
+	sim := simFlags(t)
+	const app = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app%s}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+      - name: app
+        image: registry.example/acme/agent:2
+        args: ["--publish-service=$(POD_NAMESPACE)/app"]
+        env:
+        - name: POD_NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+`
+	generate := func(t *testing.T, doc string, args ...string) (string, string) {
+		t.Helper()
+		in := filepath.Join(t.TempDir(), "app.yaml")
+		require.NoError(t, os.WriteFile(in, []byte(doc), 0o644))
+		ws := t.TempDir()
+		stdout, stderr, code := e.generate(t, ws, append(append(sim, args...), "-o", "json", "testdata/coordinator.yaml", in)...)
+		require.Equal(t, ExitOK, code, stderr)
+		var res generateResult
+		require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
+		for _, p := range res.Policies {
+			if p.Name == "app" {
+				doc, err := os.ReadFile(filepath.Join(ws, dirPolicies, p.PolicyHash))
+				require.NoError(t, err)
+				return p.PolicyHash, string(doc)
+			}
+		}
+		t.Fatalf("no policy for app: %s", stdout)
+		return "", ""
+	}
+	withFlag, doc := generate(t, fmt.Sprintf(app, ""), "-n", "demo")
+	assert.Contains(t, doc, `"--publish-service=demo/app"`)
+	inDoc, _ := generate(t, fmt.Sprintf(app, ", namespace: demo"))
+	assert.Equal(t, inDoc, withFlag, "-n demo and namespace: demo give the same policy")
+	byDefault, doc := generate(t, fmt.Sprintf(app, ""))
+	assert.Contains(t, doc, `"--publish-service=default/app"`, "without -n: the default namespace, as kubectl apply")
+	assert.NotEqual(t, withFlag, byDefault)
 }
 
 func TestGenerateRejections(t *testing.T) {

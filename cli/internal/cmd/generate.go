@@ -50,6 +50,7 @@ type generateOptions struct {
 	simMeasurement  string
 	inject          bool
 	injectDir       string
+	namespace       string
 }
 
 // newImageSource returns the image source for the registry settings
@@ -118,6 +119,7 @@ Reference values (--reference-values):
 	f.StringVar(&o.refValues, "reference-values", "", "reference-value preset: "+strings.Join(refPresets, ", ")+" (default: keep those of an existing manifest.json)")
 	f.StringVar(&o.simAuthority, "sim-authority", "", "simulated TEE authority file of the Coordinator (created if missing), for the simulated presets")
 	f.StringVar(&o.simMeasurement, "sim-measurement", "", "launch measurement (48 bytes hex) the simulated TEE reports (the Coordinator's --sim-measurement), for the simulated presets; without it the field is left to fill in")
+	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of the documents that name none, as with kubectl apply -n: the policy binds it, and the webhook's hash for a pod admitted elsewhere differs")
 	f.BoolVar(&o.inject, "inject", false, "also write the mutated YAML (runtime class, Initializer, proxy, pinned images, policy annotation) to --inject-dir")
 	f.StringVar(&o.injectDir, "inject-dir", "injected", "directory for --inject, relative to the workspace")
 	_ = cmd.RegisterFlagCompletionFunc("reference-values", cobra.FixedCompletions(refPresets, cobra.ShellCompDirectiveNoFileComp))
@@ -244,6 +246,11 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	for _, d := range docs {
 		for i := range d.workloads {
 			w := &d.workloads[i]
+			if w.Namespace == "" && !d.coordinatorOnly {
+				// kubectl apply puts it into its -n namespace (the Coordinator
+				// of --coordinator-yaml into the chart's namespace)
+				w.Namespace = o.namespace
+			}
 			if w.EnvSources, err = policy.DecodeEnvSources(all, w.Namespace); err != nil {
 				return usageErrorf("%s: %w", d.file, err)
 			}
