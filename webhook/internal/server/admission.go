@@ -5,11 +5,14 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -76,7 +79,7 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 		return nil, fmt.Errorf("creating webhook: %w", err)
 	}
 	mutating, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
-		Webhook: denyingWebhook{podsOnly{mwh, cfg.Metrics.observeAdmission}},
+		Webhook: denyingWebhook{podsOnly{policyValues{mwh}, cfg.Metrics.observeAdmission}},
 		Logger:  kubewebhookLogger{cfg.Logger},
 	})
 	if err != nil {
@@ -254,6 +257,9 @@ func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj
 		return nil, err
 	}
 	*pod = *out
+	if slot, ok := ctx.Value(policyValuesKey{}).(*policyValueSlot); ok {
+		slot.stand(pod)
+	}
 	observe(ResultMutated, "ok")
 	log.Info("pod mutated", "policyHash", res.Annotations[policy.AnnotationPolicyHash], "kind", res.Kind)
 	return &kwhmutating.MutatorResult{}, nil
@@ -300,4 +306,91 @@ func (w denyingWebhook) Review(ctx context.Context, ar kwhmodel.AdmissionReview)
 		return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: "contrast: " + de.Error()}, nil
 	}
 	return resp, err
+}
+
+// policyValues passes the policy annotations of a mutated pod around
+// kubewebhook's JSON handling. kubewebhook marshals the mutated pod,
+// unmarshals it and the admitted pod to compute the JSON patch from their
+// difference and marshals the patch: four passes over a policy annotation of
+// 10 KiB and more, most of an admission's cost once the policy is cached.
+// The mutator puts a stand-in (a per-process random string) in the policy
+// annotations instead; the patch is computed from the difference as always,
+// and the stand-ins in the marshalled patch are then replaced by the JSON
+// strings of the real values. A patch that does not hold each stand-in
+// exactly once is an error (never a partial patch).
+type policyValues struct {
+	next kwhwebhook.Webhook
+}
+
+type policyValuesKey struct{}
+
+// policyValueSlot collects the real values of one admission's policy
+// annotations.
+type policyValueSlot struct {
+	values map[string]string // stand-in → real value
+}
+
+// standInPrefix starts every stand-in: random per process, so an admitted
+// pod cannot contain it.
+var standInPrefix = func() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("reading random bytes: %v", err))
+	}
+	return "contrast-policy-stand-in-" + hex.EncodeToString(b) + "-"
+}()
+
+// policyAnnotations are replaced by stand-ins while kubewebhook computes the
+// patch.
+var policyAnnotations = []string{policy.AnnotationInitData, policy.AnnotationLegacyPolicy}
+
+// stand replaces the policy annotations of pod by stand-ins and keeps their
+// values.
+func (s *policyValueSlot) stand(pod *corev1.Pod) {
+	for _, k := range policyAnnotations {
+		v, ok := pod.Annotations[k]
+		if !ok {
+			continue
+		}
+		if s.values == nil {
+			s.values = map[string]string{}
+			pod.Annotations = maps.Clone(pod.Annotations)
+		}
+		stand := standInPrefix + k
+		s.values[stand] = v
+		pod.Annotations[k] = stand
+	}
+}
+
+func (w policyValues) ID() string                 { return w.next.ID() }
+func (w policyValues) Kind() kwhmodel.WebhookKind { return w.next.Kind() }
+
+func (w policyValues) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
+	slot := &policyValueSlot{}
+	resp, err := w.next.Review(context.WithValue(ctx, policyValuesKey{}, slot), ar)
+	if err != nil || len(slot.values) == 0 {
+		return resp, err
+	}
+	mr, ok := resp.(*kwhmodel.MutatingAdmissionResponse)
+	if !ok {
+		return nil, fmt.Errorf("mutating webhook answered %T", resp)
+	}
+	patch := mr.JSONPatchPatch
+	for stand, v := range slot.values {
+		quotedStand, err := json.Marshal(stand)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the policy annotation: %w", err)
+		}
+		if n := bytes.Count(patch, quotedStand); n != 1 {
+			return nil, fmt.Errorf("the JSON patch holds a policy annotation's stand-in %d times, not once", n)
+		}
+		quoted, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the policy annotation: %w", err)
+		}
+		patch = bytes.Replace(patch, quotedStand, quoted, 1)
+	}
+	cp := *mr
+	cp.JSONPatchPatch = patch
+	return &cp, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -450,4 +451,39 @@ func TestAdmissionBindsNamespace(t *testing.T) {
 	emojivoto := hashIn("emojivoto", "emojivoto")
 	assert.Equal(t, emojivoto, hashIn("emojivoto", ""), "a pod object without namespace is bound to the request's")
 	assert.NotEqual(t, emojivoto, hashIn("other", ""))
+}
+
+// TestPolicyAnnotationStandIns: the policy annotations pass kubewebhook's
+// JSON patch computation as stand-ins; the patch the API server gets holds
+// the real values and no stand-in, in both policy modes and on
+// re-invocation.
+func TestPolicyAnnotationStandIns(t *testing.T) {
+	imgs := injecttest.Serve(t)
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy=%t", legacy), func(t *testing.T) {
+			f := fixtureOn(t, imgs)
+			f.mutator.Legacy = legacy
+			pod := webPod()
+			code, resp := post(t, f.handler, review(t, admissionv1.Create, "emojivoto", pod, false))
+			require.Equal(t, http.StatusOK, code)
+			require.True(t, resp.Allowed, "%v", resp.Result)
+			assert.NotContains(t, string(resp.Patch), standInPrefix)
+			got := applyPatch(t, pod, resp)
+			want, res, err := f.mutator.MutatePod(context.Background(), pod, nil)
+			require.NoError(t, err)
+			assert.Equal(t, want, got)
+			key := policy.AnnotationInitData
+			if legacy {
+				key = policy.AnnotationLegacyPolicy
+			}
+			require.NotEmpty(t, res.Annotations[key])
+			assert.Equal(t, res.Annotations[key], got.Annotations[key])
+
+			// re-invoked with the annotations in place
+			code, resp = post(t, f.handler, review(t, admissionv1.Create, "emojivoto", got, false))
+			require.Equal(t, http.StatusOK, code)
+			assert.NotContains(t, string(resp.Patch), standInPrefix)
+			assert.Equal(t, got, applyPatch(t, got, resp))
+		})
+	}
 }
