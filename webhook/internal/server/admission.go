@@ -315,7 +315,7 @@ func (w denyingWebhook) Review(ctx context.Context, ar kwhmodel.AdmissionReview)
 // 10 KiB and more, most of an admission's cost once the policy is cached.
 // The mutator puts a stand-in (a per-process random string) in the policy
 // annotations instead; the patch is computed from the difference as always,
-// and the stand-ins in the marshalled patch are then replaced by the JSON
+// and the stand-ins in the marshaled patch are then replaced by the JSON
 // strings of the real values. A patch that does not hold each stand-in
 // exactly once is an error (never a partial patch).
 type policyValues struct {
