@@ -407,3 +407,68 @@ func TestIngressNginxFromSharedManifest(t *testing.T) {
 		})
 	}
 }
+
+// TestArgServiceLinks checks that references to service-link variables in
+// arguments are expanded like the kubelet does, with the value the
+// variable has in the request (held to the service-link patterns), and kept
+// as written when the request has no such variable (no such Service).
+func TestArgServiceLinks(t *testing.T) {
+	src, _ := testRegistry(t)
+	w := simplePod()
+	w.Namespace = "demo"
+	w.Template.Name = "p"
+	w.Template.Spec.Containers[0].Args = []string{"--redis=$(REDIS_MASTER_SERVICE_HOST):$(REDIS_MASTER_SERVICE_PORT)", "--api=$(KUBERNETES_SERVICE_HOST)"}
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+	require.NoError(t, err)
+	assert.Equal(t, []policy.ArgTemplate{
+		{Index: 1, Parts: []policy.ArgPart{{Text: "--redis="}, {Var: "REDIS_MASTER_SERVICE_HOST"}, {Text: ":"}, {Var: "REDIS_MASTER_SERVICE_PORT"}}},
+		{Index: 2, Parts: []policy.ArgPart{{Text: "--api="}, {Var: "KUBERNETES_SERVICE_HOST"}}},
+	}, res.Data.Containers[1].ArgTemplates)
+
+	img, err := src.Resolve(t.Context(), "registry.example/acme/agent:2", nil)
+	require.NoError(t, err)
+	sandbox := func(t *testing.T, a *agentsim.Agent) {
+		t.Helper()
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, "p", "demo"))
+		require.NoError(t, err)
+		require.True(t, d.Allowed, "pause container denied")
+	}
+	request := func(env []any, args ...any) map[string]any {
+		r := containerRequest(t, expansionCID, "c", "p", "demo", img.Reference())
+		p := proc(r)
+		p["Args"] = append([]any{"/agent"}, args...)
+		p["Cwd"] = "/"
+		p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
+		p["Env"] = append([]any{"PATH=/", "HOSTNAME=p"}, env...)
+		return r
+	}
+	links := []any{"REDIS_MASTER_SERVICE_HOST=10.0.0.9", "REDIS_MASTER_SERVICE_PORT=6379", "KUBERNETES_SERVICE_HOST=10.0.0.1"}
+	for name, req := range map[string]map[string]any{
+		"service links expanded":      request(links, "--redis=10.0.0.9:6379", "--api=10.0.0.1"),
+		"no such Service: as written": request(links[2:], "--redis=$(REDIS_MASTER_SERVICE_HOST):$(REDIS_MASTER_SERVICE_PORT)", "--api=10.0.0.1"),
+	} {
+		t.Run("allowed/"+name, func(t *testing.T) {
+			a, err := agentsim.New(res.Rego)
+			require.NoError(t, err)
+			sandbox(t, a)
+			d, err := a.Allow(t.Context(), "CreateContainerRequest", req)
+			require.NoError(t, err)
+			assert.True(t, d.Allowed)
+		})
+	}
+	t.Run("denied/argument differs from the service link", func(t *testing.T) {
+		requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", request(links, "--redis=evil.example:6379", "--api=10.0.0.1"), "args_ok")
+	})
+	t.Run("denied/service link that is no address", func(t *testing.T) {
+		bad := []any{"REDIS_MASTER_SERVICE_HOST=evil.example", "REDIS_MASTER_SERVICE_PORT=6379", "KUBERNETES_SERVICE_HOST=10.0.0.1"}
+		requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", request(bad, "--redis=evil.example:6379", "--api=10.0.0.1"), "env_ok")
+	})
+
+	off := simplePod()
+	off.Template.Spec.EnableServiceLinks = ptr.To(false)
+	off.Template.Spec.Containers[0].Args = []string{"$(REDIS_MASTER_SERVICE_HOST)", "$(KUBERNETES_SERVICE_HOST)"}
+	r, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: off, Images: src})
+	require.NoError(t, err)
+	assert.Equal(t, []policy.ArgTemplate{{Index: 2, Parts: []policy.ArgPart{{Var: "KUBERNETES_SERVICE_HOST"}}}}, r.Data.Containers[1].ArgTemplates,
+		"without service links only the master service's variables exist")
+}

@@ -628,7 +628,7 @@ func (b *builder) containerData(ct container, img *images.Image, acct *images.Ac
 	if err != nil {
 		return ContainerData{}, err
 	}
-	args, templates := buildArgs(c, img, vars)
+	args, templates := buildArgs(c, img, serviceLinkVars{vars: vars, mode: serviceEnv(spec)})
 	if len(args) == 0 {
 		return ContainerData{}, fieldErr(ct.path+".command", ErrInvalidInput, "no command: neither the pod nor the image defines one")
 	}
@@ -824,10 +824,9 @@ func capName(c corev1.Capability) string {
 var varRefRe = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
 
 // podVar is a variable the pod defines for a container (env, envFrom), as
-// the kubelet's $(VAR) expansion sees it. Image variables and service links
-// are not among them: the kubelet expands with the pod's variables only
-// (service links are never known before the pod runs, and a reference to one
-// is kept as written).
+// the kubelet's $(VAR) expansion sees it. Image variables are not among
+// them: the kubelet expands with the pod's variables and, in command and
+// args, the service links (serviceLinkVars), never with the image's.
 type podVar struct {
 	// value is the value fixed at generation; nil if it is known only at
 	// run time.
@@ -850,6 +849,14 @@ type expandRef struct {
 // it, one to a variable known only at run time is returned as a reference,
 // anything else is kept as written. Adjacent literals are joined.
 func expandParts(s string, vars map[string]podVar) []expandRef {
+	return expandPartsWith(s, func(n string) (podVar, bool) {
+		v, ok := vars[n]
+		return v, ok
+	})
+}
+
+// expandPartsWith is expandParts with a lookup of the variables.
+func expandPartsWith(s string, lookup func(string) (podVar, bool)) []expandRef {
 	var out []expandRef
 	lit := func(t string) {
 		if t == "" {
@@ -870,7 +877,7 @@ func expandParts(s string, vars map[string]podVar) []expandRef {
 			continue
 		}
 		n := s[m[2]:m[3]]
-		v, ok := vars[n]
+		v, ok := lookup(n)
 		switch {
 		case !ok:
 			lit(s[m[0]:m[1]])
@@ -882,6 +889,33 @@ func expandParts(s string, vars map[string]podVar) []expandRef {
 	}
 	lit(s[last:])
 	return out
+}
+
+// serviceLinkRe matches the names of the variables the kubelet derives from
+// Services (enableServiceLinks), kubernetesLinkRe those of the master
+// service, which it always adds.
+var (
+	serviceLinkRe    = regexp.MustCompile(`^` + svcRegex + `_(SERVICE_HOST|SERVICE_PORT(_` + svcRegex + `)?|PORT(_` + portRegex + `_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$`)
+	kubernetesLinkRe = regexp.MustCompile(`^KUBERNETES_(SERVICE_HOST|SERVICE_PORT(_HTTPS)?|PORT(_` + portRegex + `_TCP(_PROTO|_PORT|_ADDR)?)?)$`)
+)
+
+// serviceLinkVars extends vars for expanding command and args: the kubelet
+// expands references to service-link variables too, with values only known
+// at run time (the rules hold them to the service-link patterns). Names the
+// pod defines itself keep their definition.
+type serviceLinkVars struct {
+	vars map[string]podVar
+	mode string // serviceEnv: "all" or "kubernetes"
+}
+
+func (s serviceLinkVars) lookup(n string) (podVar, bool) {
+	if v, ok := s.vars[n]; ok {
+		return v, true
+	}
+	if kubernetesLinkRe.MatchString(n) || (s.mode == "all" && serviceLinkRe.MatchString(n)) {
+		return podVar{}, true
+	}
+	return podVar{}, false
 }
 
 // expandFixed expands s where every reference is fixed at generation. A
@@ -905,7 +939,7 @@ func expandFixed(field, s string, vars map[string]podVar) (string, error) {
 // variable's value in the request, which is held to the variable's own
 // expected value, so the argument cannot take a value the variable could
 // not.
-func buildArgs(c *corev1.Container, img *images.Image, vars map[string]podVar) ([]string, []ArgTemplate) {
+func buildArgs(c *corev1.Container, img *images.Image, vars serviceLinkVars) ([]string, []ArgTemplate) {
 	var args []string
 	nPod := 0
 	switch {
@@ -920,7 +954,7 @@ func buildArgs(c *corev1.Container, img *images.Image, vars map[string]podVar) (
 	}
 	var templates []ArgTemplate
 	for i := len(args) - nPod; i < len(args); i++ {
-		parts := expandParts(args[i], vars)
+		parts := expandPartsWith(args[i], vars.lookup)
 		var b strings.Builder
 		runtime := false
 		for _, p := range parts {
