@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -79,13 +80,7 @@ func readCorpus(t *testing.T) (map[string][]string, []corpusWorkload) {
 	require.Len(t, dirs, 11, "emojivoto and ten published workloads")
 	files := map[string][]string{}
 	var out []corpusWorkload
-	for _, d := range slices.Sorted(func(yield func(string) bool) {
-		for k := range dirs {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
 		var all []byte
 		for _, pattern := range []string{"*.yaml", "*.yml"} {
 			m, err := filepath.Glob(filepath.Join(dirs[d], pattern))
@@ -145,12 +140,7 @@ func standIns(t *testing.T, ws []corpusWorkload) (map[string]imagestest.Spec, []
 			}
 		}
 	}
-	var hs []string
-	for h := range hosts {
-		hs = append(hs, h)
-	}
-	slices.Sort(hs)
-	return specs, hs
+	return specs, slices.Sorted(maps.Keys(hosts))
 }
 
 // TestRealWorldCorpus applies every workload of ../shared/workloads-real
@@ -187,13 +177,7 @@ func TestRealWorldCorpus(t *testing.T) {
 	for ns := range namespaces {
 		createOptedInNamespace(ctx, t, c, ns)
 	}
-	for _, d := range slices.Sorted(func(yield func(string) bool) {
-		for k := range files {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, d := range slices.Sorted(maps.Keys(files)) {
 		// the namespace of the folder's workloads (the documents' own, or
 		// the folder's name for documents without one)
 		ns := ""

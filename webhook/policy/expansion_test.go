@@ -26,6 +26,32 @@ import (
 
 const expansionCID = "5a1b7c2e6546ae2aef276f738b162fc379e61467120544e13e5ca5bd204862b9"
 
+// demoSandbox creates the pause container of pod "p" in namespace "demo".
+func demoSandbox(t *testing.T, a *agentsim.Agent) {
+	t.Helper()
+	d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, "p", "demo"))
+	require.NoError(t, err)
+	require.True(t, d.Allowed, "pause container denied")
+}
+
+// agentRequest is the CreateContainerRequest of container "c" of pod "p" in
+// "demo" running imageRef (registry.example/acme/agent:2: /agent as root),
+// with the variables env besides PATH and HOSTNAME and the arguments args.
+func agentRequest(t *testing.T, imageRef string, env []any, args ...string) map[string]any {
+	t.Helper()
+	r := containerRequest(t, expansionCID, "c", "p", "demo", imageRef)
+	p := proc(r)
+	a := []any{"/agent"}
+	for _, s := range args {
+		a = append(a, s)
+	}
+	p["Args"] = a
+	p["Cwd"] = "/"
+	p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
+	p["Env"] = append([]any{"PATH=/", "HOSTNAME=p"}, env...)
+	return r
+}
+
 func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
@@ -76,29 +102,13 @@ func TestArgExpansion(t *testing.T) {
 
 	img, err := src.Resolve(t.Context(), "registry.example/acme/agent:2", nil)
 	require.NoError(t, err)
-	sandbox := func(t *testing.T, a *agentsim.Agent) {
-		t.Helper()
-		d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, "p", "demo"))
-		require.NoError(t, err)
-		require.True(t, d.Allowed, "pause container denied")
-	}
 	type vals struct{ name, ip, opt string }
 	request := func(v vals, args ...string) map[string]any {
-		r := containerRequest(t, expansionCID, "c", "p", "demo", img.Reference())
-		p := proc(r)
-		a := []any{"/agent"}
-		for _, s := range args {
-			a = append(a, s)
-		}
-		p["Args"] = a
-		p["Cwd"] = "/"
-		p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
-		env := []any{"PATH=/", "HOSTNAME=p", "POD_NAMESPACE=demo", "POD_NAME=" + v.name, "POD_IP=" + v.ip, "MODE=prod"}
+		env := []any{"POD_NAMESPACE=demo", "POD_NAME=" + v.name, "POD_IP=" + v.ip, "MODE=prod"}
 		if v.opt != "" {
 			env = append(env, "OPT="+v.opt)
 		}
-		p["Env"] = env
-		return r
+		return agentRequest(t, img.Reference(), env, args...)
 	}
 	good := vals{name: "p", ip: "10.1.2.3", opt: "--verbose"}
 	args := func(name, ip, opt string) []string {
@@ -113,7 +123,7 @@ func TestArgExpansion(t *testing.T) {
 		t.Run("allowed/"+name, func(t *testing.T) {
 			a, err := agentsim.New(res.Rego)
 			require.NoError(t, err)
-			sandbox(t, a)
+			demoSandbox(t, a)
 			d, err := a.Allow(t.Context(), "CreateContainerRequest", req)
 			require.NoError(t, err)
 			assert.True(t, d.Allowed)
@@ -135,7 +145,7 @@ func TestArgExpansion(t *testing.T) {
 	}
 	for name, tc := range denied {
 		t.Run("denied/"+name, func(t *testing.T) {
-			requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", tc.req, tc.checks...)
+			requireDeniedBy(t, res.Rego, demoSandbox, "CreateContainerRequest", tc.req, tc.checks...)
 		})
 	}
 
@@ -205,12 +215,6 @@ func TestSubPathMounts(t *testing.T) {
 
 	img, err := src.Resolve(t.Context(), "registry.example/acme/agent:2", nil)
 	require.NoError(t, err)
-	sandbox := func(t *testing.T, a *agentsim.Agent) {
-		t.Helper()
-		d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, "p", "demo"))
-		require.NoError(t, err)
-		require.True(t, d.Allowed, "pause container denied")
-	}
 	shared := "/run/kata-containers/shared/containers/" + expansionCID + "-0123456789abcdef-"
 	mount := func(dest, source string, opts ...string) map[string]any {
 		o := []any{"rbind", "rprivate"}
@@ -228,12 +232,7 @@ func TestSubPathMounts(t *testing.T) {
 		}
 	}
 	request := func(mounts map[string]map[string]any) map[string]any {
-		r := containerRequest(t, expansionCID, "c", "p", "demo", img.Reference())
-		p := proc(r)
-		p["Args"] = []any{"/agent"}
-		p["Cwd"] = "/"
-		p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
-		p["Env"] = []any{"PATH=/", "HOSTNAME=p", "POD_NAME=p"}
+		r := agentRequest(t, img.Reference(), []any{"POD_NAME=p"})
 		o := oci(r)
 		for _, m := range mounts {
 			o["Mounts"] = append(o["Mounts"].([]any), m)
@@ -243,7 +242,7 @@ func TestSubPathMounts(t *testing.T) {
 	t.Run("allowed/the kubelet's and the runtime's layout", func(t *testing.T) {
 		a, err := agentsim.New(res.Rego)
 		require.NoError(t, err)
-		sandbox(t, a)
+		demoSandbox(t, a)
 		d, err := a.Allow(t.Context(), "CreateContainerRequest", request(goodMounts()))
 		require.NoError(t, err)
 		assert.True(t, d.Allowed)
@@ -278,7 +277,7 @@ func TestSubPathMounts(t *testing.T) {
 		t.Run("denied/"+name, func(t *testing.T) {
 			m := goodMounts()
 			mod(m)
-			requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", request(m), "mounts_ok")
+			requireDeniedBy(t, res.Rego, demoSandbox, "CreateContainerRequest", request(m), "mounts_ok")
 		})
 	}
 }
@@ -427,41 +426,26 @@ func TestArgServiceLinks(t *testing.T) {
 
 	img, err := src.Resolve(t.Context(), "registry.example/acme/agent:2", nil)
 	require.NoError(t, err)
-	sandbox := func(t *testing.T, a *agentsim.Agent) {
-		t.Helper()
-		d, err := a.Allow(t.Context(), "CreateContainerRequest", sandboxRequestFor(t, "p", "demo"))
-		require.NoError(t, err)
-		require.True(t, d.Allowed, "pause container denied")
-	}
-	request := func(env []any, args ...any) map[string]any {
-		r := containerRequest(t, expansionCID, "c", "p", "demo", img.Reference())
-		p := proc(r)
-		p["Args"] = append([]any{"/agent"}, args...)
-		p["Cwd"] = "/"
-		p["User"] = map[string]any{"UID": 0, "GID": 0, "AdditionalGids": []any{0}, "Username": ""}
-		p["Env"] = append([]any{"PATH=/", "HOSTNAME=p"}, env...)
-		return r
-	}
 	links := []any{"REDIS_MASTER_SERVICE_HOST=10.0.0.9", "REDIS_MASTER_SERVICE_PORT=6379", "KUBERNETES_SERVICE_HOST=10.0.0.1"}
 	for name, req := range map[string]map[string]any{
-		"service links expanded":      request(links, "--redis=10.0.0.9:6379", "--api=10.0.0.1"),
-		"no such Service: as written": request(links[2:], "--redis=$(REDIS_MASTER_SERVICE_HOST):$(REDIS_MASTER_SERVICE_PORT)", "--api=10.0.0.1"),
+		"service links expanded":      agentRequest(t, img.Reference(), links, "--redis=10.0.0.9:6379", "--api=10.0.0.1"),
+		"no such Service: as written": agentRequest(t, img.Reference(), links[2:], "--redis=$(REDIS_MASTER_SERVICE_HOST):$(REDIS_MASTER_SERVICE_PORT)", "--api=10.0.0.1"),
 	} {
 		t.Run("allowed/"+name, func(t *testing.T) {
 			a, err := agentsim.New(res.Rego)
 			require.NoError(t, err)
-			sandbox(t, a)
+			demoSandbox(t, a)
 			d, err := a.Allow(t.Context(), "CreateContainerRequest", req)
 			require.NoError(t, err)
 			assert.True(t, d.Allowed)
 		})
 	}
 	t.Run("denied/argument differs from the service link", func(t *testing.T) {
-		requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", request(links, "--redis=evil.example:6379", "--api=10.0.0.1"), "args_ok")
+		requireDeniedBy(t, res.Rego, demoSandbox, "CreateContainerRequest", agentRequest(t, img.Reference(), links, "--redis=evil.example:6379", "--api=10.0.0.1"), "args_ok")
 	})
 	t.Run("denied/service link that is no address", func(t *testing.T) {
 		bad := []any{"REDIS_MASTER_SERVICE_HOST=evil.example", "REDIS_MASTER_SERVICE_PORT=6379", "KUBERNETES_SERVICE_HOST=10.0.0.1"}
-		requireDeniedBy(t, res.Rego, sandbox, "CreateContainerRequest", request(bad, "--redis=evil.example:6379", "--api=10.0.0.1"), "env_ok")
+		requireDeniedBy(t, res.Rego, demoSandbox, "CreateContainerRequest", agentRequest(t, img.Reference(), bad, "--redis=evil.example:6379", "--api=10.0.0.1"), "env_ok")
 	})
 
 	off := simplePod()
