@@ -50,7 +50,6 @@ require (
 	github.com/opencontainers/image-spec v1.1.1 // indirect
 	github.com/pelletier/go-toml/v2 v2.4.3 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -86,6 +85,7 @@ require (
 	github.com/contrast-cc/contrast/coordinator v0.0.0
 	github.com/contrast-cc/contrast/initializer v0.0.0
 	github.com/contrast-cc/contrast/webhook v0.0.0
+	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/pflag v1.1.0
 	google.golang.org/grpc v1.85.0
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd
