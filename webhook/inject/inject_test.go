@@ -461,12 +461,12 @@ func TestPolicyDenialFields(t *testing.T) {
 			wantField: "spec.initContainers[0].env[1].valueFrom",
 			wantCode:  DenyPolicy,
 		},
-		"init container env value with a secret": {
+		"init container env name with a secret": {
 			mutate: func(p *corev1.Pod) {
 				c := withInit(p)
-				c.Env = append(c.Env, corev1.EnvVar{Name: "URL", Value: "--token=" + secretValue + "$(POD_IP)"})
+				c.Env = append(c.Env, corev1.EnvVar{Name: "TOKEN=" + secretValue, Value: "x"})
 			},
-			wantField: "spec.initContainers[0].env[1].value",
+			wantField: "spec.initContainers[0].env[1].name",
 			wantCode:  DenyPolicy,
 		},
 		"init container image": {
@@ -479,9 +479,9 @@ func TestPolicyDenialFields(t *testing.T) {
 		},
 		"app container env with a secret": {
 			mutate: func(p *corev1.Pod) {
-				p.Spec.Containers[1].Env = []corev1.EnvVar{podIP, {Name: "URL", Value: "https://" + secretValue + "@$(POD_IP)"}}
+				p.Spec.Containers[1].Env = []corev1.EnvVar{podIP, {Name: "URL=https://" + secretValue, Value: "x"}}
 			},
-			wantField: "spec.containers[1].env[1].value",
+			wantField: "spec.containers[1].env[1].name",
 			wantCode:  DenyPolicy,
 		},
 		"sub path": {
@@ -545,13 +545,13 @@ func TestPolicyDenialFields(t *testing.T) {
 	t.Run("reinvocation", func(t *testing.T) {
 		pod := basePod()
 		c := withInit(pod)
-		c.Env = append(c.Env, corev1.EnvVar{Name: "URL", Value: "$(POD_IP)"})
+		c.Env = append(c.Env, corev1.EnvVar{Name: "1URL", Value: "x"})
 		pod.Annotations = map[string]string{AnnotationAllowPrivileged: "true"}
 		injected, err := Inject(pod, m.Config)
 		require.NoError(t, err)
 		require.Equal(t, "setup", injected.Spec.InitContainers[2].Name)
 		_, _, err = m.MutatePod(ctx, injected, nil)
-		check(t, err, "spec.initContainers[2].env[1].value", DenyPolicy)
+		check(t, err, "spec.initContainers[2].env[1].name", DenyPolicy)
 	})
 }
 

@@ -1,6 +1,9 @@
 package policy
 
-import "regexp"
+import (
+	"regexp"
+	"slices"
+)
 
 // Data is the policy data appended to the rules as `policy_data`. Field order
 // and JSON names are part of the policy hash: change them only with a rules
@@ -75,10 +78,18 @@ type ArgPart struct {
 // EnvSpec is one expected environment variable.
 type EnvSpec struct {
 	Name string `json:"name"`
-	// Kind is exact, regex, pod_name, pod_namespace, pod_uid or hostname.
-	Kind     string `json:"kind"`
-	Value    string `json:"value"`
-	Required bool   `json:"required"`
+	// Kind is exact, regex, pod_name, pod_namespace, pod_uid, hostname or
+	// template (Parts expanded with the request's variables; Value keeps the
+	// references as written).
+	Kind     string    `json:"kind"`
+	Value    string    `json:"value"`
+	Required bool      `json:"required"`
+	Parts    []ArgPart `json:"parts,omitempty"`
+}
+
+// Equal reports whether s and o expect the same variable.
+func (s EnvSpec) Equal(o EnvSpec) bool {
+	return s.Name == o.Name && s.Kind == o.Kind && s.Value == o.Value && s.Required == o.Required && slices.Equal(s.Parts, o.Parts)
 }
 
 // UserData is the expected process user.

@@ -193,12 +193,6 @@ func TestFieldErrors(t *testing.T) {
 			},
 			wantField: "spec.containers[1].volumeMounts[2].subPathExpr", wantKind: policy.ErrInvalidInput,
 		},
-		"unknown value in env": {
-			mod: func(s *corev1.PodSpec) {
-				env(s, 1, corev1.EnvVar{Name: "URL", Value: "https://" + secretValue + "@$(POD_IP)/"})
-			},
-			wantField: "spec.containers[1].env[2].value", wantKind: policy.ErrUnsupported, wantMsg: "$(POD_IP)",
-		},
 		"envFrom prefix": {
 			mod: func(s *corev1.PodSpec) {
 				s.Containers[1].EnvFrom = []corev1.EnvFromSource{

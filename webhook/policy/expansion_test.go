@@ -456,3 +456,62 @@ func TestArgServiceLinks(t *testing.T) {
 	assert.Equal(t, []policy.ArgTemplate{{Index: 2, Parts: []policy.ArgPart{{Var: "KUBERNETES_SERVICE_HOST"}}}}, r.Data.Containers[1].ArgTemplates,
 		"without service links only the master service's variables exist")
 }
+
+// TestEnvTemplates checks literal env values that refer to variables known
+// only at run time: the value must be its template expanded with those
+// variables' values in the request, and an argument may refer to such a
+// variable in turn. A reference to a variable defined later stays as
+// written, as the kubelet leaves it.
+func TestEnvTemplates(t *testing.T) {
+	src, _ := testRegistry(t)
+	w := simplePod()
+	w.Namespace = "demo"
+	w.Template.Name = "p"
+	c := &w.Template.Spec.Containers[0]
+	c.Env = []corev1.EnvVar{
+		fieldEnv("POD_IP", "status.podIP"),
+		{Name: "URL", Value: "https://$(POD_IP):8443/$(LATER)"},
+		{Name: "LATER", Value: "x"},
+	}
+	c.Args = []string{"--advertise=$(URL)"}
+	res, err := policy.Generate(t.Context(), policy.GenerateInput{Workload: w, Images: src})
+	require.NoError(t, err)
+	ct := res.Data.Containers[1]
+	var url policy.EnvSpec
+	for _, e := range ct.Env {
+		if e.Name == "URL" {
+			url = e
+		}
+	}
+	assert.Equal(t, policy.EnvSpec{Name: "URL", Kind: "template", Value: "https://$(POD_IP):8443/$(LATER)", Required: true,
+		Parts: []policy.ArgPart{{Text: "https://"}, {Var: "POD_IP"}, {Text: ":8443/$(LATER)"}}}, url)
+	assert.Equal(t, []policy.ArgTemplate{{Index: 1, Parts: []policy.ArgPart{{Text: "--advertise="}, {Var: "URL"}}}}, ct.ArgTemplates)
+
+	img, err := src.Resolve(t.Context(), "registry.example/acme/agent:2", nil)
+	require.NoError(t, err)
+	request := func(ip, url, arg string) map[string]any {
+		return agentRequest(t, img.Reference(), []any{"POD_IP=" + ip, "URL=" + url, "LATER=x"}, arg)
+	}
+	t.Run("allowed/the request's values", func(t *testing.T) {
+		a, err := agentsim.New(res.Rego)
+		require.NoError(t, err)
+		demoSandbox(t, a)
+		d, err := a.Allow(t.Context(), "CreateContainerRequest", request("10.1.2.3", "https://10.1.2.3:8443/$(LATER)", "--advertise=https://10.1.2.3:8443/$(LATER)"))
+		require.NoError(t, err)
+		assert.True(t, d.Allowed)
+	})
+	denied := map[string]struct {
+		req    map[string]any
+		checks []string
+	}{
+		"value differs from its template": {request("10.1.2.3", "https://evil.example:8443/$(LATER)", "--advertise=https://evil.example:8443/$(LATER)"), []string{"env_ok"}},
+		"later variable expanded":         {request("10.1.2.3", "https://10.1.2.3:8443/x", "--advertise=https://10.1.2.3:8443/x"), []string{"env_ok"}},
+		"argument differs from the value": {request("10.1.2.3", "https://10.1.2.3:8443/$(LATER)", "--advertise=https://evil.example"), []string{"args_ok"}},
+		"template filled with a non-IP":   {request("evil.example", "https://evil.example:8443/$(LATER)", "--advertise=https://evil.example:8443/$(LATER)"), []string{"env_ok"}},
+	}
+	for name, tc := range denied {
+		t.Run("denied/"+name, func(t *testing.T) {
+			requireDeniedBy(t, res.Rego, demoSandbox, "CreateContainerRequest", tc.req, tc.checks...)
+		})
+	}
+}

@@ -918,20 +918,6 @@ func (s serviceLinkVars) lookup(n string) (podVar, bool) {
 	return podVar{}, false
 }
 
-// expandFixed expands s where every reference is fixed at generation. A
-// reference to a variable known only at run time is an error naming field
-// and variable (not the value of s: it may be secret).
-func expandFixed(field, s string, vars map[string]podVar) (string, error) {
-	var b strings.Builder
-	for _, p := range expandParts(s, vars) {
-		if p.runtime != "" {
-			return "", fieldErr(field, ErrUnsupported, "refers to $(%s), whose value is not known before the pod runs", p.runtime)
-		}
-		b.WriteString(p.text)
-	}
-	return b.String(), nil
-}
-
 // buildArgs combines the image's ENTRYPOINT/CMD with the pod's command and
 // args like the kubelet and expands the pod's $(VAR) references (not the
 // image's). An argument that refers to a variable known only at run time
@@ -954,27 +940,38 @@ func buildArgs(c *corev1.Container, img *images.Image, vars serviceLinkVars) ([]
 	}
 	var templates []ArgTemplate
 	for i := len(args) - nPod; i < len(args); i++ {
-		parts := expandPartsWith(args[i], vars.lookup)
-		var b strings.Builder
-		runtime := false
-		for _, p := range parts {
-			b.WriteString(p.text)
-			runtime = runtime || p.runtime != ""
-		}
-		args[i] = b.String()
-		if runtime {
-			t := ArgTemplate{Index: i}
-			for _, p := range parts {
-				if p.runtime != "" {
-					t.Parts = append(t.Parts, ArgPart{Var: p.runtime})
-				} else {
-					t.Parts = append(t.Parts, ArgPart{Text: p.text})
-				}
-			}
-			templates = append(templates, t)
+		var parts []ArgPart
+		args[i], parts = expandTemplate(args[i], vars.lookup)
+		if parts != nil {
+			templates = append(templates, ArgTemplate{Index: i, Parts: parts})
 		}
 	}
 	return args, templates
+}
+
+// expandTemplate expands the references of s known at generation; it
+// returns the text (references to run-time values kept as written) and, if
+// there are such references, the parts of the template the rules expand.
+func expandTemplate(s string, lookup func(string) (podVar, bool)) (string, []ArgPart) {
+	refs := expandPartsWith(s, lookup)
+	var b strings.Builder
+	runtime := false
+	for _, r := range refs {
+		b.WriteString(r.text)
+		runtime = runtime || r.runtime != ""
+	}
+	if !runtime {
+		return b.String(), nil
+	}
+	parts := make([]ArgPart, 0, len(refs))
+	for _, r := range refs {
+		if r.runtime != "" {
+			parts = append(parts, ArgPart{Var: r.runtime})
+		} else {
+			parts = append(parts, ArgPart{Text: r.text})
+		}
+	}
+	return b.String(), parts
 }
 
 // ---------------------------------------------------------------- env
@@ -1129,11 +1126,16 @@ var labelRefRe = regexp.MustCompile(`^metadata\.(labels|annotations)\['([^']+)'\
 func envSpec(t *corev1.PodTemplateSpec, field string, e corev1.EnvVar, vars map[string]podVar) (EnvSpec, error) {
 	s := EnvSpec{Name: e.Name, Required: true}
 	if e.ValueFrom == nil {
-		v, err := expandFixed(field+".value", e.Value, vars)
-		if err != nil {
-			return s, err
+		// references to values known only at run time make a template,
+		// as in arguments
+		text, parts := expandTemplate(e.Value, func(n string) (podVar, bool) {
+			v, ok := vars[n]
+			return v, ok
+		})
+		s.Kind, s.Value, s.Parts = "exact", text, parts
+		if parts != nil {
+			s.Kind = "template"
 		}
-		s.Kind, s.Value = "exact", v
 		return s, nil
 	}
 	vf := e.ValueFrom

@@ -406,7 +406,7 @@ env_ok(c, env, sb) if {
 	names := [n | some e in env; n := env_name(e)]
 	count({n | some n in names}) == count(env)
 	every e in env {
-		env_allowed(c, e, sb)
+		env_allowed(c, e, sb, env)
 	}
 	every s in c.env {
 		env_present(s, env, sb)
@@ -421,14 +421,14 @@ env_name(e) := n if {
 
 env_value(e) := substring(e, indexof(e, "=") + 1, -1)
 
-env_allowed(c, e, sb) if {
+env_allowed(c, e, sb, env) if {
 	some s in c.env
 	env_name(e) == s.name
-	env_value_ok(s, env_value(e), sb)
+	env_value_ok(s, env_value(e), sb, env)
 }
 
 # Service links: all services with enableServiceLinks, else the master service.
-env_allowed(c, e, _) if {
+env_allowed(c, e, _, _) if {
 	c.kind != "sandbox"
 	some r in policy_data.common.service_env[policy_data.pod.service_env]
 	regex.match(r, e)
@@ -440,37 +440,45 @@ env_present(s, env, sb) if {
 	s.required
 	some e in env
 	env_name(e) == s.name
-	env_value_ok(s, env_value(e), sb)
+	env_value_ok(s, env_value(e), sb, env)
 }
 
-env_value_ok(s, v, _) if {
+env_value_ok(s, v, _, _) if {
 	s.kind == "exact"
 	v == s.value
 }
 
-env_value_ok(s, v, _) if {
+env_value_ok(s, v, _, _) if {
 	s.kind == "regex"
 	regex.match(s.value, v)
 }
 
-env_value_ok(s, v, sb) if {
+env_value_ok(s, v, sb, _) if {
 	s.kind == "pod_name"
 	v == sb.name
 }
 
-env_value_ok(s, v, sb) if {
+env_value_ok(s, v, sb, _) if {
 	s.kind == "pod_namespace"
 	v == sb.namespace
 }
 
-env_value_ok(s, v, sb) if {
+env_value_ok(s, v, sb, _) if {
 	s.kind == "pod_uid"
 	v == sb.uid
 }
 
-env_value_ok(s, v, sb) if {
+env_value_ok(s, v, sb, _) if {
 	s.kind == "hostname"
 	v == sb.hostname
+}
+
+# A literal value with references to variables known only at run time: the
+# references take the values the variables have in the request (each held to
+# its own expected value), as for arguments.
+env_value_ok(s, v, _, env) if {
+	s.kind == "template"
+	v == concat("", [x | some part in s.parts; x := arg_part(part, env)])
 }
 
 hostname_ok(c, oci, sb) if {
@@ -757,7 +765,7 @@ exec_terminal_ok(p) if object.get(p, "Terminal", false) == false
 
 exec_env_ok(c, env, sb) if {
 	every e in env {
-		env_allowed(c, e, sb)
+		env_allowed(c, e, sb, env)
 	}
 }
 

@@ -293,7 +293,7 @@ func envChanges(old, cur []policy.EnvSpec, path string, ctr *corev1.Container) [
 	}
 	var out []string
 	for _, n := range slices.Sorted(maps.Keys(names)) {
-		if o[n] == c[n] {
+		if o[n].Equal(c[n]) {
 			continue
 		}
 		if i := slices.IndexFunc(env, func(e corev1.EnvVar) bool { return e.Name == n }); i >= 0 {
