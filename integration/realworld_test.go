@@ -52,10 +52,6 @@ const digestPinned = "image pinned by digest: a stand-in cannot have that digest
 
 // corpusDenials are the pod templates of the corpus that stay denied.
 var corpusDenials = map[string]corpusDenial{
-	"cassandra/StatefulSet/cassandra": {
-		field: "spec.volumes[0].persistentVolumeClaim", reason: `volume "cassandra-data": only emptyDir`,
-		why: "persistent volume claims are the persistent-volume issue's (issue 15)",
-	},
 	"ingress-nginx/Deployment/ingress-nginx-controller": {field: "spec.containers[0].image", reason: "cannot be resolved", why: digestPinned},
 	"ingress-nginx/Job/ingress-nginx-admission-create":  {field: "spec.containers[0].image", reason: "cannot be resolved", why: digestPinned},
 	"ingress-nginx/Job/ingress-nginx-admission-patch":   {field: "spec.containers[0].image", reason: "cannot be resolved", why: digestPinned},

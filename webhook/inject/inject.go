@@ -26,6 +26,7 @@ import (
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/initializer/meshconfig"
+	"github.com/contrast-cc/contrast/initializer/pv"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
@@ -238,6 +239,9 @@ func deny(code DenyCode, field, format string, args ...any) *DenyError {
 type Record struct {
 	InitContainers []string `json:"initContainers,omitempty"`
 	Volumes        []string `json:"volumes,omitempty"`
+	// PersistentVolumes are the encrypted volumes whose mounts were
+	// rewritten to their shared emptyDir (see encryptVolumes).
+	PersistentVolumes []string `json:"persistentVolumes,omitempty"`
 }
 
 // Inject returns a copy of pod with the Contrast additions. A previous
@@ -256,6 +260,12 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 	if err := strip(meta, spec); err != nil {
 		return err
 	}
+	return template(meta, spec, cfg, podClaimTemplates(meta, spec))
+}
+
+// template injects into a spec without a previous injection. tmpls are the
+// claim templates of the pod's StatefulSet (see persistentVolumes).
+func template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config, tmpls claimTemplates) error {
 	if err := check(meta, spec, cfg); err != nil {
 		return err
 	}
@@ -284,10 +294,22 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 			"the service-mesh proxy needs the Initializer's certificate: also set %s: %s", meshconfig.AnnotationServiceMesh, meshconfig.ServiceMeshDisabled)
 	}
 	if !withInitializer {
+		if vols, _ := persistentVolumes(spec, tmpls); len(vols) > len(HostSharedVolumes(ann)) {
+			return deny(DenyVolume, "metadata.annotations["+AnnotationSkipInitializer+"]",
+				"the Initializer encrypts the pod's persistent volumes: without it, name them in %s (not confidential)", AnnotationHostSharedVolumes)
+		}
 		return nil
 	}
 
 	rec := Record{Volumes: []string{VolumeName}}
+	encrypted, err := encryptVolumes(meta, spec, tmpls)
+	if err != nil {
+		return err
+	}
+	for _, v := range encrypted {
+		rec.Volumes = append(rec.Volumes, v.SharedVolumeName())
+		rec.PersistentVolumes = append(rec.PersistentVolumes, v.Name)
+	}
 	mount := corev1.VolumeMount{Name: VolumeName, MountPath: MountPath}
 	ienv, err := cfg.Initializer().Env()
 	if err != nil {
@@ -316,6 +338,9 @@ func Template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 	})
+	if len(encrypted) > 0 {
+		initializerVolumes(&injected[0], encrypted)
+	}
 	rec.InitContainers = append(rec.InitContainers, InitializerName)
 	if withProxy {
 		var env []corev1.EnvVar
@@ -415,6 +440,7 @@ func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) error {
 		return deny(DenyInjection, "metadata.annotations["+AnnotationInjected+"]", "not a record of a previous injection")
 	}
 	delete(meta.Annotations, AnnotationInjected)
+	unencryptVolumes(spec, rec.PersistentVolumes)
 	spec.InitContainers = slices.DeleteFunc(spec.InitContainers, func(c corev1.Container) bool {
 		return slices.Contains(rec.InitContainers, c.Name)
 	})
@@ -482,7 +508,7 @@ func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 		}
 	}
 	for i, v := range spec.Volumes {
-		if v.Name == VolumeName || v.Name == SimInitDataVolumeName || v.Name == SimDeviceVolumeName {
+		if v.Name == VolumeName || v.Name == SimInitDataVolumeName || v.Name == SimDeviceVolumeName || strings.HasPrefix(v.Name, pv.VolumePrefix) {
 			return deny(DenyReserved, fmt.Sprintf("spec.volumes[%d].name", i), "%q is reserved for the volume Contrast injects", v.Name)
 		}
 	}

@@ -496,10 +496,10 @@ func TestPolicyDenialFields(t *testing.T) {
 			mutate: func(p *corev1.Pod) {
 				p.Spec.Volumes = []corev1.Volume{
 					{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-					{Name: "c", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+					{Name: "c", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs.example", Path: "/export"}}},
 				}
 			},
-			wantField: "spec.volumes[1].persistentVolumeClaim",
+			wantField: "spec.volumes[1].nfs",
 			wantCode:  DenyPolicy,
 		},
 		"long literal env value": {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -114,8 +115,23 @@ func (m *Mutator) MutateWorkload(ctx context.Context, w *policy.Workload, kc aut
 	m.warnMalformed(w.Namespace, kc)
 	t := &w.Template
 	orig := t.Spec.DeepCopy()
-	if err := Template(&t.ObjectMeta, &t.Spec, m.Config); err != nil {
+	if err := strip(&t.ObjectMeta, &t.Spec); err != nil {
 		return nil, err
+	}
+	var tmpls claimTemplates
+	st, isSet := w.Object.(*appsv1.StatefulSet)
+	if isSet {
+		for _, c := range st.Spec.VolumeClaimTemplates {
+			tmpls = append(tmpls, c.Name)
+		}
+	}
+	if err := template(&t.ObjectMeta, &t.Spec, m.Config, tmpls); err != nil {
+		return nil, err
+	}
+	if isSet {
+		if err := mutateClaimTemplates(t, st.Spec.VolumeClaimTemplates); err != nil {
+			return nil, err
+		}
 	}
 	return m.pinAndSetPolicy(ctx, policy.GenerateInput{Workload: w}, &t.ObjectMeta, &t.Spec, orig, kc)
 }

@@ -56,7 +56,11 @@ type ContainerData struct {
 	TTY            bool          `json:"tty"`
 	Mounts         []MountSpec   `json:"mounts"`
 	VolumeStorages []StorageSpec `json:"volume_storages"`
-	ExecCommands   [][]string    `json:"exec_commands"`
+	// Devices are the block devices of the container's volumeDevices
+	// (omitted when there are none, so policies without them keep their
+	// hashes).
+	Devices      []DeviceSpec `json:"devices,omitempty"`
+	ExecCommands [][]string   `json:"exec_commands"`
 	// Seccomp is the profile the container asks for: unconfined or
 	// runtime_default.
 	Seccomp string `json:"seccomp"`
@@ -118,6 +122,12 @@ type StorageSpec struct {
 	MountPoint    string   `json:"mount_point"`
 	Options       []string `json:"options"`
 	FSGroup       *int64   `json:"fs_group"`
+}
+
+// DeviceSpec is one allowed block device of a CreateContainerRequest: the
+// agent's device and the OCI Linux device at ContainerPath.
+type DeviceSpec struct {
+	ContainerPath string `json:"container_path"`
 }
 
 // CommonData holds constants of the rules that are data rather than code.

@@ -135,11 +135,11 @@ func TestFieldErrors(t *testing.T) {
 			},
 			wantField: "spec.volumes[2].hostPath", wantKind: policy.ErrUnsupported, wantMsg: `volume "v"`,
 		},
-		"persistentVolumeClaim volume": {
+		"nfs volume": {
 			mod: func(s *corev1.PodSpec) {
-				volume(s, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}})
+				volume(s, corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs.example", Path: "/export"}})
 			},
-			wantField: "spec.volumes[2].persistentVolumeClaim", wantKind: policy.ErrUnsupported,
+			wantField: "spec.volumes[2].nfs", wantKind: policy.ErrUnsupported,
 		},
 		"volume without source": {
 			mod: func(s *corev1.PodSpec) { volume(s, corev1.VolumeSource{}) }, wantField: "spec.volumes[2]", wantKind: policy.ErrUnsupported,

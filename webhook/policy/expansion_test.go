@@ -285,7 +285,8 @@ func TestSubPathMounts(t *testing.T) {
 // TestStatefulSetClaimVolumes checks that the YAML side sees the volumes of
 // a StatefulSet's claim templates as the StatefulSet controller adds them to
 // its pods, so a workload is refused with the same field and reason as the
-// webhook gives for the admitted pod.
+// webhook gives for the admitted pod: a claim mounted from the host without
+// contrast.cc/host-shared-volumes naming it.
 func TestStatefulSetClaimVolumes(t *testing.T) {
 	src, _ := testRegistry(t)
 	tmpl := corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
@@ -310,7 +311,7 @@ func TestStatefulSetClaimVolumes(t *testing.T) {
 	for name, err := range map[string]error{"workload": yamlErr, "admitted pod": podErr} {
 		var fe *policy.FieldError
 		require.ErrorAs(t, err, &fe, name)
-		assert.Equal(t, "spec.volumes[0].persistentVolumeClaim", fe.Field, name)
+		assert.Equal(t, "spec.containers[0].volumeMounts[0].name", fe.Field, name)
 		require.ErrorIs(t, err, policy.ErrUnsupported, name)
 		assert.Contains(t, fe.Detail(), `volume "data"`, name)
 	}

@@ -457,13 +457,16 @@ func checkPodFeatures(spec *corev1.PodSpec, orig origins) error {
 		field := index("spec.volumes", orig.volumes[i])
 		switch {
 		case v.EmptyDir != nil, v.ConfigMap != nil, v.Secret != nil, v.Projected != nil, v.DownwardAPI != nil:
+		case v.PersistentVolumeClaim != nil, v.Ephemeral != nil:
+			// a block device (volumeDevices) or, named in
+			// AnnotationHostSharedVolumes, a host-shared mount
 		case v.HostPath != nil:
 			return fieldErr(field+".hostPath", ErrUnsupported, "volume %q: hostPath volumes are refused (host-controlled content)", v.Name)
 		default:
 			if src := volumeSourceField(&v.VolumeSource); src != "" {
 				field += "." + src
 			}
-			return fieldErr(field, ErrUnsupported, "volume %q: only emptyDir, configMap, secret, projected and downwardAPI volumes are supported", v.Name)
+			return fieldErr(field, ErrUnsupported, "volume %q: only emptyDir, configMap, secret, projected, downwardAPI, persistentVolumeClaim and ephemeral volumes are supported", v.Name)
 		}
 	}
 	return nil
@@ -649,6 +652,10 @@ func (b *builder) containerData(ct container, img *images.Image, acct *images.Ac
 	if err != nil {
 		return ContainerData{}, err
 	}
+	devices, err := b.buildDevices(ct)
+	if err != nil {
+		return ContainerData{}, err
+	}
 	caps := capabilities(sc)
 	if privileged {
 		caps, mounts = privilegedContainer(mounts)
@@ -694,6 +701,7 @@ func (b *builder) containerData(ct container, img *images.Image, acct *images.Ac
 		TTY:            c.TTY,
 		Mounts:         mounts,
 		VolumeStorages: storages,
+		Devices:        devices,
 		ExecCommands:   execs,
 		Seccomp:        seccomp,
 	}, nil
@@ -1223,15 +1231,19 @@ func (b *builder) buildMounts(ct container, img *images.Image, vars map[string]p
 		if !strings.HasPrefix(vm.MountPath, "/") {
 			return nil, nil, fieldErr(field+".mountPath", ErrInvalidInput, "volume %q: relative mount path", vm.Name)
 		}
-		if vm.MountPropagation != nil && *vm.MountPropagation == corev1.MountPropagationBidirectional {
-			// Kata does not propagate mounts back; the guest uses rprivate.
-			_ = vm
-		}
 		access := []string{"rw", "ro"}
 		if vm.ReadOnly {
 			access = []string{"ro"}
 		}
 		base := []string{"rbind", "rprivate"}
+		// containerd's CRI plugin turns a mount propagation into the bind
+		// mount's propagation option, which upstream Kata replaces with
+		// rprivate; the mount stays inside the guest either way
+		if p := vm.MountPropagation; p != nil && *p == corev1.MountPropagationHostToContainer {
+			base, access = []string{"rbind"}, append(access, "rprivate", "rslave")
+		} else if p != nil && *p == corev1.MountPropagationBidirectional {
+			base, access = []string{"rbind"}, append(access, "rprivate", "rshared")
+		}
 		// A subPath mount of an emptyDir is a folder of the volume the
 		// guest already holds (the runtime maps the kubelet's bind mount
 		// back to it and sends no storage for it); one of any other volume
@@ -1256,6 +1268,19 @@ func (b *builder) buildMounts(ct container, img *images.Image, vars map[string]p
 			}
 			add(MountSpec{Destination: vm.MountPath, Type: "bind", Source: src,
 				Options: base, OptionalOptions: access})
+		case v.PersistentVolumeClaim != nil || v.Ephemeral != nil:
+			if !slices.Contains(HostSharedVolumes(b.t.Annotations), v.Name) {
+				return nil, nil, fieldErr(field+".name", ErrUnsupported,
+					"volume %q: a persistent volume is mounted from the host only if %s names it (not confidential); otherwise the Initializer opens it encrypted", v.Name, AnnotationHostSharedVolumes)
+			}
+			// the kubelet's mount of the volume, shared by the runtime
+			// like a non-watchable configMap (Kata genpolicy's rule for
+			// shared-filesystem claims)
+			src := sharedPrefix + regexp.QuoteMeta(pathBase(vm.MountPath)) + "$"
+			if sub != "" {
+				src = "^" + sharedDir + "/$(cid)-[a-z0-9]{16}-" + regexp.QuoteMeta(pathBase(vm.MountPath)) + "$"
+			}
+			add(MountSpec{Destination: vm.MountPath, Type: "bind", Source: src, Options: base, OptionalOptions: access})
 		case sub != "": // configMap, secret, projected, downwardAPI
 			add(MountSpec{Destination: vm.MountPath, Type: "bind",
 				Source:  "^" + sharedDir + "/$(cid)-[a-z0-9]{16}-" + regexp.QuoteMeta(pathBase(vm.MountPath)) + "$",
@@ -1311,6 +1336,34 @@ func (b *builder) buildMounts(ct container, img *images.Image, vars map[string]p
 		storages = []StorageSpec{}
 	}
 	return mounts, storages, nil
+}
+
+// buildDevices pins the block devices of the container's volumeDevices:
+// the runtime hot-plugs each claim's device into the VM and the agent
+// creates its node at the device path.
+func (b *builder) buildDevices(ct container) ([]DeviceSpec, error) {
+	if len(ct.c.VolumeDevices) == 0 {
+		return nil, nil
+	}
+	var devices []DeviceSpec
+	for j, d := range ct.c.VolumeDevices {
+		field := fmt.Sprintf("%s.volumeDevices[%d]", ct.path, j)
+		i := slices.IndexFunc(b.t.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == d.Name })
+		if i < 0 {
+			return nil, fieldErr(field+".name", ErrInvalidInput, "no volume %q", d.Name)
+		}
+		if v := &b.t.Spec.Volumes[i]; v.PersistentVolumeClaim == nil && v.Ephemeral == nil {
+			return nil, fieldErr(field+".name", ErrInvalidInput, "volume %q: only persistentVolumeClaim and ephemeral volumes are block devices", d.Name)
+		}
+		if !strings.HasPrefix(d.DevicePath, "/") || strings.Contains(d.DevicePath, "..") {
+			return nil, fieldErr(field+".devicePath", ErrInvalidInput, "volume %q: device path %q is not absolute and clean", d.Name, d.DevicePath)
+		}
+		if slices.ContainsFunc(devices, func(x DeviceSpec) bool { return x.ContainerPath == d.DevicePath }) {
+			return nil, fieldErr(field+".devicePath", ErrInvalidInput, "device path %q used twice", d.DevicePath)
+		}
+		devices = append(devices, DeviceSpec{ContainerPath: d.DevicePath})
+	}
+	return devices, nil
 }
 
 // subPathRegex is the regex of the path below the volume that a volume

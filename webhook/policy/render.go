@@ -30,7 +30,25 @@ const (
 	AnnotationInitData     = "io.katacontainers.config.hypervisor.cc_init_data"
 	AnnotationLegacyPolicy = "io.katacontainers.config.agent.policy"
 	AnnotationPolicyHash   = "contrast.cc/policy-hash"
+	// AnnotationHostSharedVolumes names, comma-separated, the persistent
+	// volumes (persistentVolumeClaim or ephemeral) of a pod that are
+	// mounted from the host's file system: NOT confidential, the host reads
+	// and writes their data. The policy allows a container to mount a
+	// persistent volume only if the annotation names it.
+	AnnotationHostSharedVolumes = "contrast.cc/host-shared-volumes"
 )
+
+// HostSharedVolumes returns the volume names AnnotationHostSharedVolumes
+// of ann lists (spaces around names are ignored, empty entries skipped).
+func HostSharedVolumes(ann map[string]string) []string {
+	var names []string
+	for n := range strings.SplitSeq(ann[AnnotationHostSharedVolumes], ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
 
 // InitDataVersion and InitDataAlgorithm are the initdata header values.
 const (

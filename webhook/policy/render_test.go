@@ -105,8 +105,12 @@ func TestRefusedFeatures(t *testing.T) {
 		"hostPath": func(s *corev1.PodSpec) {
 			s.Volumes = []corev1.Volume{{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}
 		},
-		"pvc": func(s *corev1.PodSpec) {
+		"nfs": func(s *corev1.PodSpec) {
+			s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs.example", Path: "/export"}}}}
+		},
+		"pvc mounted from the host without the annotation": func(s *corev1.PodSpec) {
 			s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "x"}}}}
+			s.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}
 		},
 		"privileged without privilege escalation": func(s *corev1.PodSpec) {
 			no := false
@@ -121,10 +125,11 @@ func TestRefusedFeatures(t *testing.T) {
 	wantField := map[string]string{
 		"hostNetwork": "spec.hostNetwork",
 		"hostPath":    "spec.volumes[0].hostPath",
-		"pvc":         "spec.volumes[0].persistentVolumeClaim",
-		"privileged without privilege escalation": "spec.containers[0].securityContext.allowPrivilegeEscalation",
-		"subPath leaving the volume":              "spec.containers[0].volumeMounts[0].subPath",
-		"unknown image":                           "spec.containers[0].image",
+		"nfs":         "spec.volumes[0].nfs",
+		"pvc mounted from the host without the annotation": "spec.containers[0].volumeMounts[0].name",
+		"privileged without privilege escalation":          "spec.containers[0].securityContext.allowPrivilegeEscalation",
+		"subPath leaving the volume":                       "spec.containers[0].volumeMounts[0].subPath",
+		"unknown image":                                    "spec.containers[0].image",
 	}
 	require.Len(t, wantField, len(cases))
 	for name, mod := range cases {

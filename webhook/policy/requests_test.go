@@ -188,7 +188,7 @@ func TestEmojivotoRequests(t *testing.T) {
 		}, "namespaces_ok"},
 		"device": {func(r map[string]any) {
 			r["devices"] = []any{map[string]any{"id": "vfio1", "type_": "vfio-pci-gk"}}
-		}, "no_agent_devices"},
+		}, "agent_devices_ok"},
 		"privileged paths": {func(r map[string]any) { oci(r)["Linux"].(map[string]any)["MaskedPaths"] = []any{} }, "paths_ok"},
 		"terminal":         {func(r map[string]any) { proc(r)["Terminal"] = true }, "terminal_ok"},
 	}

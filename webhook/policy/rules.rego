@@ -149,7 +149,7 @@ CreateContainerRequest := {"allowed": true, "ops": ops} if {
 	storages_ok(c, object.get(input, "storages", []), cid)
 	linux_ok(c, object.get(oci, "Linux", {}))
 	hooks_ok(object.get(oci, "Hooks", null))
-	no_agent_devices(input)
+	agent_devices_ok(c, input)
 	no_shared_mounts(input)
 	sandbox_pidns_ok(input)
 	no_string_user(input)
@@ -161,8 +161,23 @@ ids_ok(r, cid) if {
 	object.get(r, "exec_id", cid) == cid
 }
 
-# No devices for the agent to attach (VFIO, GPUs, block devices).
-no_agent_devices(r) if count(object.get(r, "devices", [])) == 0
+# Devices for the agent to attach: only the block devices of the
+# container's volumeDevices, each at its pinned container path and once
+# (no VFIO, GPUs or other devices).
+agent_devices_ok(c, r) if {
+	devs := object.get(r, "devices", [])
+	paths := [p | some d in devs; p := object.get(d, "container_path", "")]
+	count({p | some p in paths}) == count(paths)
+	every d in devs {
+		agent_device_allowed(c, d)
+	}
+}
+
+agent_device_allowed(c, d) if {
+	some p in object.get(c, "devices", [])
+	object.get(d, "container_path", "") == p.container_path
+	object.get(d, "type", "") in {"blk", "mmioblk", "scsi", "nvdimm"}
+}
 
 no_shared_mounts(r) if count(object.get(r, "shared_mounts", [])) == 0
 
@@ -598,7 +613,7 @@ guest_pull_storage_ok(s, cid, kind) if {
 linux_ok(c, l) if {
 	namespaces_ok(object.get(l, "Namespaces", []))
 	sysctls_ok(object.get(l, "Sysctl", {}))
-	no_linux_devices(l)
+	linux_devices_ok(c, l)
 	device_cgroup_ok(object.get(object.get(l, "Resources", {}), "Devices", []))
 	seccomp_ok(c, object.get(l, "Seccomp", null))
 	no_id_mappings(l)
@@ -611,7 +626,14 @@ sysctls_ok(sysctls) if {
 	}
 }
 
-no_linux_devices(l) if count(object.get(l, "Devices", [])) == 0
+# OCI devices: only the block devices of the container's volumeDevices.
+linux_devices_ok(c, l) if {
+	every d in object.get(l, "Devices", []) {
+		some p in object.get(c, "devices", [])
+		object.get(d, "Path", "") == p.container_path
+		object.get(d, "Type", "") == "b"
+	}
+}
 
 no_id_mappings(l) if {
 	count(object.get(l, "UIDMappings", [])) == 0

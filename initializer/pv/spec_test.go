@@ -1,0 +1,42 @@
+package pv
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParse(t *testing.T) {
+	vols := []Volume{{Name: "data", Claim: "data"}, {Name: "logs", Claim: "team.logs-1"}}
+	got, err := Parse(Format(vols))
+	require.NoError(t, err)
+	assert.Equal(t, vols, got)
+	assert.Equal(t, "/dev/contrast-pv/data", got[0].DevicePath())
+	assert.Equal(t, "/contrast-pv/data", got[0].MountPath())
+	assert.Equal(t, "contrast-pv-data", got[0].SharedVolumeName())
+	assert.Equal(t, "PV: team.logs-1", got[1].KeyLabel())
+
+	none, err := Parse("")
+	require.NoError(t, err)
+	assert.Empty(t, none)
+
+	for name, tc := range map[string]struct{ in, want string }{
+		"no claim":            {"data", "want volume:claim"},
+		"empty name":          {":c", `volume ""`},
+		"upper case":          {"Data:c", `volume "Data"`},
+		"path in name":        {"../x:c", `volume "../x"`},
+		"name too long":       {strings.Repeat("a", 52) + ":c", "DNS label"},
+		"claim not subdomain": {"data:a/b", `claim "a/b"`},
+		"twice":               {"data:a,data:b", "listed twice"},
+		"trailing comma":      {"data:a,", "entry 1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse(tc.in)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), EnvVolumes)
+		})
+	}
+}
