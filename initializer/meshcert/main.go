@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/contrast-cc/contrast/attest/snp"
@@ -28,6 +30,11 @@ type Options struct {
 	Logger *slog.Logger
 	// InitialBackoff and MaxBackoff override the retry schedule (tests).
 	InitialBackoff, MaxBackoff time.Duration
+	// AfterSecrets, if set, runs once the files are written, with the
+	// workload secret (nil if the manifest entry has none); the
+	// Initializer opens the pod's encrypted volumes there. Its error
+	// fails the run with ExitVolume.
+	AfterSecrets func(ctx context.Context, workloadSecret []byte) error
 }
 
 // Main is the Initializer: it reads the injected environment through
@@ -80,6 +87,15 @@ func Main(ctx context.Context, o Options, lookup func(string) (string, bool)) Ex
 	})
 	var e *Error
 	switch {
+	case err == nil && o.AfterSecrets != nil:
+		secret, rerr := os.ReadFile(filepath.Join(o.OutDir, WorkloadSecretFile))
+		if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return fail(&Error{Code: ExitInternal, Msg: "reading the workload secret", Err: rerr})
+		}
+		if verr := o.AfterSecrets(ctx, secret); verr != nil {
+			return fail(&Error{Code: ExitVolume, Msg: "opening the encrypted volumes", Err: verr})
+		}
+		return ExitOK
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &e):

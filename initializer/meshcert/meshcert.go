@@ -57,6 +57,9 @@ const (
 	// ExitNotReady: the Coordinator was reachable but had no manifest (or
 	// was in recovery mode) until the deadline.
 	ExitNotReady ExitCode = 7
+	// ExitVolume: an encrypted persistent volume could not be opened
+	// (its key does not open it, or the device or dm-crypt failed).
+	ExitVolume ExitCode = 8
 )
 
 // Error is a failed run: the exit code and a message for the user (also

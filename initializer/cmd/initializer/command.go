@@ -11,6 +11,7 @@ import (
 
 	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/initializer/meshcert"
+	"github.com/contrast-cc/contrast/initializer/pv"
 )
 
 type options struct {
@@ -44,7 +45,8 @@ func newCommand(lookup func(string) (string, bool), stderr io.Writer, code *mesh
 			"The webhook injects the configuration as environment variables: " + fmt.Sprint(initenv.Names()) + ".\n" +
 			"Exit codes: 0 done, 1 internal error, 2 invalid configuration, 3 Coordinator unreachable, " +
 			"4 refused by the Coordinator, 5 the Coordinator's evidence was rejected, 6 the pod's TEE device failed, " +
-			"7 the Coordinator had no manifest (or was in recovery mode) until the deadline.",
+			"7 the Coordinator had no manifest (or was in recovery mode) until the deadline, " +
+			"8 an encrypted persistent volume could not be opened.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -54,9 +56,19 @@ func newCommand(lookup func(string) (string, bool), stderr io.Writer, code *mesh
 				return fmt.Errorf("--log-level %q: %w", o.logLevel, err)
 			}
 			log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "initializer")
-			*code = meshcert.Main(cmd.Context(), meshcert.Options{
-				OutDir: o.outDir, Timeout: o.timeout, TerminationLog: o.terminationLog, Logger: log,
-			}, lookup)
+			env, _ := lookup(pv.EnvVolumes)
+			vols, err := pv.Parse(env)
+			if err != nil {
+				return err // before attesting: the environment is invalid
+			}
+			opts := meshcert.Options{OutDir: o.outDir, Timeout: o.timeout, TerminationLog: o.terminationLog, Logger: log}
+			if len(vols) > 0 {
+				opener := &pv.Opener{Logger: log}
+				opts.AfterSecrets = func(ctx context.Context, secret []byte) error {
+					return opener.OpenAll(ctx, vols, secret)
+				}
+			}
+			*code = meshcert.Main(cmd.Context(), opts, lookup)
 			return nil
 		},
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/initializer/meshcert"
+	"github.com/contrast-cc/contrast/initializer/pv"
 )
 
 func TestExecuteConfigErrors(t *testing.T) {
@@ -23,6 +24,12 @@ func TestExecuteConfigErrors(t *testing.T) {
 		"empty environment names the variables": {env: none, want: []string{initenv.EnvCoordinatorHost, initenv.EnvPlatform, initenv.EnvCoordinatorPolicyHashes}},
 		"unknown flag":                          {args: []string{"--nope"}, env: none, want: []string{"unknown flag"}},
 		"bad log level":                         {args: []string{"--log-level", "loud"}, env: none, want: []string{"--log-level"}},
+		"bad persistent volumes": {env: func(k string) (string, bool) {
+			if k == pv.EnvVolumes {
+				return "data", true
+			}
+			return "", false
+		}, want: []string{pv.EnvVolumes, "want volume:claim"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

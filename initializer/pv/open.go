@@ -1,0 +1,219 @@
+package pv
+
+import (
+	"bytes"
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// KeySize is the size of a volume's key: the passphrase of the LUKS2
+// keyslot (cryptsetup draws the volume key itself).
+const KeySize = 32
+
+// Key derives the key of v from the workload secret:
+// HKDF-SHA256(secret, info "PV: <claim>"), no salt.
+func Key(workloadSecret []byte, v Volume) ([]byte, error) {
+	if len(workloadSecret) == 0 {
+		return nil, errors.New("no workload secret: the manifest entry of this pod needs a WorkloadSecretID for encrypted volumes")
+	}
+	return hkdf.Key(sha256.New, workloadSecret, nil, v.KeyLabel(), KeySize)
+}
+
+// Opener opens encrypted volumes with the cryptsetup and mkfs.ext4 programs
+// (Debian cryptsetup-bin and e2fsprogs).
+type Opener struct {
+	// Cryptsetup and MkfsExt4 are the programs (default: found in PATH).
+	Cryptsetup, MkfsExt4 string
+	// Logger receives progress (default none). It never sees a key.
+	Logger *slog.Logger
+	// Mount mounts the opened file system (default: mount(2) as ext4
+	// with nosuid,nodev).
+	Mount func(source, target string) error
+}
+
+// MapperName is the device-mapper name of v's opened volume.
+func MapperName(v Volume) string { return VolumePrefix + v.Name }
+
+// Open opens the LUKS2 volume at device under key, formatting it (LUKS2,
+// AES-XTS, then ext4) if it holds no LUKS header yet, and mounts its file
+// system on target. A device that holds a LUKS header the key does not open
+// is never reformatted: that is another workload's volume (or ours with a
+// changed secret), and Open fails.
+func (o *Opener) Open(ctx context.Context, v Volume, device, target string, key []byte) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("volume", v.Name)
+	cs := o.cryptsetup()
+	formatted, err := o.Prepare(ctx, v, device, key)
+	if err != nil {
+		return err
+	}
+	name := MapperName(v)
+	if err := o.run(ctx, key, cs, "open", "--type", "luks2", "--key-file", "-", device, name); err != nil {
+		return fmt.Errorf("volume %q: opening %s: %w", v.Name, device, err)
+	}
+	mapped := filepath.Join("/dev/mapper", name)
+	fresh, err := noExt4(mapped)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if fresh {
+		mkfs := o.MkfsExt4
+		if mkfs == "" {
+			mkfs = "mkfs.ext4"
+		}
+		log.Info("creating the file system (ext4)")
+		if err := o.run(ctx, nil, mkfs, "-q", "-L", name, mapped); err != nil {
+			return fmt.Errorf("volume %q: creating the file system: %w", v.Name, err)
+		}
+	}
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	mount := o.Mount
+	if mount == nil {
+		mount = mountExt4
+	}
+	if err := mount(mapped, target); err != nil {
+		return fmt.Errorf("volume %q: mounting on %s: %w", v.Name, target, err)
+	}
+	log.Info("volume open", "mountPoint", target, "formatted", formatted)
+	return nil
+}
+
+// ErrWrongKey is returned when a device holds a LUKS header that the key
+// does not open.
+var ErrWrongKey = errors.New("the key does not open the volume: it is another workload's, or this workload's secret changed")
+
+// Prepare formats device (LUKS2, AES-XTS-512, one keyslot for key) if it
+// holds no LUKS header yet and checks that key opens it, without mapping it
+// (no device-mapper needed). It reports whether it formatted the device. A
+// device whose header key does not open is never reformatted: ErrWrongKey.
+func (o *Opener) Prepare(ctx context.Context, v Volume, device string, key []byte) (bool, error) {
+	cs := o.cryptsetup()
+	luks, err := o.isLUKS(ctx, cs, device)
+	if err != nil {
+		return false, fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if !luks {
+		if o.Logger != nil {
+			o.Logger.Info("formatting the volume: no LUKS header (first use)", "volume", v.Name)
+		}
+		if err := o.run(ctx, key, cs, "luksFormat", "--batch-mode", "--type", "luks2",
+			"--cipher", "aes-xts-plain64", "--key-size", "512", "--hash", "sha256",
+			// the key is 256 bits from HKDF: a slow KDF adds nothing
+			// and argon2's memory would burden a small guest
+			"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+			"--label", MapperName(v), "--key-file", "-", device); err != nil {
+			return false, fmt.Errorf("volume %q: formatting %s: %w", v.Name, device, err)
+		}
+	}
+	err = o.run(ctx, key, cs, "open", "--test-passphrase", "--type", "luks2", "--key-file", "-", device)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return !luks, nil
+	case errors.As(err, &ee) && ee.ExitCode() == 2: // no keyslot opens with the key
+		return false, fmt.Errorf("volume %q: %w", v.Name, ErrWrongKey)
+	}
+	return false, fmt.Errorf("volume %q: checking the key: %w", v.Name, err)
+}
+
+func (o *Opener) cryptsetup() string {
+	if o.Cryptsetup == "" {
+		return "cryptsetup"
+	}
+	return o.Cryptsetup
+}
+
+// OpenAll opens every volume of vols at its device path and mounts it at
+// its mount path (see Volume), with the key derived from workloadSecret.
+func (o *Opener) OpenAll(ctx context.Context, vols []Volume, workloadSecret []byte) error {
+	for _, v := range vols {
+		key, err := Key(workloadSecret, v)
+		if err != nil {
+			return fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+		if err := o.Open(ctx, v, v.DevicePath(), v.MountPath(), key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close unmounts target and closes v's mapping (tests, and a clean stop).
+func (o *Opener) Close(ctx context.Context, v Volume, target string) error {
+	cs := o.cryptsetup()
+	var errs []error
+	if err := unmount(target); err != nil {
+		errs = append(errs, fmt.Errorf("unmounting %s: %w", target, err))
+	}
+	if err := o.run(ctx, nil, cs, "close", MapperName(v)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// isLUKS reports whether device holds a LUKS header (cryptsetup isLuks:
+// exit status 0 yes, 1 no, anything else an error).
+func (o *Opener) isLUKS(ctx context.Context, cs, device string) (bool, error) {
+	err := o.run(ctx, nil, cs, "isLuks", device)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ee) && ee.ExitCode() == 1:
+		return false, nil
+	}
+	return false, fmt.Errorf("reading the header of %s: %w", device, err)
+}
+
+// run runs a program with stdin (nil: none) and returns its stderr in the
+// error. stdin carries the key; it is never logged or put into an error.
+func (o *Opener) run(ctx context.Context, stdin []byte, prog string, args ...string) error {
+	cmd := exec.CommandContext(ctx, prog, args...) //nolint:gosec // the programs and their arguments are this package's
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = io.Discard
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 512 {
+			msg = msg[:512]
+		}
+		if msg != "" {
+			return fmt.Errorf("%s %s: %w: %s", filepath.Base(prog), args[0], err, msg)
+		}
+		return fmt.Errorf("%s %s: %w", filepath.Base(prog), args[0], err)
+	}
+	return nil
+}
+
+// noExt4 reports whether the device has no ext4 superblock (magic 0xEF53 at
+// byte 1080): a fresh volume, or one whose first sectors the host changed
+// (they decrypt to noise; the volume's data is lost either way).
+func noExt4(device string) (bool, error) {
+	f, err := os.Open(device) //nolint:gosec // the mapped device of a volume this package opened
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 1080); err != nil {
+		return false, fmt.Errorf("reading the superblock of %s: %w", device, err)
+	}
+	return magic != [2]byte{0x53, 0xef}, nil
+}
