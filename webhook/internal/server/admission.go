@@ -114,6 +114,12 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 // requireRequest rejects reviews without a request before they reach
 // kubewebhook v2.7.0, which dereferences the missing request and panics
 // (found by FuzzAdmissionReview).
+//
+// kubewebhook decodes the review with the Kubernetes JSON decoder: keys
+// match case-sensitively and the last of duplicate keys wins. hasRequest
+// reads the body the same way, in one pass: encoding/json's case-insensitive
+// matching took {"Request": {...}} for a request, which kubewebhook does not
+// see (TestAdmissionReviewWithoutRequest).
 func requireRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, kwhhttp.MaxRequestBodyBytes+1))
@@ -125,10 +131,7 @@ func requireRequest(next http.Handler) http.Handler {
 			http.Error(w, "admission review too large", http.StatusRequestEntityTooLarge)
 			return
 		}
-		var probe struct {
-			Request *struct{} `json:"request"`
-		}
-		if err := json.Unmarshal(body, &probe); err != nil || probe.Request == nil {
+		if !hasRequest(body) {
 			http.Error(w, "not an admission review with a request", http.StatusBadRequest)
 			return
 		}
@@ -136,6 +139,79 @@ func requireRequest(next http.Handler) http.Handler {
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hasRequest reports whether body, if it is valid JSON, is an object whose
+// last member named exactly "request" (after unescaping) is an object. It
+// scans the structure in one pass without validating values: kubewebhook's
+// decoder rejects invalid JSON itself, with an error rather than a panic,
+// so only valid bodies need the exact answer.
+func hasRequest(body []byte) bool {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	depth, found := 0, false
+	expectKey := false
+	for ; i < len(body); i++ {
+		switch c := body[i]; c {
+		case '"':
+			end := stringEnd(body, i)
+			if end < 0 {
+				return false
+			}
+			if depth == 1 && expectKey {
+				var key string
+				if json.Unmarshal(body[i:end+1], &key) != nil {
+					return false
+				}
+				j := skipSpace(body, end+1)
+				if j >= len(body) || body[j] != ':' {
+					return false
+				}
+				j = skipSpace(body, j+1)
+				if key == "request" {
+					found = j < len(body) && body[j] == '{'
+				}
+				expectKey = false
+				i = j - 1
+				continue
+			}
+			i = end
+		case '{', '[':
+			depth++
+			expectKey = c == '{' && depth == 1
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return found && skipSpace(body, i+1) == len(body)
+			}
+		case ',':
+			expectKey = depth == 1
+		}
+	}
+	return false
+}
+
+// stringEnd returns the index of the quote that ends the JSON string
+// starting at b[start], or -1.
+func stringEnd(b []byte, start int) int {
+	for i := start + 1; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return -1
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 type admitter struct {

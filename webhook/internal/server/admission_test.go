@@ -388,6 +388,34 @@ func TestAdmissionMalformedRequest(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, code)
 }
 
+// TestAdmissionReviewWithoutRequest: reviews whose request kubewebhook's
+// (case-sensitive, last duplicate wins) decoding would not see are refused
+// with 400 before they reach it, on both paths; a valid one passes.
+func TestAdmissionReviewWithoutRequest(t *testing.T) {
+	f := newFixture(t)
+	const head = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",`
+	for name, tc := range map[string]struct {
+		body string
+		want int
+	}{
+		"no request":              {head + `"response":{}}`, http.StatusBadRequest},
+		"null request":            {head + `"request":null}`, http.StatusBadRequest},
+		"capitalised key":         {head + `"Request":{"uid":"x"}}`, http.StatusBadRequest},
+		"last duplicate is null":  {head + `"request":{"uid":"x"},"request":null}`, http.StatusBadRequest},
+		"request not an object":   {head + `"request":[1]}`, http.StatusBadRequest},
+		"trailing data":           {head + `"request":{"uid":"x"}} {}`, http.StatusBadRequest},
+		"not an object":           {`[]`, http.StatusBadRequest},
+		"malformed after request": {head + `"request":{"uid":"x"},"x":}`, http.StatusBadRequest},
+		"escaped key": {head + `"\u0072equest":{"uid":"0d3a1c8e-5d0e-4f5a-9a57-3b2f3c4d5e6f","kind":{"version":"v1","kind":"ConfigMap"},"operation":"CREATE","namespace":"ns","object":{}}}`,
+			http.StatusOK},
+	} {
+		for _, path := range []string{MutatePath, ValidatePath} {
+			code, _ := postTo(t, f.handler, path, []byte(tc.body))
+			assert.Equal(t, tc.want, code, "%s %s", name, path)
+		}
+	}
+}
+
 // FuzzAdmissionReview feeds arbitrary bodies to the mutating and the
 // validating admission handler: they must never panic, and every 200
 // response must be a well-formed review.
@@ -395,6 +423,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","spec":{"hostNetwork":true,"containers":[{"name":"a","image":"x"}]}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"contrast.cc/policy-hash":"00","contrast.cc/injected":"{\"initContainers\":[\"a\"]}","contrast.cc/servicemesh-egress":"x#127.0.0.1:1#y:2"}},"spec":{"containers":[{"name":"a","image":"x"}]}}}}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","Request":{"uid":"x"}}`))
 	metrics := NewMetrics(prometheus.NewRegistry())
 	cfg := inject.Config{
 		InitializerImage:           "registry.example/contrast/initializer@sha256:" + string(bytes.Repeat([]byte("1"), 64)),
