@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // KeySize is the size of a volume's key: the passphrase of the LUKS2
@@ -38,6 +39,8 @@ type Opener struct {
 	// Mount mounts the opened file system (default: mount(2) as ext4
 	// with nosuid,nodev).
 	Mount func(source, target string) error
+	// FSGroup is the pod's fsGroup (nil: none); see EnvFSGroup.
+	FSGroup *int64
 }
 
 // MapperName is the device-mapper name of v's opened volume.
@@ -87,6 +90,11 @@ func (o *Opener) Open(ctx context.Context, v Volume, device, target string, key 
 	}
 	if err := mount(mapped, target); err != nil {
 		return fmt.Errorf("volume %q: mounting on %s: %w", v.Name, target, err)
+	}
+	if o.FSGroup != nil {
+		if err := applyFSGroup(target, *o.FSGroup); err != nil {
+			return fmt.Errorf("volume %q: %w", v.Name, err)
+		}
 	}
 	log.Info("volume open", "mountPoint", target, "formatted", formatted)
 	return nil
@@ -198,6 +206,32 @@ func (o *Opener) run(ctx context.Context, stdin []byte, prog string, args ...str
 			return fmt.Errorf("%s %s: %w: %s", filepath.Base(prog), args[0], err, msg)
 		}
 		return fmt.Errorf("%s %s: %w", filepath.Base(prog), args[0], err)
+	}
+	return nil
+}
+
+// applyFSGroup gives dir the group gid, group read-write-search and setgid
+// (new files inherit the group), unless it has them: the kubelet's
+// fsGroup handling of a volume's root (fsGroupChangePolicy OnRootMismatch;
+// the files of the volume keep what the workload gave them).
+func applyFSGroup(dir string, gid int64) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("the owner of %s is unknown here", dir)
+	}
+	want := fi.Mode().Perm() | 0o070 | os.ModeSetgid
+	if int64(st.Gid) == gid && fi.Mode()&(os.ModePerm|os.ModeSetgid) == want {
+		return nil
+	}
+	if err := os.Lchown(dir, -1, int(gid)); err != nil {
+		return fmt.Errorf("giving %s the fsGroup %d: %w", dir, gid, err)
+	}
+	if err := os.Chmod(dir, want); err != nil {
+		return fmt.Errorf("making %s writable for the fsGroup: %w", dir, err)
 	}
 	return nil
 }

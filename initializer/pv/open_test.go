@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -157,4 +158,22 @@ func TestOpenRoundTrip(t *testing.T) {
 	other, err := Key(bytes.Repeat([]byte{2}, 32), v)
 	require.NoError(t, err)
 	require.ErrorIs(t, o.Open(t.Context(), v, dev, target, other), ErrWrongKey)
+}
+
+func TestApplyFSGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		unavailable(t, "not running as root (giving a folder another group needs CAP_CHOWN)")
+	}
+	dir := filepath.Join(t.TempDir(), "root")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.NoError(t, applyFSGroup(dir, 1000))
+	fi, err := os.Stat(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(1000), fi.Sys().(*syscall.Stat_t).Gid)
+	assert.Equal(t, os.FileMode(0o775)|os.ModeSetgid, fi.Mode()&(os.ModePerm|os.ModeSetgid))
+	// a second open changes nothing
+	require.NoError(t, applyFSGroup(dir, 1000))
+	fi2, err := os.Stat(dir)
+	require.NoError(t, err)
+	assert.Equal(t, fi.Mode(), fi2.Mode())
 }

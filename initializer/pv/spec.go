@@ -12,8 +12,10 @@ package pv
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -22,6 +24,10 @@ const (
 	// EnvVolumes lists the encrypted volumes as volume:claim pairs
 	// separated by commas.
 	EnvVolumes = "CONTRAST_PERSISTENT_VOLUMES"
+	// EnvFSGroup is the pod's fsGroup (decimal), if it has one: the root
+	// folder of each opened volume gets that group, group-writable and
+	// setgid, as the kubelet gives a volume it mounts.
+	EnvFSGroup = "CONTRAST_PERSISTENT_VOLUMES_FS_GROUP"
 	// DeviceDir holds the Initializer's block device of each volume,
 	// DeviceDir/<volume>.
 	DeviceDir = "/dev/contrast-pv"
@@ -97,6 +103,18 @@ var (
 	labelRe     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	subdomainRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 )
+
+// ParseFSGroup parses the value of EnvFSGroup; "" is none.
+func ParseFSGroup(s string) (*int64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	g, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || g < 0 || g > math.MaxUint32-1 {
+		return nil, fmt.Errorf("%s %q: not a group ID", EnvFSGroup, s)
+	}
+	return &g, nil
+}
 
 // Check checks that v's names are valid: the volume name a DNS label (RFC
 // 1123) whose shared volume name is one too, the claim a DNS subdomain.

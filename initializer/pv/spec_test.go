@@ -40,3 +40,16 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestParseFSGroup(t *testing.T) {
+	g, err := ParseFSGroup("")
+	require.NoError(t, err)
+	assert.Nil(t, g)
+	g, err = ParseFSGroup("1000")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1000), *g)
+	for _, bad := range []string{"-1", "x", "1.5", "4294967295", " 1"} {
+		_, err := ParseFSGroup(bad)
+		require.ErrorContains(t, err, EnvFSGroup, bad)
+	}
+}

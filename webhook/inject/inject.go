@@ -339,7 +339,11 @@ func template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config, tmpls c
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 	})
 	if len(encrypted) > 0 {
-		initializerVolumes(&injected[0], encrypted)
+		var fsGroup *int64
+		if spec.SecurityContext != nil {
+			fsGroup = spec.SecurityContext.FSGroup
+		}
+		initializerVolumes(&injected[0], encrypted, fsGroup)
 	}
 	rec.InitContainers = append(rec.InitContainers, InitializerName)
 	if withProxy {

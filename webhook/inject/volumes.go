@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -159,8 +160,9 @@ func encryptVolumes(meta *metav1.ObjectMeta, spec *corev1.PodSpec, tmpls claimTe
 // initializerVolumes gives the encrypted volumes to the Initializer: each as
 // a block device and a bidirectional mount of its shared emptyDir. Opening
 // dm-crypt devices and bidirectional propagation need a privileged
-// container; the policy pins the Initializer's image and arguments.
-func initializerVolumes(c *corev1.Container, vols []pv.Volume) {
+// container running as root; the policy pins the Initializer's image and
+// arguments.
+func initializerVolumes(c *corev1.Container, vols []pv.Volume, fsGroup *int64) {
 	for _, v := range vols {
 		c.VolumeDevices = append(c.VolumeDevices, corev1.VolumeDevice{Name: v.Name, DevicePath: v.DevicePath()})
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{
@@ -169,7 +171,12 @@ func initializerVolumes(c *corev1.Container, vols []pv.Volume) {
 		})
 	}
 	c.Env = append(c.Env, corev1.EnvVar{Name: pv.EnvVolumes, Value: pv.Format(vols)})
-	c.SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+	if fsGroup != nil {
+		c.Env = append(c.Env, corev1.EnvVar{Name: pv.EnvFSGroup, Value: strconv.FormatInt(*fsGroup, 10)})
+	}
+	// as root: a pod-level runAsUser or runAsNonRoot of the workload must
+	// not apply to it (cryptsetup and mount(2) need root's capabilities)
+	c.SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true), RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false)}
 }
 
 // unencryptVolumes reverts encryptVolumes for the volumes of a recorded

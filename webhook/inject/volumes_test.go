@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,8 +138,10 @@ func TestPersistentVolumeEncrypted(t *testing.T) {
 	assert.Equal(t, []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/contrast-pv/data"}}, init.VolumeDevices)
 	assert.Contains(t, init.VolumeMounts, corev1.VolumeMount{Name: "contrast-pv-data", MountPath: "/contrast-pv/data", MountPropagation: ptr.To(corev1.MountPropagationBidirectional)})
 	assert.Contains(t, init.Env, corev1.EnvVar{Name: pv.EnvVolumes, Value: "data:data"})
+	assert.False(t, slices.ContainsFunc(init.Env, func(e corev1.EnvVar) bool { return e.Name == pv.EnvFSGroup }), "ledger has no fsGroup")
 	require.NotNil(t, init.SecurityContext)
 	assert.True(t, *init.SecurityContext.Privileged)
+	assert.Equal(t, int64(0), *init.SecurityContext.RunAsUser, "root, whatever the pod's runAsUser")
 	// the workload's mounts of data now come from the Initializer, logs still from the host
 	for _, c := range []corev1.Container{spec.InitContainers[2], spec.Containers[0]} {
 		assert.Equal(t, "contrast-pv-data", c.VolumeMounts[0].Name, c.Name)
@@ -157,6 +160,20 @@ func TestPersistentVolumeEncrypted(t *testing.T) {
 	again, err := Inject(pod, m.Config)
 	require.NoError(t, err)
 	assert.Equal(t, pod.Spec, again.Spec)
+}
+
+// TestPersistentVolumeFSGroup checks that the Initializer learns the pod's
+// fsGroup, which it gives the root of each opened volume.
+func TestPersistentVolumeFSGroup(t *testing.T) {
+	m := testMutator(t)
+	w := readWorkloads(t, "testdata/pv/volumes.yaml")[0] // db: fsGroup 999
+	_, err := m.MutateWorkload(t.Context(), &w, nil)
+	require.NoError(t, err)
+	init := w.Template.Spec.InitContainers[0]
+	assert.Contains(t, init.Env, corev1.EnvVar{Name: pv.EnvFSGroup, Value: "999"})
+	// the pod's runAsUser 999 does not apply to the Initializer
+	assert.Equal(t, int64(0), *init.SecurityContext.RunAsUser)
+	assert.False(t, *init.SecurityContext.RunAsNonRoot)
 }
 
 // TestPersistentVolumeDenials checks that pods whose persistent volumes

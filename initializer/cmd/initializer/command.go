@@ -62,8 +62,13 @@ func newCommand(lookup func(string) (string, bool), stderr io.Writer, code *mesh
 				return err // before attesting: the environment is invalid
 			}
 			opts := meshcert.Options{OutDir: o.outDir, Timeout: o.timeout, TerminationLog: o.terminationLog, Logger: log}
+			fsEnv, _ := lookup(pv.EnvFSGroup)
+			fsGroup, err := pv.ParseFSGroup(fsEnv)
+			if err != nil {
+				return err
+			}
 			if len(vols) > 0 {
-				opener := &pv.Opener{Logger: log}
+				opener := &pv.Opener{Logger: log, FSGroup: fsGroup}
 				opts.AfterSecrets = func(ctx context.Context, secret []byte) error {
 					return opener.OpenAll(ctx, vols, secret)
 				}
