@@ -150,7 +150,7 @@ FUZZ_TARGETS := \
 	webhook:./policy:FuzzCacheKey \
 	webhook:./internal/server:FuzzAdmissionReview initializer:./meshconfig:FuzzParse \
 	initializer:./internal/rules:FuzzCompute \
-	initializer:./initenv:FuzzParse attest:./sim:FuzzInitDataDigest
+	initializer:./initenv:FuzzParse initializer:./pv:FuzzParse attest:./sim:FuzzInitDataDigest
 FUZZTIME ?= 60s
 # Minimising a large new input (e.g. a whole manifest) may otherwise take the
 # fuzzer's default 60 s, which stalls a 60 s run at a few hundred executions.

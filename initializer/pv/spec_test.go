@@ -53,3 +53,27 @@ func TestParseFSGroup(t *testing.T) {
 		require.ErrorContains(t, err, EnvFSGroup, bad)
 	}
 }
+
+// FuzzParse: whatever Parse accepts has names that are safe as path
+// elements and device-mapper names (DNS labels, no "/" or ".."), and
+// formats back to what parses to the same volumes.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"", "data:data", "data:a,logs:team.logs-1", "../x:y", "a:b,a:c", "a:", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		vols, err := Parse(s)
+		if err != nil {
+			return
+		}
+		for _, v := range vols {
+			require.NoError(t, Check(v))
+			require.NotContains(t, v.Name, "/")
+			require.NotContains(t, v.Name, "..")
+			require.Equal(t, DeviceDir+"/"+v.Name, v.DevicePath())
+		}
+		again, err := Parse(Format(vols))
+		require.NoError(t, err)
+		require.Equal(t, vols, again)
+	})
+}

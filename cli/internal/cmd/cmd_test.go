@@ -538,3 +538,48 @@ func TestUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestGenerateStatefulSetVolumes: contrast generate --inject writes a
+// StatefulSet whose claim templates are provisioned as block devices and
+// whose pod template gives them to the Initializer (issue 15); a claim
+// named in contrast.cc/host-shared-volumes is left as it was.
+func TestGenerateStatefulSetVolumes(t *testing.T) {
+	e := newEnv(t)
+	const db = `apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: demo}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata:
+      labels: {app: db}
+      annotations: {contrast.cc/host-shared-volumes: logs}
+    spec:
+      containers:
+      - name: db
+        image: registry.example/acme/db:1.0
+        volumeMounts:
+        - {name: data, mountPath: /var/lib/db}
+        - {name: logs, mountPath: /var/log/db}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+  - metadata: {name: logs}
+    spec: {accessModes: [ReadWriteOnce], volumeMode: Filesystem, resources: {requests: {storage: 1Gi}}}
+`
+	in := filepath.Join(t.TempDir(), "app")
+	require.NoError(t, os.MkdirAll(in, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(in, "db.yaml"), []byte(db), 0o644))
+	ws := t.TempDir()
+	_, stderr, code := e.generate(t, ws, append(simFlags(t), "--inject", "testdata/coordinator.yaml", in)...)
+	require.Equal(t, ExitOK, code, stderr)
+	injected, err := os.ReadFile(filepath.Join(ws, "injected", "app", "db.yaml"))
+	require.NoError(t, err)
+	out := string(injected)
+	assert.Equal(t, 1, strings.Count(out, "volumeMode: Block"), "data is a block device:\n%s", out)
+	assert.Equal(t, 1, strings.Count(out, "volumeMode: Filesystem"), "logs stays host-shared")
+	assert.Contains(t, out, "devicePath: /dev/contrast-pv/data")
+	assert.Contains(t, out, "value: data:data")
+	assert.Contains(t, out, "name: contrast-pv-data")
+}
