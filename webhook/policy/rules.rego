@@ -163,7 +163,8 @@ ids_ok(r, cid) if {
 
 # Devices for the agent to attach: only the block devices of the
 # container's volumeDevices, each at its pinned container path and once
-# (no VFIO, GPUs or other devices).
+# (no VFIO, GPUs or other devices). The request names the type "type_", as
+# the Kata test corpus's requests (gpu_vfio_cdi) show.
 agent_devices_ok(c, r) if {
 	devs := object.get(r, "devices", [])
 	paths := [p | some d in devs; p := object.get(d, "container_path", "")]
@@ -176,7 +177,7 @@ agent_devices_ok(c, r) if {
 agent_device_allowed(c, d) if {
 	some p in object.get(c, "devices", [])
 	object.get(d, "container_path", "") == p.container_path
-	object.get(d, "type", "") in {"blk", "mmioblk", "scsi", "nvdimm"}
+	object.get(d, "type_", "") in {"blk", "mmioblk", "scsi", "nvdimm"}
 }
 
 no_shared_mounts(r) if count(object.get(r, "shared_mounts", [])) == 0

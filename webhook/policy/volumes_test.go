@@ -89,7 +89,7 @@ func TestPersistentVolumeRequests(t *testing.T) {
 		r := privilegedRequest(t, pvOpenerID, "opener", good, []any{"/agent", "open"})
 		addMount(r, "/contrast-pv/data", "/run/kata-containers/sandbox/ephemeral/contrast-pv-data", "rbind", "rshared", "rw")
 		addStorage(r, memoryStorage("contrast-pv-data"))
-		r["devices"] = []any{map[string]any{"id": "0000:00:05.0", "type": "blk", "vm_path": "/dev/vdb", "container_path": "/dev/contrast-pv/data", "options": []any{}}}
+		r["devices"] = []any{map[string]any{"id": "0000:00:05.0", "type_": "blk", "vm_path": "/dev/vdb", "container_path": "/dev/contrast-pv/data", "options": []any{}}}
 		oci(r)["Linux"].(map[string]any)["Devices"] = []any{map[string]any{"Path": "/dev/contrast-pv/data", "Type": "b", "Major": 254, "Minor": 16}}
 		return r
 	}
@@ -139,7 +139,7 @@ func TestPersistentVolumeRequests(t *testing.T) {
 			r["devices"].([]any)[0].(map[string]any)["container_path"] = "/dev/other"
 		}, []string{"agent_devices_ok"}},
 		"device of another type": {opener, func(r map[string]any) {
-			r["devices"].([]any)[0].(map[string]any)["type"] = "vfio-pci"
+			r["devices"].([]any)[0].(map[string]any)["type_"] = "vfio-pci-gk"
 		}, []string{"agent_devices_ok"}},
 		"device twice": {opener, func(r map[string]any) {
 			r["devices"] = append(r["devices"].([]any), r["devices"].([]any)[0])
@@ -151,7 +151,7 @@ func TestPersistentVolumeRequests(t *testing.T) {
 			oci(r)["Linux"].(map[string]any)["Devices"].([]any)[0].(map[string]any)["Type"] = "c"
 		}, []string{"linux_devices_ok"}},
 		"device given to the app": {app, func(r map[string]any) {
-			r["devices"] = []any{map[string]any{"id": "0000:00:05.0", "type": "blk", "vm_path": "/dev/vdb", "container_path": "/dev/contrast-pv/data", "options": []any{}}}
+			r["devices"] = []any{map[string]any{"id": "0000:00:05.0", "type_": "blk", "vm_path": "/dev/vdb", "container_path": "/dev/contrast-pv/data", "options": []any{}}}
 		}, []string{"agent_devices_ok"}},
 		// the host cannot replace the decrypted volume by a directory it shares
 		"encrypted mount from the host": {app, func(r map[string]any) {
