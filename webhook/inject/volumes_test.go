@@ -121,6 +121,31 @@ func TestPersistentVolumeWebhookMatchesGenerate(t *testing.T) {
 	}
 }
 
+// TestPersistentVolumeEphemeralMatchesGenerate: the pod a controller
+// creates (unmutated template, generated name) gets the policy
+// contrast generate computes, and its ephemeral claim template is made a
+// block device on both sides.
+func TestPersistentVolumeEphemeralMatchesGenerate(t *testing.T) {
+	m := testMutator(t)
+	w := readWorkloads(t, "testdata/pv/volumes.yaml")[2] // worker
+	require.Equal(t, policy.KindDeployment, w.Kind)
+	pod := &corev1.Pod{ObjectMeta: *w.Template.ObjectMeta.DeepCopy(), Spec: *w.Template.Spec.DeepCopy()}
+	// as the ReplicaSet controller creates it
+	pod.Namespace, pod.GenerateName = w.Namespace, w.Name+"-7d9f8b6c5d-"
+	pod.Labels["pod-template-hash"] = "7d9f8b6c5d"
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: w.Name + "-7d9f8b6c5d", UID: "1", Controller: ptr.To(true)}}
+	res, err := m.MutateWorkload(t.Context(), &w, nil)
+	require.NoError(t, err)
+	out, pres, err := m.MutatePod(t.Context(), pod, nil)
+	require.NoError(t, err)
+	assert.Equal(t, res.HostData, pres.HostData)
+	for name, spec := range map[string]*corev1.PodSpec{"workload": &w.Template.Spec, "pod": &out.Spec} {
+		i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == "scratch" })
+		require.GreaterOrEqual(t, i, 0, name)
+		assert.Equal(t, corev1.PersistentVolumeBlock, *spec.Volumes[i].Ephemeral.VolumeClaimTemplate.Spec.VolumeMode, name)
+	}
+}
+
 // TestPersistentVolumeEncrypted checks the mutation of an encrypted volume
 // in detail.
 func TestPersistentVolumeEncrypted(t *testing.T) {
