@@ -17,7 +17,7 @@ import (
 
 // unavailable skips t with the reason, or fails it under CI (CI set): CI
 // must run these tests.
-func unavailable(t *testing.T, format string, args ...any) {
+func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if os.Getenv("CI") != "" {
@@ -28,7 +28,7 @@ func unavailable(t *testing.T, format string, args ...any) {
 
 // loopDevice creates a sparse file of size bytes and a loop device over it,
 // both removed when the test ends. It needs root, losetup and cryptsetup.
-func loopDevice(t *testing.T, size int64) string {
+func loopDevice(t testing.TB, size int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		unavailable(t, "not running as root (this test needs root to create a loop device)")
@@ -43,7 +43,7 @@ func loopDevice(t *testing.T, size int64) string {
 	require.NoError(t, err)
 	require.NoError(t, f.Truncate(size))
 	require.NoError(t, f.Close())
-	out, err := exec.CommandContext(t.Context(), "losetup", "--find", "--show", file).CombinedOutput()
+	out, err := exec.CommandContext(context.Background(), "losetup", "--find", "--show", file).CombinedOutput()
 	if err != nil {
 		unavailable(t, "the kernel refuses a loop device: losetup: %v: %s", err, out)
 	}
@@ -58,7 +58,7 @@ func loopDevice(t *testing.T, size int64) string {
 
 // requireDeviceMapper skips t (fails it under CI) unless dm-crypt volumes
 // can be opened here.
-func requireDeviceMapper(t *testing.T) {
+func requireDeviceMapper(t testing.TB) {
 	t.Helper()
 	misc, err := os.ReadFile("/proc/misc")
 	if err != nil || !bytes.Contains(misc, []byte("device-mapper")) {
