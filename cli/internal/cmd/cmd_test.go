@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
 	"github.com/contrast-cc/contrast/coordinator/coordinatortest"
 	"github.com/contrast-cc/contrast/coordinator/manifest"
@@ -201,6 +202,17 @@ func TestGenerateCoordinatorExpectations(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(injected), "value: "+coordHash, "the web pod's Initializer expects the Coordinator computed in the same run")
 	assert.Contains(t, string(injected), "value: snp-simulated", "the platform named by the reference values")
+	values, err := os.ReadFile(filepath.Join(ws, fileChartValues))
+	require.NoError(t, err)
+	var chartValues struct {
+		Coordinator struct {
+			PolicyHash      string                   `json:"policyHash"`
+			ReferenceValues manifest.ReferenceValues `json:"referenceValues"`
+		} `json:"coordinator"`
+	}
+	require.NoError(t, yaml.UnmarshalStrict(values, &chartValues))
+	assert.Equal(t, coordHash, chartValues.Coordinator.PolicyHash, "the chart values name the Coordinator computed here")
+	assert.Equal(t, readManifestFile(t, ws).ReferenceValues, chartValues.Coordinator.ReferenceValues)
 
 	// the same expectations given explicitly: the same policies
 	rv, err := json.Marshal(readManifestFile(t, ws).ReferenceValues)

@@ -51,6 +51,10 @@ type generateOptions struct {
 	inject          bool
 	injectDir       string
 	namespace       string
+
+	// effective are the Initializer's expectations of the Coordinator
+	// the workloads were computed with (nil when no workload needed them).
+	effective *settings.Settings
 }
 
 // newImageSource returns the image source for the registry settings
@@ -72,6 +76,11 @@ It writes to the workspace:
                        the Coordinator's entry (Role coordinator, from the chart's rendered Coordinator),
                        the reference values of --reference-values, the owner keys
   policies/<hash>      every policy document (contrast set sends them to the Coordinator)
+  chart-values.yaml    the chart values (coordinator.policyHash, coordinator.referenceValues) that make
+                       the installed webhook give every Initializer what it requires of this
+                       Coordinator: helm install/upgrade -f it. The Initializer's expectations that
+                       --settings leaves out are derived from the Coordinator computed here and the
+                       manifest's reference values
   workload-owner.pem   ECDSA P-256 key that may replace the manifest (created if missing, 0600)
   seedshare-owner.pem  RSA-3072 key the seed is encrypted to (created if missing, 0600)
 
@@ -160,6 +169,8 @@ type generateResult struct {
 	FillIn   []string        `json:"fillIn,omitempty"`
 	Keys     map[string]bool `json:"keysCreated,omitempty"`
 	Injected []string        `json:"injected,omitempty"`
+	// ChartValues is the chart values file written (see fileChartValues).
+	ChartValues string `json:"chartValues,omitempty"`
 }
 
 type generateEntry struct {
@@ -374,6 +385,15 @@ func (o *generateOptions) run(cmd *cobra.Command, args []string) error {
 	if err := writeFile(o.path(fileManifest), append(raw, '\n'), 0o644); err != nil {
 		return err
 	}
+	switch values, err := o.chartValues(); {
+	case err != nil:
+		return err
+	case values != nil:
+		if err := writeFile(o.path(fileChartValues), values, 0o644); err != nil {
+			return err
+		}
+		out.ChartValues = o.path(fileChartValues)
+	}
 	if o.inject {
 		files, err := o.writeInjected(docs, gens)
 		if err != nil {
@@ -489,6 +509,38 @@ func (o *generateOptions) generateOne(ctx context.Context, m *inject.Mutator, gn
 	return nil
 }
 
+// chartValues is the Helm values file of the Initializer's expectations
+// the workloads were computed with, or nil when there are none or they do
+// not fit the chart (which takes one Coordinator policy hash).
+func (o *generateOptions) chartValues() ([]byte, error) {
+	e := o.effective
+	if e == nil || len(e.CoordinatorPolicyHashes) != 1 {
+		return nil, nil
+	}
+	rv := e.CoordinatorReferenceValues
+	if !strings.HasPrefix(strings.TrimSpace(rv), "{") {
+		raw, err := os.ReadFile(rv) //nolint:gosec // the file the settings named, read before by Resolve
+		if err != nil {
+			return nil, withCode(ExitFailure, err)
+		}
+		rv = string(raw)
+	}
+	var rvValue any
+	if err := json.Unmarshal([]byte(rv), &rvValue); err != nil {
+		return nil, withCode(ExitFailure, fmt.Errorf("the Coordinator's reference values: %w", err))
+	}
+	body, err := yaml.Marshal(map[string]any{"coordinator": map[string]any{
+		"policyHash":      strings.ToLower(e.CoordinatorPolicyHashes[0]),
+		"referenceValues": rvValue,
+	}})
+	if err != nil {
+		return nil, withCode(ExitFailure, err)
+	}
+	return append([]byte("# Written by contrast generate: the chart values that make the webhook give every Initializer\n"+
+		"# the Coordinator policy hash and reference values the workloads of manifest.json were computed with.\n"+
+		"# helm install/upgrade ... -f "+fileChartValues+"\n"), body...), nil
+}
+
 func isCoordinator(w *policy.Workload) bool {
 	return w.Template.Annotations[inject.AnnotationPodRole] == inject.RoleCoordinator
 }
@@ -553,6 +605,7 @@ func (o *generateOptions) workloadMutator(gens []*generated, rv *manifest.Refere
 	if err != nil {
 		return nil, usageErrorf("the Initializer's expectations of the Coordinator (what the settings left out is derived from the Coordinator and the reference values): %w", err)
 	}
+	o.effective = &s
 	return r.Mutator(src, log), nil
 }
 

@@ -23,6 +23,7 @@ import (
 // Files of the workspace (DESIGN.md §4).
 const (
 	fileManifest         = "manifest.json"
+	fileChartValues      = "chart-values.yaml"
 	fileWorkloadOwnerKey = "workload-owner.pem"
 	fileSeedshareKey     = "seedshare-owner.pem"
 	fileSeedShares       = "seed-shares.json"
