@@ -93,6 +93,8 @@ type Cluster struct {
 	ownDir  bool
 	log     *slog.Logger
 
+	dns *clusterDNS
+
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -203,6 +205,9 @@ func New(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
 	}
 	log.Info("kube-controller-manager ready", "elapsed", time.Since(start).Round(time.Millisecond))
 	if c.node != nil {
+		if c.dns, err = startClusterDNS(nodeAddress, c.Client, log); err != nil {
+			return nil, err
+		}
 		if err := c.node.startComponents(ctx, c, opts.StartTimeout); err != nil {
 			return nil, err
 		}
@@ -405,6 +410,9 @@ func (c *Cluster) Stop() error {
 			if err := c.node.shutdown(ctx, c); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if c.dns != nil {
+			c.dns.close()
 		}
 		c.stopControllerManager()
 		if c.env != nil {

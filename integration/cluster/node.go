@@ -862,6 +862,8 @@ containerRuntimeEndpoint: unix://%[5]s
 podLogsDir: %[6]s
 volumePluginDir: %[7]s
 resolvConf: ""
+clusterDNS: [%[8]q]
+clusterDomain: %[9]s
 oomScoreAdj: 0
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -878,7 +880,7 @@ syncFrequency: 10s
 fileCheckFrequency: 10s
 shutdownGracePeriod: 0s
 `, nodeAddress, n.kubeletPort, filepath.Join(c.Dir, "pki", "kubelet-client-ca.crt"), n.cgroup,
-		n.containerdSocket(), logs, filepath.Join(n.dir, "volume-plugins"))
+		n.containerdSocket(), logs, filepath.Join(n.dir, "volume-plugins"), nodeAddress, ClusterDomain)
 	cfgPath := filepath.Join(n.dir, "kubelet.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("writing kubelet config: %w", err)
