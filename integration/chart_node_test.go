@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,7 +21,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/attest/sim"
 	"github.com/contrast-cc/contrast/attest/snp"
 	userpb "github.com/contrast-cc/contrast/coordinator/api/userapi"
@@ -146,11 +144,17 @@ func TestChartOnRealNode(t *testing.T) {
 		assert.Nil(t, out.Spec.RuntimeClassName)
 	})
 
+	var latest []byte
 	t.Run("ManifestSetAtInstalledCoordinator", func(t *testing.T) {
-		setManifest(ctx, t, c, ns, ref, coord)
+		latest = setManifest(ctx, t, c, ns, ref, coord)
 		cms, err := c.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "contrast.cc/history"})
 		require.NoError(t, err)
 		assert.NotEmpty(t, cms.Items, "the Coordinator keeps its history in ConfigMaps")
+	})
+
+	t.Run("Mesh", func(t *testing.T) {
+		require.NotEmpty(t, latest, "the manifest was set")
+		testMeshOnRealNode(ctx, t, &meshNodeEnv{c: c, ns: ns, ref: ref, coord: coord, auth: auth, measurement: measurement, appRef: appRef, latest: latest})
 	})
 
 	t.Run("UpgradeRollsWebhookWithoutFailedAdmission", func(t *testing.T) {
@@ -188,6 +192,10 @@ func TestChartOnRealNode(t *testing.T) {
 				"namespaceSelector": map[string]any{"matchLabels": map[string]any{"contrast.cc/inject": nil, "contrast.cc/inject-b": "enabled"}},
 			},
 		})
+		// its webhook's Initializers expect its own Coordinator
+		second = chart.MergeValues(second, map[string]any{"coordinator": map[string]any{"referenceValues": refValues}})
+		coord2 := coordinatorPolicyFromTemplate(ctx, t, h, dir, "contrast", ns2, second)
+		second = chart.MergeValues(second, map[string]any{"coordinator": map[string]any{"policyHash": hex.EncodeToString(coord2.Digest)}})
 		start := time.Now()
 		_, err := chart.Install(ctx, h, dir, t.TempDir(), "contrast", ns2, second, 5*time.Minute)
 		require.NoError(t, err)
@@ -280,27 +288,17 @@ func simReferenceValues(t *testing.T, auth *sim.SNPAuthority, measurement []byte
 	return ref
 }
 
-func setManifest(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, ref snp.ReferenceValues, coord *policy.Result) {
+func setManifest(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string, ref snp.ReferenceValues, coord *policy.Result) []byte {
 	t.Helper()
-	pod, err := c.Client.CoreV1().Pods(ns).Get(ctx, "contrast-coordinator-0", metav1.GetOptions{})
-	require.NoError(t, err)
-	v, err := snp.NewValidator(snp.Config{ReferenceValues: []snp.ReferenceValues{ref}})
-	require.NoError(t, err)
-	owner := coordinatortest.OwnerKey()
 	m := &manifest.Manifest{
 		Policies: map[manifest.HexString]manifest.PolicyEntry{
 			manifest.NewHexString(coord.Digest): {SANs: []string{"coordinator"}, Role: manifest.RoleCoordinator},
 		},
 		ReferenceValues:       manifest.ReferenceValues{SNP: []snp.ReferenceValues{ref}},
-		WorkloadOwnerPubKeys:  []manifest.HexString{coordinatortest.PubHex(&owner.PublicKey)},
+		WorkloadOwnerPubKeys:  []manifest.HexString{coordinatortest.PubHex(&chartOwnerKey().PublicKey)},
 		SeedshareOwnerPubKeys: []manifest.HexString{coordinatortest.PubHex(&coordinatortest.SeedShareKey().PublicKey)},
 	}
-	client, conn, err := coordinatortest.DialUser(fmt.Sprintf("%s:1313", pod.Status.PodIP), owner, []attest.Validator{v})
-	require.NoError(t, err)
-	defer conn.Close()
-	resp, err := client.SetManifest(ctx, &userpb.SetManifestRequest{Manifest: coordinatortest.JSON(m), Policies: [][]byte{coord.InitData}})
-	require.NoError(t, err)
-	assert.NotEmpty(t, resp.GetTransitionHash())
+	return setManifestRequest(ctx, t, c, ns, ref, &userpb.SetManifestRequest{Manifest: coordinatortest.JSON(m), Policies: [][]byte{coord.InitData}})
 }
 
 // applyPod applies a pod of image in ns with labels and returns it as admitted.

@@ -1,8 +1,12 @@
 // Command testserver is the workload of the node tests. Images hold no shell,
 // so it is also the client and the tool run through `kubectl exec`:
 //
-//	testserver serve [-port 8080] [-append FILE=LINE]  answer HTTP with the host name
-//	testserver get [-cacert FILE] URL                  print the body of GET URL ($VARS expanded)
+//	testserver serve [-port 8080] [-append FILE=LINE] [-tls-self-signed NAME] [-upstream URL]
+//	                                                    answer HTTP (or HTTPS with an ephemeral
+//	                                                    self-signed certificate for NAME) with the host name;
+//	                                                    /upstream answers with the body of GET URL
+//	testserver get [-cacert FILE] [-insecure] URL      print the body of GET URL ($VARS expanded);
+//	                                                    -insecure: TLS without verifying the server
 //	testserver append FILE LINE                         append a line to a file and exit
 //	testserver cat FILE                                 print a file
 //	testserver echo WORDS...                            print the words
@@ -10,13 +14,18 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -43,13 +52,14 @@ func run(args []string) error {
 	case "get":
 		fs := flag.NewFlagSet("get", flag.ContinueOnError)
 		caFile := fs.String("cacert", "", "PEM file of the CA that signed the server certificate")
+		insecure := fs.Bool("insecure", false, "TLS without verifying the server (and without a client certificate)")
 		if err := fs.Parse(rest); err != nil {
 			return err
 		}
 		if fs.NArg() != 1 {
-			return errors.New("usage: testserver get [-cacert FILE] URL")
+			return errors.New("usage: testserver get [-cacert FILE] [-insecure] URL")
 		}
-		return get(os.ExpandEnv(fs.Arg(0)), *caFile)
+		return get(os.ExpandEnv(fs.Arg(0)), *caFile, *insecure)
 	case "append":
 		if len(rest) != 2 {
 			return errors.New("usage: testserver append FILE LINE")
@@ -77,6 +87,8 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	port := fs.Int("port", 8080, "TCP port to listen on")
 	appendSpec := fs.String("append", "", "FILE=LINE to append before serving")
+	selfSigned := fs.String("tls-self-signed", "", "serve HTTPS with an ephemeral self-signed certificate for this name")
+	upstream := fs.String("upstream", "", "URL whose body /upstream returns (a backend reached through the mesh)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,6 +105,26 @@ func serve(args []string) error {
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/upstream", func(w http.ResponseWriter, r *http.Request) {
+		if *upstream == "" {
+			http.Error(w, "no -upstream", http.StatusNotFound)
+			return
+		}
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, *upstream, nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			log.Warn("upstream", "url", *upstream, "error", err)
+			http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		_, _ = fmt.Fprintf(w, "%s via %s: ", host, *upstream)
+		_, _ = io.Copy(w, resp.Body)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		log.Info("request", "remote", r.RemoteAddr, "path", r.URL.Path)
 		_, _ = fmt.Fprintf(w, "hello from %s\n", host)
@@ -110,7 +142,14 @@ func serve(args []string) error {
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
 	}()
-	log.Info("testserver serving", "addr", ln.Addr().String(), "host", host)
+	if *selfSigned != "" {
+		cert, err := selfSignedCert(*selfSigned)
+		if err != nil {
+			return err
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	log.Info("testserver serving", "addr", ln.Addr().String(), "host", host, "tls", *selfSigned != "")
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -118,11 +157,13 @@ func serve(args []string) error {
 	return nil
 }
 
-func get(url, caFile string) error {
+func get(url, caFile string, insecure bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	client := http.DefaultClient
-	if caFile != "" {
+	if insecure {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}}} //nolint:gosec // a test client probing whether a server requires a client certificate
+	} else if caFile != "" {
 		pem, err := os.ReadFile(caFile) //nolint:gosec // a test tool reading what it is told.
 		if err != nil {
 			return err
@@ -159,4 +200,27 @@ func appendLine(file, line string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// selfSignedCert is an ephemeral ECDSA certificate for name, signed by
+// itself: a server outside the mesh.
+func selfSignedCert(name string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
