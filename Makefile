@@ -127,6 +127,20 @@ images: go.work ## Build the coordinator, webhook, initializer and mesh-proxy im
 	@cd integration && go run ./cmd/images -registry '$(REGISTRY)' -tag '$(TAG)' -images '$(IMAGES)' \
 		$(if $(IMAGES_VALUES),-values-out '$(abspath $(IMAGES_VALUES))') $(if $(IMAGES_INSECURE),-insecure)
 
+##@ Demo
+
+.PHONY: demo
+demo: go.work k8s-bins ## The tutorial end to end, narrated: a local cluster with a real node and simulated TEEs, the chart, contrast generate/set/verify/recover; leaves the cluster running (DEMO_FLAGS=-keep=false to stop at the end).
+	@cd integration && go run ./cmd/demo -dir '$(abspath $(BIN)/demo)' $(DEMO_FLAGS)
+
+.PHONY: demo-down
+demo-down: ## Stop the cluster `make demo` left running.
+	@pidf='$(BIN)/demo/demo.pid'; \
+	if [ -f "$$pidf" ] && kill -0 "$$(cat $$pidf)" 2>/dev/null; then \
+		pid=$$(cat $$pidf); kill -TERM $$pid; echo "stopping the demo (pid $$pid)"; \
+		while kill -0 $$pid 2>/dev/null; do sleep 1; done; echo "demo stopped"; \
+	else echo "no demo is running"; fi
+
 ##@ Test
 
 .PHONY: test
