@@ -198,15 +198,23 @@ func (t *Tutorial) Generate(ctx context.Context) error {
 	if err := copyDir(filepath.Join(t.Root, "examples", "tutorial"), t.Apps); err != nil {
 		return err
 	}
-	out, err := t.run(ctx, nil, t.Helm, "template", Release, filepath.Join(t.Root, "charts", "contrast"), "-n", ControlPlane, "-f", t.valuesFile)
-	if err != nil {
-		return err
-	}
 	t.chartFile = filepath.Join(t.Dir, "chart.yaml")
-	if err := os.WriteFile(t.chartFile, []byte(out), 0o600); err != nil {
+	args := []string{"template", Release, filepath.Join(t.Root, "charts", "contrast"), "-n", ControlPlane, "-f", t.valuesFile}
+	fmt.Fprintf(t.Out, "\n    $ %s > %s\n", t.display(t.Helm, args), t.rel(t.chartFile))
+	var rendered bytes.Buffer
+	cmd := exec.CommandContext(ctx, t.Helm, args...) //nolint:gosec // the cluster's helm
+	cmd.Dir, cmd.Stdout = t.Root, &rendered
+	w := &indentWriter{w: t.Out}
+	cmd.Stderr = w
+	err := cmd.Run()
+	w.flush()
+	if err != nil {
+		return fmt.Errorf("helm template: %w", err)
+	}
+	if err := os.WriteFile(t.chartFile, rendered.Bytes(), 0o600); err != nil {
 		return err
 	}
-	t.Say("(the rendered chart is in %s)", t.rel(t.chartFile))
+	t.Say("(%d lines: the chart's objects, among them the Coordinator's StatefulSet and the webhook's settings)", bytes.Count(rendered.Bytes(), []byte("\n")))
 	_, err = t.run(ctx, nil, t.Contrast, "generate", "-w", t.Workspace, "--settings", t.chartFile, "--coordinator-yaml", t.chartFile,
 		"--reference-values", "snp-simulated", "--sim-authority", t.authFile, "--sim-measurement", t.measurement, "-n", Namespace, t.Apps)
 	return err
@@ -366,7 +374,10 @@ func (t *Tutorial) verifyAndConnectByIP(ctx context.Context) error {
 		return err
 	}
 	ca := filepath.Join(t.Workspace, "verify", "mesh-ca.pem")
-	_, err := t.run(ctx, nil, "curl", "-sS", "--fail", "--cacert", ca, "https://"+t.WebIP+"/upstream")
+	// right after a rollout, kube-proxy may still send a connection to a
+	// terminating pod for a moment: retry, as a client would
+	_, err := t.run(ctx, nil, "curl", "-sS", "--fail", "--retry", "10", "--retry-all-errors", "--retry-delay", "1",
+		"--cacert", ca, "https://"+t.WebIP+"/upstream")
 	return err
 }
 
