@@ -13,6 +13,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -24,7 +25,7 @@ import (
 
 // chartCases are the values files of the chart's lint and golden tests
 // (testdata/chart/<name>.values.yaml → <name>.golden.yaml).
-var chartCases = []string{"default", "local", "certmanager"}
+var chartCases = []string{"default", "local", "certmanager", "ha"}
 
 const chartRelease, chartNamespace = "contrast", "contrast-system"
 
@@ -110,7 +111,7 @@ func TestChartRendersDefaults(t *testing.T) {
 	decodeObject(t, out, "Role", "contrast-coordinator", &role)
 	require.Len(t, role.Rules, 1)
 	assert.Equal(t, []string{"configmaps"}, role.Rules[0].Resources)
-	assert.ElementsMatch(t, []string{"get", "list", "create", "update"}, role.Rules[0].Verbs)
+	assert.ElementsMatch(t, []string{"get", "list", "watch", "create", "update"}, role.Rules[0].Verbs)
 
 	var dep appsv1.Deployment
 	decodeObject(t, out, "Deployment", "contrast-webhook", &dep)
@@ -302,4 +303,42 @@ func TestChartRejectsBadValues(t *testing.T) {
 		require.ErrorAs(t, err, &herr)
 		assert.Contains(t, herr.Stderr, "is required: the image pinned by digest")
 	})
+}
+
+// TestChartHA checks the high-availability render (three Coordinators) and
+// that the default render has none of it.
+func TestChartHA(t *testing.T) {
+	h, dir := chartHelm(t)
+	out, err := h.Template(t.Context(), dir, chartRelease, chartNamespace, []string{chartValues("ha")})
+	require.NoError(t, err)
+
+	var sts appsv1.StatefulSet
+	decodeObject(t, out, "StatefulSet", "contrast-coordinator", &sts)
+	assert.Equal(t, int32(3), *sts.Spec.Replicas)
+	assert.Equal(t, appsv1.ParallelPodManagement, sts.Spec.PodManagementPolicy, "a replica in recovery mode must not block the others")
+	assert.NotNil(t, sts.Spec.Template.Spec.Affinity.PodAntiAffinity)
+	assert.Contains(t, sts.Spec.Template.Spec.Containers[0].Args, "--peers=contrast-coordinator-peers."+chartNamespace+".svc:7777")
+
+	var peers corev1.Service
+	decodeObject(t, out, "Service", "contrast-coordinator-peers", &peers)
+	assert.Equal(t, "None", peers.Spec.ClusterIP, "headless: every ready replica's address")
+	assert.False(t, peers.Spec.PublishNotReadyAddresses, "a replica in recovery mode is never a peer")
+	assert.Equal(t, sts.Spec.Template.Labels, peers.Spec.Selector)
+
+	var pdb policyv1.PodDisruptionBudget
+	decodeObject(t, out, "PodDisruptionBudget", "contrast-coordinator", &pdb)
+	assert.Equal(t, 1, pdb.Spec.MinAvailable.IntValue(), "a quorum of one")
+
+	var role rbacv1.Role
+	decodeObject(t, out, "Role", "contrast-coordinator", &role)
+	assert.Contains(t, role.Rules[0].Verbs, "watch", "every replica follows the history head")
+
+	def, err := h.Template(t.Context(), dir, chartRelease, chartNamespace, []string{chartValues("default")})
+	require.NoError(t, err)
+	_, err = chart.Object(def, "Service", "contrast-coordinator-peers")
+	require.Error(t, err, "no peers Service with one replica")
+	decodeObject(t, def, "StatefulSet", "contrast-coordinator", &sts)
+	for _, a := range sts.Spec.Template.Spec.Containers[0].Args {
+		assert.NotContains(t, a, "--peers")
+	}
 }
