@@ -7,13 +7,17 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -22,10 +26,11 @@ const ClusterDomain = "cluster.local"
 
 // clusterDNS is the cluster DNS of the real node, in place of CoreDNS: it
 // answers the pods' A queries for <service>.<namespace>.svc.cluster.local
-// with the Service's ClusterIP, read from the API server, and nothing else
-// (NXDOMAIN; AAAA gets an empty answer, as for an IPv4-only Service). UDP
-// only: the answers are one record and always fit. The kubelet points pods
-// at it (clusterDNS), with the usual search list.
+// with the Service's ClusterIP, or for a headless Service with the
+// addresses of its ready endpoints (as CoreDNS does), read from the API
+// server, and nothing else (NXDOMAIN; AAAA gets an empty answer, as for an
+// IPv4-only Service). UDP only: the answers of a test cluster fit. The
+// kubelet points pods at it (clusterDNS), with the usual search list.
 type clusterDNS struct {
 	conn   *net.UDPConn
 	client kubernetes.Interface
@@ -77,14 +82,14 @@ func (d *clusterDNS) answer(query []byte) ([]byte, error) {
 		return nil, err
 	}
 	resp := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionDesired: hdr.RecursionDesired, RCode: dnsmessage.RCodeSuccess}
-	var ip netip.Addr
+	var ips []netip.Addr
 	name := strings.ToLower(strings.TrimSuffix(q.Name.String(), "."))
 	svc, ns, ok := serviceName(name)
 	switch {
 	case !ok || q.Class != dnsmessage.ClassINET:
 		resp.RCode = dnsmessage.RCodeNameError
 	default:
-		ip, err = d.lookup(ns, svc)
+		ips, err = d.lookup(ns, svc)
 		if err != nil {
 			resp.RCode = dnsmessage.RCodeNameError
 			if !apierrors.IsNotFound(err) {
@@ -101,12 +106,17 @@ func (d *clusterDNS) answer(query []byte) ([]byte, error) {
 	if err := b.Question(q); err != nil {
 		return nil, err
 	}
-	if resp.RCode == dnsmessage.RCodeSuccess && q.Type == dnsmessage.TypeA && ip.Is4() {
+	if resp.RCode == dnsmessage.RCodeSuccess && q.Type == dnsmessage.TypeA {
 		if err := b.StartAnswers(); err != nil {
 			return nil, err
 		}
-		if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: ip.As4()}); err != nil {
-			return nil, err
+		for _, ip := range ips {
+			if !ip.Is4() {
+				continue
+			}
+			if err := b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: ip.As4()}); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return b.Finish()
@@ -125,18 +135,45 @@ func serviceName(name string) (svc, ns string, ok bool) {
 	return svc, ns, true
 }
 
-func (d *clusterDNS) lookup(ns, svc string) (netip.Addr, error) {
+// lookup returns the Service's ClusterIP, or the ready endpoint addresses
+// of a headless Service (none: NotFound, so the answer is NXDOMAIN as for a
+// Service without ready pods in CoreDNS).
+func (d *clusterDNS) lookup(ns, svc string) ([]netip.Addr, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s, err := d.client.CoreV1().Services(ns).Get(ctx, svc, metav1.GetOptions{})
 	if err != nil {
-		return netip.Addr{}, err
+		return nil, err
 	}
-	ip, err := netip.ParseAddr(s.Spec.ClusterIP)
+	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "services"}, svc)
+	if s.Spec.ClusterIP != corev1.ClusterIPNone {
+		ip, err := netip.ParseAddr(s.Spec.ClusterIP)
+		if err != nil {
+			return nil, notFound
+		}
+		return []netip.Addr{ip}, nil
+	}
+	eps, err := d.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
 	if err != nil {
-		return netip.Addr{}, apierrors.NewNotFound(s.GroupVersionKind().GroupVersion().WithResource("services").GroupResource(), svc) // headless
+		return nil, err
 	}
-	return ip, nil
+	var ips []netip.Addr
+	for _, sl := range eps.Items {
+		for _, ep := range sl.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil && !slices.Contains(ips, ip) {
+					ips = append(ips, ip)
+				}
+			}
+		}
+	}
+	if len(ips) == 0 {
+		return nil, notFound
+	}
+	return ips, nil
 }
 
 // close stops the server.
