@@ -46,31 +46,7 @@ func BenchmarkKubectlApplyEmojivoto(b *testing.B) {
 		docs = append(append(docs, raw...), []byte("\n---\n")...)
 	}
 	apply := func(i int, opted bool) time.Duration {
-		ns := fmt.Sprintf("bench-%d-%t", i, opted)
-		if _, err := c.RunKubectl(ctx, nil, "create", "namespace", ns); err != nil {
-			b.Fatal(err)
-		}
-		if opted {
-			if _, err := c.RunKubectl(ctx, nil, "label", "namespace", ns, inject.LabelInject+"=enabled"); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := c.WaitForNamespaceReady(ctx, ns); err != nil {
-			b.Fatal(err)
-		}
-		manifest := bytes.ReplaceAll(docs, []byte("namespace: emojivoto"), []byte("namespace: "+ns))
-		start := time.Now()
-		if out, err := c.RunKubectl(ctx, bytes.NewReader(manifest), "apply", "-f", "-"); err != nil {
-			b.Fatal(out, err)
-		}
-		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-			pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			return err == nil && len(pods.Items) == 4, err
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return time.Since(start)
+		return timeApply(ctx, b, c, fmt.Sprintf("bench-%d-%t", i, opted), opted, docs, 4, 2*time.Minute, false)
 	}
 	var with, without time.Duration
 	b.ResetTimer()
@@ -120,35 +96,7 @@ func BenchmarkDeploymentScaleUp(b *testing.B) {
 	}
 	doc := bytes.Replace(raw, []byte("replicas: 1\n"), fmt.Appendf(nil, "replicas: %d\n", replicas), 1)
 	scaleUp := func(i int, opted bool) time.Duration {
-		ns := fmt.Sprintf("scale-%d-%t", i, opted)
-		if _, err := c.RunKubectl(ctx, nil, "create", "namespace", ns); err != nil {
-			b.Fatal(err)
-		}
-		if opted {
-			if _, err := c.RunKubectl(ctx, nil, "label", "namespace", ns, inject.LabelInject+"=enabled"); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := c.WaitForNamespaceReady(ctx, ns); err != nil {
-			b.Fatal(err)
-		}
-		manifest := bytes.ReplaceAll(doc, []byte("namespace: emojivoto"), []byte("namespace: "+ns))
-		start := time.Now()
-		if out, err := c.RunKubectl(ctx, bytes.NewReader(manifest), "apply", "-f", "-"); err != nil {
-			b.Fatal(out, err)
-		}
-		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-			pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			return err == nil && len(pods.Items) == replicas, err
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		d := time.Since(start)
-		if _, err := c.RunKubectl(ctx, nil, "delete", "namespace", ns, "--wait=false"); err != nil {
-			b.Fatal(err)
-		}
-		return d
+		return timeApply(ctx, b, c, fmt.Sprintf("scale-%d-%t", i, opted), opted, doc, replicas, 5*time.Minute, true)
 	}
 	var with, without time.Duration
 	i := 0
@@ -185,4 +133,41 @@ func gatheredCounter(b *testing.B, g prometheus.Gatherer, name, label, value str
 		}
 	}
 	return 0
+}
+
+// timeApply creates namespace ns (opted in or not), applies the emojivoto
+// documents docs there and returns the time until pods pods exist; with
+// cleanup the namespace is deleted afterwards (not waited for).
+func timeApply(ctx context.Context, b *testing.B, c *cluster.Cluster, ns string, opted bool, docs []byte, pods int, timeout time.Duration, cleanup bool) time.Duration {
+	b.Helper()
+	if _, err := c.RunKubectl(ctx, nil, "create", "namespace", ns); err != nil {
+		b.Fatal(err)
+	}
+	if opted {
+		if _, err := c.RunKubectl(ctx, nil, "label", "namespace", ns, inject.LabelInject+"=enabled"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.WaitForNamespaceReady(ctx, ns); err != nil {
+		b.Fatal(err)
+	}
+	manifest := bytes.ReplaceAll(docs, []byte("namespace: emojivoto"), []byte("namespace: "+ns))
+	start := time.Now()
+	if out, err := c.RunKubectl(ctx, bytes.NewReader(manifest), "apply", "-f", "-"); err != nil {
+		b.Fatal(out, err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		return err == nil && len(list.Items) == pods, err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(start)
+	if cleanup {
+		if _, err := c.RunKubectl(ctx, nil, "delete", "namespace", ns, "--wait=false"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return d
 }
