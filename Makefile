@@ -43,7 +43,7 @@ K8S_BINS := $(addprefix $(K8S_BIN)/,$(K8S_SERVER_BINS) $(K8S_NODE_BINS) kubectl 
 
 # Packages given to `go test` in `make test`; override to narrow a run (make test PKGS=./cluster/...).
 PKGS ?= ./...
-TEST_FLAGS ?= -race -count=1 -timeout 30m
+TEST_FLAGS ?= -race -count=1 -timeout 45m
 BENCH ?= .
 BENCH_FLAGS ?= -benchtime=2s -count=1 -timeout 60m
 
