@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -483,13 +484,17 @@ func (t *Tutorial) rel(s string) string {
 	return s
 }
 
-// indentWriter indents every line it writes by six spaces.
+// indentWriter indents every line it writes by six spaces. A command's
+// stdout and stderr copy into it from two goroutines, so it serializes them.
 type indentWriter struct {
+	mu   sync.Mutex
 	w    io.Writer
 	line []byte
 }
 
 func (w *indentWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, b := range p {
 		w.line = append(w.line, b)
 		if b == '\n' {
@@ -503,6 +508,8 @@ func (w *indentWriter) Write(p []byte) (int, error) {
 }
 
 func (w *indentWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if len(w.line) > 0 {
 		fmt.Fprintf(w.w, "      %s\n", w.line)
 		w.line = w.line[:0]
