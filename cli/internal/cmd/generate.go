@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,7 +55,7 @@ type generateOptions struct {
 
 	// effective are the Initializer's expectations of the Coordinator
 	// the workloads were computed with (nil when no workload needed them).
-	effective *settings.Settings
+	effective *inject.Config
 }
 
 // newImageSource returns the image source for the registry settings
@@ -517,20 +518,17 @@ func (o *generateOptions) chartValues() ([]byte, error) {
 	if e == nil || len(e.CoordinatorPolicyHashes) != 1 {
 		return nil, nil
 	}
-	rv := e.CoordinatorReferenceValues
-	if !strings.HasPrefix(strings.TrimSpace(rv), "{") {
-		raw, err := os.ReadFile(rv) //nolint:gosec // the file the settings named, read before by Resolve
-		if err != nil {
-			return nil, withCode(ExitFailure, err)
-		}
-		rv = string(raw)
+	// the values as the webhook parsed them (no second read of a file)
+	raw, err := json.Marshal(&e.CoordinatorReferenceValues)
+	if err != nil {
+		return nil, withCode(ExitFailure, err)
 	}
 	var rvValue any
-	if err := json.Unmarshal([]byte(rv), &rvValue); err != nil {
+	if err := json.Unmarshal(raw, &rvValue); err != nil {
 		return nil, withCode(ExitFailure, fmt.Errorf("the Coordinator's reference values: %w", err))
 	}
 	body, err := yaml.Marshal(map[string]any{"coordinator": map[string]any{
-		"policyHash":      strings.ToLower(e.CoordinatorPolicyHashes[0]),
+		"policyHash":      hex.EncodeToString(e.CoordinatorPolicyHashes[0]),
 		"referenceValues": rvValue,
 	}})
 	if err != nil {
@@ -605,7 +603,7 @@ func (o *generateOptions) workloadMutator(gens []*generated, rv *manifest.Refere
 	if err != nil {
 		return nil, usageErrorf("the Initializer's expectations of the Coordinator (what the settings left out is derived from the Coordinator and the reference values): %w", err)
 	}
-	o.effective = &s
+	o.effective = &r.Inject
 	return r.Mutator(src, log), nil
 }
 
