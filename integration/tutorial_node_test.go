@@ -96,6 +96,7 @@ func TestTutorialOnRealNode(t *testing.T) {
 		out, code := runContrast(ctx, t, tut.Contrast, "set", "-w", other, "-c", tut.CoordinatorAddr)
 		assert.Equal(t, 3, code, "refused by the Coordinator: %s", out)
 		assert.Contains(t, out, "PermissionDenied")
+		assert.Contains(t, out, "not a workload-owner key", "refused for the owner key, not for anything else")
 	})
 
 	t.Run("VerifyOtherManifestFails", func(t *testing.T) {
@@ -114,6 +115,7 @@ func TestTutorialOnRealNode(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(other, "manifest.json"), raw, 0o600))
 		out, code := runContrast(ctx, t, tut.Contrast, "verify", "-w", other, "-c", tut.CoordinatorAddr)
 		assert.Equal(t, 4, code, "a mismatch: %s", out)
+		assert.Contains(t, out, "manifest", "the mismatch named is the manifest's")
 	})
 	t.Logf("TIMING whole test %s", time.Since(start).Round(time.Second))
 }
