@@ -307,7 +307,10 @@ func (t *Tutorial) Connect(ctx context.Context) error {
 		"-CAfile", ca, "-partial_chain", "-verify_return_error", "-brief"); err != nil {
 		return err
 	}
-	if _, err := t.run(ctx, nil, "curl", "-sS", "--fail", "--cacert", ca, "--resolve", "web:443:"+t.WebIP, "https://web/upstream"); err != nil {
+	// just after the rollout the frontend's first calls may reach a backend
+	// that is still starting: retry, as a client would
+	if _, err := t.run(ctx, nil, "curl", "-sS", "--fail", "--retry", "10", "--retry-all-errors", "--retry-delay", "1",
+		"--cacert", ca, "--resolve", "web:443:"+t.WebIP, "https://web/upstream"); err != nil {
 		return err
 	}
 	t.Say("(the frontend answered through its mesh egress from a backend: mTLS inside the mesh)")
