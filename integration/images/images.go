@@ -4,8 +4,10 @@
 //
 // An image is one layer of static binaries (CGO_ENABLED=0, linux/amd64) on an
 // empty base: no shell, no libc, no package manager. The pause image of the
-// local node and the test server are built the same way; later the
-// Coordinator, the webhook, the Initializer and the mesh proxy are too.
+// local node, the test server, the Coordinator, the webhook, the Initializer
+// and the mesh proxy are built this way (Build). Images of real software
+// from Debian packages (nginx, openssl) are assembled from the .deb files of
+// the host's apt with only the libraries their programs load (BuildDebian).
 package images
 
 import (
@@ -59,6 +61,11 @@ type Spec struct {
 	Labels map[string]string
 	// BuildFlags are extra `go build` flags (e.g. "-tags=sim").
 	BuildFlags []string
+	// Debian, when set, is the image's base: the files of its Debian
+	// packages (BuildDebian; its Entrypoint, Cmd, Env and Labels are
+	// ignored) in a first layer, the binaries in a second. PATH is then
+	// Debian's, and the label LabelDebianPackages lists the packages.
+	Debian *DebianSpec
 }
 
 // created is the fixed creation time of every image, so that equal inputs
@@ -105,6 +112,23 @@ func Build(ctx context.Context, spec Spec) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	history := v1.History{CreatedBy: "contrast images.Build", Comment: strings.Join(dests, " ")}
+	config := v1.Config{
+		Entrypoint: entrypoint,
+		Cmd:        spec.Cmd,
+		Env:        append([]string{"PATH=/bin:/usr/local/bin:/usr/bin"}, spec.Env...),
+		Labels:     spec.Labels,
+		WorkingDir: "/",
+	}
+	if spec.Debian != nil {
+		return onDebian(ctx, *spec.Debian, layerBytes, history, config)
+	}
+	return newImage(layerBytes, history, config)
+}
+
+// newImage returns the linux/amd64 OCI image of one uncompressed layer with
+// the given configuration and the fixed creation time.
+func newImage(layerBytes []byte, history v1.History, config v1.Config) (v1.Image, error) {
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerBytes)), nil
 	}, tarball.WithMediaType(types.OCILayer))
@@ -112,12 +136,13 @@ func Build(ctx context.Context, spec Spec) (v1.Image, error) {
 		return nil, fmt.Errorf("creating layer: %w", err)
 	}
 
+	history.Created = created
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
 	img, err := mutate.Append(base, mutate.Addendum{
 		Layer:     layer,
 		MediaType: types.OCILayer,
-		History:   v1.History{Created: created, CreatedBy: "contrast images.Build", Comment: strings.Join(dests, " ")},
+		History:   history,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("appending layer: %w", err)
@@ -130,11 +155,7 @@ func Build(ctx context.Context, spec Spec) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Created = created
-	cf.Config.Entrypoint = entrypoint
-	cf.Config.Cmd = spec.Cmd
-	cf.Config.Env = append([]string{"PATH=/bin:/usr/local/bin:/usr/bin"}, spec.Env...)
-	cf.Config.Labels = spec.Labels
-	cf.Config.WorkingDir = "/"
+	cf.Config = config
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		return nil, fmt.Errorf("writing image config: %w", err)

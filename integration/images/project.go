@@ -1,9 +1,11 @@
 package images
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +14,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Component is one of the project's own images: the Coordinator, the
@@ -27,13 +32,20 @@ type Component struct {
 	Binary string
 	// Title names the program for people (image label and messages).
 	Title string
+	// DebianPackages are the Debian packages the image holds besides the
+	// program (Spec.Debian), with the libraries their programs load; none
+	// for an image of the static binary alone.
+	DebianPackages []string
 }
 
 // Components are the images `make images` builds, in this order.
 var Components = []Component{
 	{Name: "coordinator", Folder: "coordinator/cmd/coordinator", Binary: "/bin/coordinator", Title: "Contrast Coordinator"},
 	{Name: "webhook", Folder: "webhook/cmd/webhook", Binary: "/bin/webhook", Title: "Contrast admission webhook"},
-	{Name: "initializer", Folder: "initializer/cmd/initializer", Binary: "/bin/initializer", Title: "Contrast Initializer"},
+	// the Initializer opens encrypted persistent volumes with cryptsetup
+	// and formats them with mkfs.ext4 (initializer/pv)
+	{Name: "initializer", Folder: "initializer/cmd/initializer", Binary: "/bin/initializer", Title: "Contrast Initializer",
+		DebianPackages: []string{"cryptsetup-bin", "e2fsprogs"}},
 	{Name: "mesh-proxy", Folder: "initializer/cmd/mesh-proxy", Binary: "/bin/mesh-proxy", Title: "Contrast service-mesh proxy"},
 }
 
@@ -60,8 +72,10 @@ func (e *MissingProgramError) Error() string {
 
 // ComponentSpec returns the image spec of the named component of the
 // repository at root (the folder holding go.work): one static binary built
-// from root's workspace, labeled with its title and, when given, revision.
-// A component whose main package is missing gives a *MissingProgramError.
+// from root's workspace, labeled with its title and, when given, revision,
+// on the component's DebianPackages if it has any (their .deb files cached
+// in root's bin/debs). A component whose main package is missing gives a
+// *MissingProgramError.
 func ComponentSpec(root, component, revision string) (Spec, error) {
 	i := slices.IndexFunc(Components, func(c Component) bool { return c.Name == component })
 	if i < 0 {
@@ -79,11 +93,15 @@ func ComponentSpec(root, component, revision string) (Spec, error) {
 	if revision != "" {
 		labels["org.opencontainers.image.revision"] = revision
 	}
-	return Spec{
+	spec := Spec{
 		Binaries: map[string]string{c.Binary: "./" + c.Folder},
 		Dir:      root,
 		Labels:   labels,
-	}, nil
+	}
+	if len(c.DebianPackages) > 0 {
+		spec.Debian = &DebianSpec{Packages: slices.Clone(c.DebianPackages), CacheDir: filepath.Join(root, "bin", "debs")}
+	}
+	return spec, nil
 }
 
 // BuildComponents builds the named components of the repository at root
@@ -171,4 +189,57 @@ func RepoRoot(dir string) (string, error) {
 			return "", fmt.Errorf("no go.work above %s", dir)
 		}
 	}
+}
+
+// onDebian returns the image of the Debian packages of deb with the layer
+// goLayer (the binaries of images.Build) on top, configured by config with
+// Debian's PATH and the label LabelDebianPackages. Both layers and the
+// configuration are deterministic, so equal inputs give equal digests.
+func onDebian(ctx context.Context, deb DebianSpec, goLayer []byte, history v1.History, config v1.Config) (v1.Image, error) {
+	deb.Entrypoint, deb.Cmd, deb.Env, deb.Labels = config.Entrypoint, nil, nil, nil
+	base, _, err := BuildDebian(ctx, deb)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(goLayer)), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return nil, fmt.Errorf("creating layer: %w", err)
+	}
+	history.Created = created
+	img, err := mutate.Append(base, mutate.Addendum{Layer: layer, MediaType: types.OCILayer, History: history})
+	if err != nil {
+		return nil, fmt.Errorf("appending layer: %w", err)
+	}
+	baseCF, err := base.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading image config: %w", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading image config: %w", err)
+	}
+	cf = cf.DeepCopy()
+	labels := map[string]string{LabelDebianPackages: baseCF.Config.Labels[LabelDebianPackages]}
+	for k, v := range config.Labels {
+		labels[k] = v
+	}
+	config.Labels = labels
+	// Debian's PATH (its programs are in /usr/sbin and /sbin), then the
+	// binaries' extra variables
+	env := []string{baseCF.Config.Env[0]}
+	for _, e := range config.Env {
+		if !strings.HasPrefix(e, "PATH=") {
+			env = append(env, e)
+		}
+	}
+	config.Env = env
+	cf.Config = config
+	cf.Created = created
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, fmt.Errorf("writing image config: %w", err)
+	}
+	return img, nil
 }
