@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -226,8 +227,19 @@ func decodeDocument(doc []byte, depth int) ([]Workload, error) {
 
 func decodeObject(apiVersion, kind string, doc []byte) (Workload, bool, error) {
 	var w Workload
+	// As kubectl sends it: YAML to JSON by the YAML's own types (8080 and
+	// -4 are numbers, whatever field they are in), then decoded strictly
+	// into the API type. sigs.k8s.io/yaml's UnmarshalStrict would convert
+	// by the target's field types and accept `command: [-4]`, which the API
+	// server refuses: a policy for an object that cannot be applied.
 	strict := func(v any) error {
-		if err := yaml.UnmarshalStrict(doc, v); err != nil {
+		j, err := yaml.YAMLToJSONStrict(doc)
+		if err != nil {
+			return fmt.Errorf("decoding %s: %w", kind, err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(j))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
 			return fmt.Errorf("decoding %s: %w", kind, err)
 		}
 		return nil

@@ -14,7 +14,7 @@ func TestDecodeWorkloads(t *testing.T) {
 	cases := map[string]struct {
 		in      string
 		want    []string // kind/name
-		wantErr bool
+		wantErr string   // a part of the error, when it must fail
 	}{
 		"multi doc with other kinds": {
 			in:   "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n# comment only\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: {spec: {containers: [{name: c, image: i}]}}}\n",
@@ -28,17 +28,24 @@ func TestDecodeWorkloads(t *testing.T) {
 			in:   "apiVersion: v1\nkind: Pod\nmetadata: {generateName: x-}\nspec: {containers: [{name: c, image: i}]}\n",
 			want: []string{"Pod/x-"},
 		},
-		"unknown field":  {in: "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containerz: []}\n", wantErr: true},
-		"no kind":        {in: "apiVersion: v1\nmetadata: {name: a}\n", wantErr: true},
-		"no name":        {in: "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {}\n", wantErr: true},
-		"rc without tpl": {in: "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: r}\n", wantErr: true},
-		"empty":          {in: ""},
+		"unknown field":  {in: "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containerz: []}\n", wantErr: `unknown field "containerz"`},
+		"no kind":        {in: "apiVersion: v1\nmetadata: {name: a}\n", wantErr: "no kind"},
+		"no name":        {in: "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {}\n", wantErr: "has no name"},
+		"rc without tpl": {in: "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: r}\n", wantErr: "without template"},
+		// The API server refuses a number in a string field (kubectl sends
+		// YAML's own types), so generate must not compute a policy for it.
+		"number in a string field": {
+			in:      "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: {spec: {containers: [{name: c, image: i, command: [openssl, -4]}]}}}\n",
+			wantErr: "cannot unmarshal number into Go struct field Container.spec.template.spec.containers.command of type string",
+		},
+		"duplicate key": {in: "apiVersion: v1\nkind: Pod\nmetadata: {name: a, name: b}\n", wantErr: `"name" already set`},
+		"empty":         {in: ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			ws, err := policy.DecodeWorkloads([]byte(tc.in))
-			if tc.wantErr {
-				require.Error(t, err)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
 				return
 			}
 			require.NoError(t, err)
