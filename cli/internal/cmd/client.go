@@ -3,14 +3,17 @@ package cmd
 import (
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -140,6 +143,33 @@ func (a *attestation) classify(what string, err error) error {
 		return &exitError{code: ExitFailure, err: fmt.Errorf("%s: the Coordinator cannot be reached: %s", what, st.Message())}
 	default:
 		return &exitError{code: ExitRefused, err: fmt.Errorf("%s: the Coordinator refused (%s): %s", what, st.Code(), st.Message())}
+	}
+}
+
+// waitListening waits until the Coordinator's address accepts TCP
+// connections, while it refuses them (a Coordinator that is restarting:
+// its pod has an address, its server does not listen yet), until ctx ends.
+// Any other dial error returns at once, so a wrong address fails fast; the
+// call that follows reports it.
+func waitListening(ctx context.Context, cmd *cobra.Command, address string) error {
+	said := false
+	for {
+		c, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", address)
+		if err == nil {
+			return c.Close()
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil
+		}
+		if !said {
+			progress(cmd, "the Coordinator at %s refuses connections (not listening yet?): retrying until --timeout", address)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return withCode(ExitFailure, fmt.Errorf("the Coordinator at %s cannot be reached: it refused connections until --timeout ended (%w)", address, err))
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 }
 

@@ -107,6 +107,9 @@ func (o *setOptions) run(cmd *cobra.Command, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.coord.timeout)
 	defer cancel()
+	if err := waitListening(ctx, cmd, o.coord.address); err != nil {
+		return err
+	}
 	client, closeConn, err := dial(o.coord.address, key, att, log)
 	if err != nil {
 		return err

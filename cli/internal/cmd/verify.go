@@ -81,6 +81,9 @@ func (o *verifyOptions) run(cmd *cobra.Command) error {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.coord.timeout)
 	defer cancel()
+	if err := waitListening(ctx, cmd, o.coord.address); err != nil {
+		return err
+	}
 	client, closeConn, err := dial(o.coord.address, nil, att, log)
 	if err != nil {
 		return err
