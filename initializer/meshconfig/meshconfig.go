@@ -126,6 +126,10 @@ type Config struct {
 	Egress   []Egress
 	// AdminPort is the proxy's admin port, 0 for none.
 	AdminPort uint16
+	// Probes are the kubelet probes the proxy runs on ProbePort (from
+	// EnvProbes; the webhook computes them from the pod's probes, not from
+	// an annotation).
+	Probes []Probe
 }
 
 // IngressString returns the ingress entries in canonical form.
@@ -205,7 +209,24 @@ func Parse(annotations map[string]string) (*Config, error) {
 // ParseEnv reads the configuration the webhook passed to the proxy through
 // the Env* environment variables.
 func ParseEnv(getenv func(string) string) (*Config, error) {
-	return parseValues(&Config{}, getenv(EnvIngress), getenv(EnvEgress), getenv(EnvAdminPort), EnvIngress, EnvEgress, EnvAdminPort)
+	cfg, err := parseValues(&Config{}, getenv(EnvIngress), getenv(EnvEgress), getenv(EnvAdminPort), EnvIngress, EnvEgress, EnvAdminPort)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Probes, err = ParseProbes(getenv(EnvProbes)); err != nil {
+		return nil, err
+	}
+	if len(cfg.Probes) > 0 {
+		if cfg.AdminPort == ProbePort {
+			return nil, &Error{Annotation: EnvAdminPort, Entry: cfg.AdminPortString(), Reason: fmt.Sprintf("port %d is the proxy's probe port", ProbePort)}
+		}
+		for _, i := range cfg.Ingress {
+			if i.Port == ProbePort {
+				return nil, &Error{Annotation: EnvIngress, Entry: i.String(), Reason: fmt.Sprintf("port %d is the proxy's probe port", ProbePort)}
+			}
+		}
+	}
+	return cfg, nil
 }
 
 func parseValues(cfg *Config, ing, eg, admin, ingName, egName, adminName string) (*Config, error) {

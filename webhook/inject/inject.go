@@ -242,6 +242,9 @@ type Record struct {
 	// PersistentVolumes are the encrypted volumes whose mounts were
 	// rewritten to their shared emptyDir (see encryptVolumes).
 	PersistentVolumes []string `json:"persistentVolumes,omitempty"`
+	// Probes are the original handlers of the probes rewritten to the mesh
+	// proxy's probe port, by "<container>-<kind>" (see rewriteProbes).
+	Probes map[string]corev1.ProbeHandler `json:"probes,omitempty"`
 }
 
 // Inject returns a copy of pod with the Contrast additions. A previous
@@ -347,11 +350,15 @@ func template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config, tmpls c
 	}
 	rec.InitContainers = append(rec.InitContainers, InitializerName)
 	if withProxy {
+		if mesh.Probes, err = rewriteProbes(spec, mesh, &rec); err != nil {
+			return err
+		}
 		var env []corev1.EnvVar
 		for _, e := range []corev1.EnvVar{
 			{Name: meshconfig.EnvIngress, Value: mesh.IngressString()},
 			{Name: meshconfig.EnvEgress, Value: mesh.EgressString()},
 			{Name: meshconfig.EnvAdminPort, Value: mesh.AdminPortString()},
+			{Name: meshconfig.EnvProbes, Value: mesh.ProbesString()},
 		} {
 			if e.Value != "" {
 				env = append(env, e)
@@ -445,6 +452,7 @@ func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) error {
 	}
 	delete(meta.Annotations, AnnotationInjected)
 	unencryptVolumes(spec, rec.PersistentVolumes)
+	restoreProbes(spec, &rec)
 	spec.InitContainers = slices.DeleteFunc(spec.InitContainers, func(c corev1.Container) bool {
 		return slices.Contains(rec.InitContainers, c.Name)
 	})
@@ -502,6 +510,9 @@ func check(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config) error {
 			for j, p := range c.Ports {
 				if p.ContainerPort == ProxyIngressPort && meta.Annotations[meshconfig.AnnotationServiceMesh] != meshconfig.ServiceMeshDisabled {
 					return deny(DenyReserved, fmt.Sprintf("%s.ports[%d].containerPort", field, j), "port %d is reserved for the service-mesh proxy's ingress (or set %s: %s)", ProxyIngressPort, meshconfig.AnnotationServiceMesh, meshconfig.ServiceMeshDisabled)
+				}
+				if p.ContainerPort == int32(meshconfig.ProbePort) && meta.Annotations[meshconfig.AnnotationServiceMesh] != meshconfig.ServiceMeshDisabled {
+					return deny(DenyReserved, fmt.Sprintf("%s.ports[%d].containerPort", field, j), "port %d is reserved for the service-mesh proxy's probes (or set %s: %s)", meshconfig.ProbePort, meshconfig.AnnotationServiceMesh, meshconfig.ServiceMeshDisabled)
 				}
 			}
 			for j, m := range c.VolumeMounts {

@@ -35,8 +35,9 @@ func newCommand(o *options) *cobra.Command {
 		Use:   "mesh-proxy",
 		Short: "Contrast's service-mesh sidecar: mTLS for the pod's inbound TCP and configured egress",
 		Long: `Contrast's service-mesh sidecar. It reads the pod's mesh configuration from
-` + meshconfig.EnvIngress + `, ` + meshconfig.EnvEgress + ` and ` + meshconfig.EnvAdminPort + `
-(set by the webhook from the contrast.cc/servicemesh-* annotations), installs nftables
+` + meshconfig.EnvIngress + `, ` + meshconfig.EnvEgress + `, ` + meshconfig.EnvAdminPort + ` and ` + meshconfig.EnvProbes + `
+(set by the webhook from the contrast.cc/servicemesh-* annotations and the pod's kubelet
+probes, which it runs on port 15021 for the kubelet), installs nftables
 rules that redirect inbound TCP to its ingress port (needs CAP_NET_ADMIN), waits for the
 mesh certificate in --tls-dir, and serves until SIGTERM, then drains.`,
 		Args:          cobra.NoArgs,

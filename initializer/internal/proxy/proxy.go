@@ -67,6 +67,9 @@ type Config struct {
 	// AdminAddr overrides the admin listen address (default
 	// ":Mesh.AdminPort"); there is no admin server when both are empty.
 	AdminAddr string
+	// ProbeAddr overrides the probe listen address (default
+	// ":meshconfig.ProbePort"); it is open only when Mesh has probes.
+	ProbeAddr string
 	// UpstreamHost is where ingress connections are forwarded, on their
 	// original port (default 127.0.0.1).
 	UpstreamHost string
@@ -105,6 +108,7 @@ type Proxy struct {
 	ingressAddr net.Addr
 	egressAddrs map[string]net.Addr
 	adminAddr   atomic.Pointer[net.Addr]
+	probeAddr   atomic.Pointer[net.Addr]
 }
 
 // New checks cfg, fills its defaults and computes the rule set.
@@ -126,6 +130,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.AdminAddr == "" && cfg.Mesh.AdminPort != 0 {
 		cfg.AdminAddr = net.JoinHostPort("", strconv.Itoa(int(cfg.Mesh.AdminPort)))
+	}
+	if cfg.ProbeAddr == "" {
+		cfg.ProbeAddr = net.JoinHostPort("", strconv.Itoa(int(meshconfig.ProbePort)))
 	}
 	if cfg.UpstreamHost == "" {
 		cfg.UpstreamHost = "127.0.0.1"
@@ -198,22 +205,46 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	var lc net.ListenConfig
 	g, gctx := errgroup.WithContext(ctx)
-	var admin *http.Server
-	if p.cfg.AdminAddr != "" {
-		ln, err := lc.Listen(ctx, "tcp", p.cfg.AdminAddr)
-		if err != nil {
-			return fmt.Errorf("admin listener: %w", err)
+	// the admin server and the probe server run from the start to the
+	// end of the drain
+	var servers []*http.Server
+	shutdownHTTP := func() {
+		for _, srv := range servers {
+			shutdownAdmin(srv)
 		}
-		addr := ln.Addr()
-		p.adminAddr.Store(&addr)
-		admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	startHTTP := func(addr string, h http.Handler, store *atomic.Pointer[net.Addr]) (net.Addr, error) {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		a := ln.Addr()
+		store.Store(&a)
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
 		g.Go(func() error {
-			if err := admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("admin server: %w", err)
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server on %s: %w", a, err)
 			}
 			return nil
 		})
-		log.Info("serving /livez, /readyz and /metrics", "addr", ln.Addr().String())
+		return a, nil
+	}
+	if p.cfg.AdminAddr != "" {
+		addr, err := startHTTP(p.cfg.AdminAddr, p.adminHandler(), &p.adminAddr)
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		log.Info("serving /livez, /readyz and /metrics", "addr", addr.String())
+	}
+	if len(p.cfg.Mesh.Probes) > 0 {
+		addr, err := startHTTP(p.cfg.ProbeAddr, p.probeHandler(), &p.probeAddr)
+		if err != nil {
+			shutdownHTTP()
+			_ = g.Wait()
+			return fmt.Errorf("probe listener: %w", err)
+		}
+		log.Info("serving the kubelet's probes", "addr", addr.String(), "probes", p.cfg.Mesh.ProbesString())
 	}
 
 	certCtx, stopCerts := context.WithCancel(context.Background())
@@ -224,7 +255,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	select {
 	case <-p.certs.Loaded():
 	case <-gctx.Done():
-		shutdownAdmin(admin)
+		shutdownHTTP()
 		if err := g.Wait(); err != nil && ctx.Err() == nil {
 			return err
 		}
@@ -242,7 +273,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		ln, err := lc.Listen(ctx, "tcp", e.Listen.String())
 		if err != nil {
 			closeAll()
-			shutdownAdmin(admin)
+			shutdownHTTP()
 			_ = g.Wait()
 			return fmt.Errorf("egress %q: %w", e.Name, err)
 		}
@@ -254,7 +285,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	ln, err := lc.Listen(ctx, "tcp", p.cfg.IngressAddr)
 	if err != nil {
 		closeAll()
-		shutdownAdmin(admin)
+		shutdownHTTP()
 		_ = g.Wait()
 		return fmt.Errorf("ingress listener: %w", err)
 	}
@@ -284,7 +315,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		log.Warn("drain timeout, closed the remaining connections", "connections", n)
 		<-done
 	}
-	shutdownAdmin(admin)
+	shutdownHTTP()
 	err = g.Wait()
 	if err != nil && ctx.Err() == nil {
 		return err
@@ -493,6 +524,15 @@ func (p *Proxy) adminHandler() http.Handler {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Metrics.Registry, promhttp.HandlerOpts{Registry: p.cfg.Metrics.Registry}))
 	}
 	return mux
+}
+
+// ProbeAddr returns the probe listener's address once it is open (nil
+// before or without probes).
+func (p *Proxy) ProbeAddr() net.Addr {
+	if a := p.probeAddr.Load(); a != nil {
+		return *a
+	}
+	return nil
 }
 
 // AdminAddr returns the admin listener's address once it is open (nil

@@ -108,6 +108,12 @@ func Compute(cfg *meshconfig.Config, ingressPort uint16) (*Set, error) {
 		}
 		s.Rules = append(s.Rules, Rule{Kind: SkipPort, Port: cfg.AdminPort, Comment: "mesh proxy admin port"})
 	}
+	if len(cfg.Probes) > 0 {
+		if ingressPort == meshconfig.ProbePort {
+			return nil, fmt.Errorf("%w: port %d is the proxy's probe port and its ingress listener port", ErrPortConflict, ingressPort)
+		}
+		s.Rules = append(s.Rules, Rule{Kind: SkipPort, Port: meshconfig.ProbePort, Comment: "mesh proxy probe port (kubelet probes)"})
+	}
 	s.Rules = append(s.Rules, Rule{Kind: Redirect, Port: ingressPort, Comment: "inbound TCP to the mesh proxy"})
 	return s, nil
 }

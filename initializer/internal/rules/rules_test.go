@@ -13,9 +13,11 @@ import (
 
 const ingressPort = 15006
 
-func env(ingress, egress, admin string) func(string) string {
+func envProbes(ingress, egress, admin, probes string) func(string) string {
 	return func(k string) string {
 		switch k {
+		case meshconfig.EnvProbes:
+			return probes
 		case meshconfig.EnvIngress:
 			return ingress
 		case meshconfig.EnvEgress:
@@ -29,9 +31,22 @@ func env(ingress, egress, admin string) func(string) string {
 
 func TestCompute(t *testing.T) {
 	testCases := map[string]struct {
-		ingress, egress, admin string
-		want                   string
+		ingress, egress, admin, probes string
+		want                           string
 	}{
+		"probes: the probe port is skipped": {
+			ingress: "web#8080#false",
+			probes:  "web-readiness#http#8080#/healthz",
+			want: `table inet contrast_mesh {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "lo" return comment "loopback: never redirected"
+		tcp dport 15021 return comment "mesh proxy probe port (kubelet probes)"
+		meta l4proto tcp redirect to :15006 comment "inbound TCP to the mesh proxy"
+	}
+}
+`,
+		},
 		"no configuration: every inbound TCP port to the proxy": {
 			want: `table inet contrast_mesh {
 	chain prerouting {
@@ -72,7 +87,7 @@ func TestCompute(t *testing.T) {
 	}
 	for name, tc := range testCases {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := meshconfig.ParseEnv(env(tc.ingress, tc.egress, tc.admin))
+			cfg, err := meshconfig.ParseEnv(envProbes(tc.ingress, tc.egress, tc.admin, tc.probes))
 			require.NoError(t, err)
 			s, err := Compute(cfg, ingressPort)
 			require.NoError(t, err)
@@ -96,6 +111,11 @@ func TestComputeRejects(t *testing.T) {
 		"TLS ingress port is the listener port": {
 			cfg:     &meshconfig.Config{Ingress: []meshconfig.Ingress{{Name: "x", Port: ingressPort, Mode: meshconfig.IngressTLS}}},
 			port:    ingressPort,
+			wantErr: ErrPortConflict,
+		},
+		"probe port is the listener port": {
+			cfg:     &meshconfig.Config{Probes: []meshconfig.Probe{{Name: "a", Kind: meshconfig.ProbeTCP, Port: 1}}},
+			port:    meshconfig.ProbePort,
 			wantErr: ErrPortConflict,
 		},
 		"admin port is the listener port": {
@@ -171,6 +191,9 @@ func checkInvariants(t *testing.T, cfg *meshconfig.Config, s *Set) {
 	if cfg.AdminPort != 0 {
 		wantSkipped = append(wantSkipped, cfg.AdminPort)
 	}
+	if len(cfg.Probes) > 0 {
+		wantSkipped = append(wantSkipped, meshconfig.ProbePort)
+	}
 	assert.Equal(t, wantSkipped, s.SkippedPorts())
 	for _, in := range cfg.Ingress {
 		if in.Mode == meshconfig.IngressTLS {
@@ -186,13 +209,13 @@ func checkInvariants(t *testing.T, cfg *meshconfig.Config, s *Set) {
 // anything a host puts there) through meshconfig.ParseEnv and Compute and
 // checks the rule set's invariants on every accepted input.
 func FuzzCompute(f *testing.F) {
-	f.Add("web#8080#false##metrics#9090#true", "db#127.0.0.2:5432#db.default:5432", "9901")
-	f.Add("", "", "")
-	f.Add("a#15006#true", "", "")
-	f.Add("a#1#true##b#2#false##c#3#true", "x#127.1.2.3:4#[::1]:5", "65535")
-	f.Add("a#80#true##a#81#true", "", "80")
-	f.Fuzz(func(t *testing.T, ingress, egress, admin string) {
-		cfg, err := meshconfig.ParseEnv(env(ingress, egress, admin))
+	f.Add("web#8080#false##metrics#9090#true", "db#127.0.0.2:5432#db.default:5432", "9901", "web-readiness#http#8080#/healthz")
+	f.Add("", "", "", "")
+	f.Add("a#15006#true", "", "", "")
+	f.Add("a#1#true##b#2#false##c#3#true", "x#127.1.2.3:4#[::1]:5", "65535", "a-startup#tcp#1")
+	f.Add("a#80#true##a#81#true", "", "80", "")
+	f.Fuzz(func(t *testing.T, ingress, egress, admin, probes string) {
+		cfg, err := meshconfig.ParseEnv(envProbes(ingress, egress, admin, probes))
 		if err != nil {
 			var me *meshconfig.Error
 			require.ErrorAs(t, err, &me)

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/contrast-cc/contrast/initializer/internal/proxy/proxytest"
+	"github.com/contrast-cc/contrast/initializer/meshconfig"
+)
+
+// TestProbes runs the kubelet's rewritten probes through the proxy's probe
+// port against applications on loopback: HTTP status, HTTPS without
+// verification, a redirect, TCP connects, and failures with their reason.
+func TestProbes(t *testing.T) {
+	pki := proxytest.NewPKI(t)
+	dir := t.TempDir()
+	proxytest.WriteTLSDir(t, dir, pki.Mesh.PEM, pki.Leaf(t, "server"))
+
+	app := http.NewServeMux()
+	app.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "full=1" {
+			http.Error(w, "query lost", http.StatusBadRequest)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	app.HandleFunc("GET /broken", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", http.StatusInternalServerError) })
+	app.HandleFunc("GET /moved", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://elsewhere.example/", http.StatusFound)
+	})
+	plain := httptest.NewServer(app)
+	defer plain.Close()
+	tlsApp := httptest.NewTLSServer(app)
+	defer tlsApp.Close()
+	closed, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closedPort := port(t, closed.Addr().String())
+	require.NoError(t, closed.Close())
+
+	probes := []meshconfig.Probe{
+		{Name: "web-readiness", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/healthz?full=1"},
+		{Name: "web-liveness", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/broken"},
+		{Name: "web-startup", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/moved"},
+		{Name: "tls-readiness", Kind: meshconfig.ProbeHTTPS, Port: port(t, tlsApp.Listener.Addr().String()), Path: "/healthz?full=1"},
+		{Name: "db-readiness", Kind: meshconfig.ProbeTCP, Port: port(t, plain.Listener.Addr().String())},
+		{Name: "db-liveness", Kind: meshconfig.ProbeTCP, Port: closedPort},
+	}
+	p := start(t, Config{
+		Mesh:      &meshconfig.Config{Probes: probes},
+		TLSDir:    dir,
+		ProbeAddr: "127.0.0.1:0",
+	})
+	assert.Contains(t, p.Rules().SkippedPorts(), meshconfig.ProbePort, "the probe port is never redirected")
+	addr := p.ProbeAddr()
+	require.NotNil(t, addr)
+
+	for name, want := range map[string]struct {
+		code int
+		body string
+	}{
+		"web-readiness": {http.StatusOK, "probe web-readiness: ok"},
+		"web-liveness":  {http.StatusServiceUnavailable, "the application answered 500 Internal Server Error"},
+		"web-startup":   {http.StatusOK, "ok"},
+		"tls-readiness": {http.StatusOK, "ok"},
+		"db-readiness":  {http.StatusOK, "ok"},
+		"db-liveness":   {http.StatusServiceUnavailable, "connection refused"},
+		"unknown":       {http.StatusNotFound, "404"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := &http.Client{Timeout: 10 * time.Second}
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr.String()+meshconfig.ProbePathPrefix+name, nil)
+			require.NoError(t, err)
+			resp, err := c.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Equal(t, want.code, resp.StatusCode, string(body))
+			assert.Contains(t, string(body), want.body)
+		})
+	}
+}
+
+func TestNoProbeListenerWithoutProbes(t *testing.T) {
+	pki := proxytest.NewPKI(t)
+	dir := t.TempDir()
+	proxytest.WriteTLSDir(t, dir, pki.Mesh.PEM, pki.Leaf(t, "server"))
+	p := start(t, Config{Mesh: &meshconfig.Config{}, TLSDir: dir, ProbeAddr: "127.0.0.1:0"})
+	assert.Nil(t, p.ProbeAddr())
+	assert.NotContains(t, p.Rules().SkippedPorts(), meshconfig.ProbePort)
+}
+
+func port(t *testing.T, addr string) uint16 {
+	t.Helper()
+	_, ps, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := strconv.ParseUint(ps, 10, 16)
+	require.NoError(t, err)
+	return uint16(n)
+}
