@@ -41,13 +41,33 @@ type Opener struct {
 	Mount func(source, target string) error
 	// FSGroup is the pod's fsGroup (nil: none); see EnvFSGroup.
 	FSGroup *int64
+	// Integrity is the integrity protection of the volumes this opener
+	// formats ("": ChooseIntegrity over Kernel's answer, at the first
+	// format). A volume that exists keeps the mode its header records.
+	Integrity Integrity
+	// Kernel probes the kernel for ChooseIntegrity (default ProbeKernel).
+	Kernel func() Kernel
+}
+
+// formatIntegrity returns the integrity protection of a volume formatted
+// now, and why.
+func (o *Opener) formatIntegrity() (Integrity, string) {
+	if o.Integrity != "" {
+		return o.Integrity, "configured"
+	}
+	probe := o.Kernel
+	if probe == nil {
+		probe = ProbeKernel
+	}
+	return ChooseIntegrity(probe())
 }
 
 // MapperName is the device-mapper name of v's opened volume.
 func MapperName(v Volume) string { return VolumePrefix + v.Name }
 
 // Open opens the LUKS2 volume at device under key, formatting it (LUKS2,
-// AES-XTS, then ext4) if it holds no LUKS header yet, and mounts its file
+// AES-XTS with integrity where the kernel has it, then ext4) if it holds no
+// LUKS header yet, and mounts its file
 // system on target. A device that holds a LUKS header the key does not open
 // is never reformatted: that is another workload's volume (or ours with a
 // changed secret), and Open fails.
@@ -61,6 +81,15 @@ func (o *Opener) Open(ctx context.Context, v Volume, device, target string, key 
 	formatted, err := o.Prepare(ctx, v, device, key)
 	if err != nil {
 		return err
+	}
+	// the record of the mode the volume was formatted with, which the
+	// open uses (the header's, not this kernel's choice)
+	integrity, err := o.HeaderIntegrity(ctx, device)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if mode, why := o.formatIntegrity(); integrity == string(IntegrityNone) && mode != IntegrityNone {
+		return fmt.Errorf("volume %q: %w (%s)", v.Name, ErrIntegrityDowngrade, why)
 	}
 	name := MapperName(v)
 	if err := o.run(ctx, key, cs, "open", "--type", "luks2", "--key-file", "-", device, name); err != nil {
@@ -96,17 +125,26 @@ func (o *Opener) Open(ctx context.Context, v Volume, device, target string, key 
 			return fmt.Errorf("volume %q: %w", v.Name, err)
 		}
 	}
-	log.Info("volume open", "mountPoint", target, "formatted", formatted)
+	log.Info("volume open", "mountPoint", target, "formatted", formatted, "integrity", integrity)
 	return nil
 }
+
+// ErrIntegrityDowngrade is returned for a volume whose header records no
+// integrity protection where this kernel would format it with integrity:
+// the guest kernel is measured, so every pod of a workload would have
+// formatted it with integrity, and a header without is a host's rewrite
+// (or a device formatted elsewhere). It is not opened.
+var ErrIntegrityDowngrade = errors.New("the volume's header records no integrity protection, but this kernel formats volumes with integrity")
 
 // ErrWrongKey is returned when a device holds a LUKS header that the key
 // does not open.
 var ErrWrongKey = errors.New("the key does not open the volume: it is another workload's, or this workload's secret changed")
 
-// Prepare formats device (LUKS2, AES-XTS-512, one keyslot for key) if it
-// holds no LUKS header yet and checks that key opens it, without mapping it
-// (no device-mapper needed). It reports whether it formatted the device. A
+// Prepare formats device (LUKS2, AES-XTS-512 with the integrity protection
+// formatIntegrity chooses, one keyslot for key) if it holds no LUKS header
+// yet and checks that key opens it, without mapping it (no device-mapper
+// needed, except to format with integrity, which is chosen only where the
+// kernel has it). It reports whether it formatted the device. A
 // device whose header key does not open is never reformatted: ErrWrongKey.
 func (o *Opener) Prepare(ctx context.Context, v Volume, device string, key []byte) (bool, error) {
 	cs := o.cryptsetup()
@@ -115,16 +153,23 @@ func (o *Opener) Prepare(ctx context.Context, v Volume, device string, key []byt
 		return false, fmt.Errorf("volume %q: %w", v.Name, err)
 	}
 	if !luks {
-		if o.Logger != nil {
-			o.Logger.Info("formatting the volume: no LUKS header (first use)", "volume", v.Name)
+		mode, why := o.formatIntegrity()
+		iargs, err := integrityArgs(mode)
+		if err != nil {
+			return false, fmt.Errorf("volume %q: %w", v.Name, err)
 		}
-		if err := o.run(ctx, key, cs, "luksFormat", "--batch-mode", "--type", "luks2",
+		if o.Logger != nil {
+			o.Logger.Info("formatting the volume: no LUKS header (first use)", "volume", v.Name, "integrity", string(mode), "because", why)
+		}
+		args := []string{"luksFormat", "--batch-mode", "--type", "luks2",
 			"--cipher", "aes-xts-plain64", "--key-size", "512", "--hash", "sha256",
 			// the key is 256 bits from HKDF: a slow KDF adds nothing
 			// and argon2's memory would burden a small guest
-			"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
-			"--label", MapperName(v), "--key-file", "-", device); err != nil {
-			return false, fmt.Errorf("volume %q: formatting %s: %w", v.Name, device, err)
+			"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+		args = append(args, iargs...)
+		args = append(args, "--label", MapperName(v), "--key-file", "-", device)
+		if err := o.run(ctx, key, cs, args...); err != nil {
+			return false, fmt.Errorf("volume %q: formatting %s (integrity %s): %w", v.Name, device, mode, err)
 		}
 	}
 	err = o.run(ctx, key, cs, "open", "--test-passphrase", "--type", "luks2", "--key-file", "-", device)

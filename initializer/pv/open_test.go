@@ -118,6 +118,12 @@ func TestPrepare(t *testing.T) {
 	require.NoError(t, f.Close())
 	assert.Equal(t, []byte("LUKS\xba\xbe"), hdr, "a LUKS header")
 
+	// the header records the mode this kernel's features choose
+	mode, _ := ChooseIntegrity(ProbeKernel())
+	recorded, err := o.HeaderIntegrity(t.Context(), dev)
+	require.NoError(t, err)
+	assert.Equal(t, map[Integrity]string{IntegrityNone: "none", IntegrityHMACSHA256: "hmac(sha256)"}[mode], recorded)
+
 	formatted, err = o.Prepare(t.Context(), v, dev, key)
 	require.NoError(t, err)
 	assert.False(t, formatted, "a later use opens the volume")
