@@ -161,10 +161,11 @@ FUZZ_TARGETS := \
 	attest:./tdx:FuzzValidate attest:./tdx:FuzzQuoteParse attest:./atls:FuzzReadMsg \
 	coordinator:./manifest:FuzzParse \
 	webhook:./policy:FuzzDecodeWorkloads webhook:./policy:FuzzGenerate webhook:./policy:FuzzParseInitData \
-	webhook:./policy:FuzzCacheKey \
+	webhook:./policy:FuzzCacheKey webhook:./internal/server:FuzzPatchCacheKey \
 	webhook:./internal/server:FuzzAdmissionReview initializer:./meshconfig:FuzzParse \
 	initializer:./internal/rules:FuzzCompute \
-	initializer:./initenv:FuzzParse initializer:./pv:FuzzParse attest:./sim:FuzzInitDataDigest
+	initializer:./initenv:FuzzParse initializer:./pv:FuzzParse initializer:./pv:FuzzParseHeaderIntegrity \
+	initializer:./meshconfig:FuzzParseProbes attest:./sim:FuzzInitDataDigest
 FUZZTIME ?= 60s
 # Minimising a large new input (e.g. a whole manifest) may otherwise take the
 # fuzzer's default 60 s, which stalls a 60 s run at a few hundred executions.

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/contrast-cc/contrast/attest"
@@ -161,15 +162,27 @@ func TestChartRendersDefaults(t *testing.T) {
 
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	decodeObject(t, out, "MutatingWebhookConfiguration", cfgName, &mwc)
-	require.Len(t, mwc.Webhooks, 2)
-	pods, coord := mwc.Webhooks[0], mwc.Webhooks[1]
+	require.Len(t, mwc.Webhooks, 3)
+	pods, coord, sets := mwc.Webhooks[0], mwc.Webhooks[1], mwc.Webhooks[2]
 	for _, w := range mwc.Webhooks {
 		assert.Equal(t, admissionregistrationv1.Fail, *w.FailurePolicy)
-		assert.Equal(t, admissionregistrationv1.IfNeededReinvocationPolicy, *w.ReinvocationPolicy)
 		assert.Equal(t, admissionregistrationv1.SideEffectClassNone, *w.SideEffects)
 		assert.Equal(t, int32(20), *w.TimeoutSeconds)
+	}
+	for _, w := range []admissionregistrationv1.MutatingWebhook{pods, coord} {
+		assert.Equal(t, admissionregistrationv1.IfNeededReinvocationPolicy, *w.ReinvocationPolicy)
 		assert.Equal(t, "/mutate", *w.ClientConfig.Service.Path)
 	}
+	// StatefulSets: claim templates of encrypted volumes set to Block, in the
+	// pods' namespaces
+	assert.Equal(t, "/mutate-statefulsets", *sets.ClientConfig.Service.Path)
+	assert.Equal(t, []admissionregistrationv1.RuleWithOperations{{
+		Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+		Rule: admissionregistrationv1.Rule{APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"statefulsets"},
+			Scope: ptr.To(admissionregistrationv1.NamespacedScope)},
+	}}, sets.Rules)
+	assert.Equal(t, pods.NamespaceSelector, sets.NamespaceSelector)
+	assert.Nil(t, sets.ObjectSelector, "the pod template's opt-out label is read by the webhook")
 	assert.Equal(t, map[string]string{"contrast.cc/inject": "enabled"}, pods.NamespaceSelector.MatchLabels)
 	assert.Equal(t, []string{"kube-system", chartNamespace}, pods.NamespaceSelector.MatchExpressions[0].Values)
 	assert.Equal(t, "contrast.cc/inject", pods.ObjectSelector.MatchExpressions[0].Key)

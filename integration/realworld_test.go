@@ -16,9 +16,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 
 	"github.com/contrast-cc/contrast/integration/cluster"
 	"github.com/contrast-cc/contrast/webhook/images/imagestest"
@@ -142,7 +144,10 @@ func standIns(t *testing.T, ws []corpusWorkload) (map[string]imagestest.Spec, []
 // TestRealWorldCorpus applies every workload of ../shared/workloads-real
 // and ../shared/workloads/emojivoto, unmodified, with kubectl apply to
 // opted-in namespaces of the real control plane, with the in-process
-// webhook registered and stand-in images under the same names. Every pod
+// webhook registered (pods and StatefulSets, as the chart does) and
+// stand-in images under the same names. A StatefulSet's stored claim
+// templates ask for volumeMode Block exactly where contrast generate's do.
+// Every pod
 // the controllers create is admitted with the hash that the YAML side
 // (contrast generate's mutation of the unmodified template) computes; the
 // templates in corpusDenials stay denied, on both sides with the same field
@@ -163,6 +168,7 @@ func TestRealWorldCorpus(t *testing.T) {
 	wh := webhooktest.Start(t, webhooktest.Config{Images: imgs})
 	createRuntimeClass(ctx, t, c)
 	registerWebhook(ctx, t, c, wh.URL, wh.CABundle)
+	registerStatefulSetWebhook(ctx, t, c, wh.StatefulSetURL, wh.CABundle)
 	_, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
@@ -176,13 +182,7 @@ func TestRealWorldCorpus(t *testing.T) {
 	for _, d := range slices.Sorted(maps.Keys(files)) {
 		// the namespace of the folder's workloads (the documents' own, or
 		// the folder's name for documents without one)
-		ns := ""
-		for _, cw := range corpus {
-			if cw.dir == d {
-				require.True(t, ns == "" || ns == cw.w.Namespace, "one namespace per folder")
-				ns = cw.w.Namespace
-			}
-		}
+		ns := corpusNamespace(t, corpus, d)
 		args := []string{"apply", "-n", ns}
 		for _, f := range files[d] {
 			args = append(args, "-f", f)
@@ -220,6 +220,17 @@ func TestRealWorldCorpus(t *testing.T) {
 			assert.Equal(t, inject.DefaultRuntimeClassName, *pod.Spec.RuntimeClassName)
 			assert.Equal(t, want.Annotations[policy.AnnotationPolicyHash], pod.Annotations[policy.AnnotationPolicyHash],
 				"the admitted pod's policy hash must equal the YAML side's")
+			if generated, ok := yamlSide.Object.(*appsv1.StatefulSet); ok {
+				// the webhook's claim templates are the ones contrast generate writes
+				stored, err := c.Client.AppsV1().StatefulSets(cw.w.Namespace).Get(ctx, cw.w.Name, metav1.GetOptions{})
+				require.NoError(t, err)
+				require.Len(t, stored.Spec.VolumeClaimTemplates, len(generated.Spec.VolumeClaimTemplates))
+				for i, g := range generated.Spec.VolumeClaimTemplates {
+					block := ptr.Deref(g.Spec.VolumeMode, "") == corev1.PersistentVolumeBlock
+					assert.Equal(t, block, ptr.Deref(stored.Spec.VolumeClaimTemplates[i].Spec.VolumeMode, "") == corev1.PersistentVolumeBlock,
+						"claim template %s: Block as contrast generate writes it", g.Name)
+				}
+			}
 			admitted++
 		})
 	}

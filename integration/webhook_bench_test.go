@@ -67,9 +67,12 @@ func BenchmarkKubectlApplyEmojivoto(b *testing.B) {
 // controller's 100 pods exist, in a namespace opted in to the webhook and in
 // one that is not, alternating against one control plane, as
 // BenchmarkKubectlApplyEmojivoto does. The webhook runs with the policy
-// cache and the tag TTL of its defaults: the first pod's admission generates
-// the policy, the other 99 (and every validation) hit the cache. It reports
-// both durations, their ratio and the webhook's policy cache hits and misses.
+// cache, the patch cache and the tag TTL of its defaults: the first pod's
+// admission generates the policy, the other 99 (and every validation) hit
+// the policy cache, and the other 99 admissions the patch cache (the API
+// server sends each pod with its own managedFields time). It reports both
+// durations, their ratio and the webhook's policy and patch cache hits and
+// misses.
 func BenchmarkDeploymentScaleUp(b *testing.B) {
 	const replicas = 100
 	imgs := injecttest.Serve(b)
@@ -110,6 +113,9 @@ func BenchmarkDeploymentScaleUp(b *testing.B) {
 	b.ReportMetric(float64(with)/float64(without), "ratio")
 	for _, r := range []string{"hit", "miss", "shared"} {
 		b.ReportMetric(gatheredCounter(b, wh.Registry, "contrast_webhook_policy_cache_requests_total", "result", r), "policy-cache-"+r)
+	}
+	for _, r := range []string{"hit", "miss"} {
+		b.ReportMetric(gatheredCounter(b, wh.Registry, "contrast_webhook_patch_cache_requests_total", "result", r), "patch-cache-"+r)
 	}
 }
 

@@ -53,7 +53,6 @@ require (
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-	gomodules.xyz/jsonpatch/v2 v2.4.0 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
 )
 
@@ -110,6 +109,7 @@ replace github.com/contrast-cc/contrast/initializer => ../initializer
 require (
 	github.com/contrast-cc/contrast/attest v0.0.0
 	github.com/google/go-sev-guest v0.15.0
+	gomodules.xyz/jsonpatch/v2 v2.4.0
 )
 
 replace (

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -89,7 +90,7 @@ func HostSharedVolumes(ann map[string]string) []string {
 // bidirectional propagation. It returns the encrypted volumes, for the
 // Initializer's environment. Ephemeral volumes are provisioned as block
 // devices (their claim template is in the pod); the claims of
-// persistentVolumeClaim volumes must be (see MutateClaimTemplates).
+// persistentVolumeClaim volumes must be (see BlockClaimTemplates).
 func encryptVolumes(meta *metav1.ObjectMeta, spec *corev1.PodSpec, tmpls claimTemplates) ([]pv.Volume, error) {
 	vols, fields := persistentVolumes(spec, tmpls)
 	shared := HostSharedVolumes(meta.Annotations)
@@ -218,4 +219,52 @@ func mutateClaimTemplates(tmpl *corev1.PodTemplateSpec, claims []corev1.Persiste
 		}
 	}
 	return nil
+}
+
+// BlockClaimTemplates sets volumeMode Block on the volumeClaimTemplates of
+// st whose claims its pods mount as encrypted volumes, so that the
+// StatefulSet controller creates them as block devices for the
+// Initializer. It is the webhook's admission of StatefulSets: it injects
+// into a copy of the pod template exactly as MutateWorkload does (the
+// StatefulSet's claim templates are the pod's persistent volumes; the
+// template's AnnotationHostSharedVolumes leaves volumes out) and applies
+// the same claim-template rule, so the claims are those contrast generate
+// writes. The pod template itself is left unchanged: pods are mutated at
+// their own admission, where the policy is computed. A template that
+// names volumeMode Filesystem (the API server's default) is overridden.
+//
+// It returns the names of the claim templates it changed. An error is the
+// injection's (a DenyError names the template's field as for a pod): the
+// StatefulSet is left unchanged, and its pods are denied at their own
+// admission with the same reason.
+func BlockClaimTemplates(st *appsv1.StatefulSet, cfg Config) ([]string, error) {
+	if len(st.Spec.VolumeClaimTemplates) == 0 {
+		return nil, nil
+	}
+	t := st.Spec.Template.DeepCopy()
+	if err := strip(&t.ObjectMeta, &t.Spec); err != nil {
+		return nil, err
+	}
+	tmpls := make(claimTemplates, 0, len(st.Spec.VolumeClaimTemplates))
+	for _, c := range st.Spec.VolumeClaimTemplates {
+		tmpls = append(tmpls, c.Name)
+	}
+	if err := template(&t.ObjectMeta, &t.Spec, cfg, tmpls); err != nil {
+		return nil, err
+	}
+	// a shallow copy: mutateClaimTemplates replaces the volumeMode
+	// pointers, it does not write through them
+	claims := slices.Clone(st.Spec.VolumeClaimTemplates)
+	if err := mutateClaimTemplates(t, claims); err != nil {
+		return nil, err
+	}
+	var changed []string
+	for i := range claims {
+		c := &st.Spec.VolumeClaimTemplates[i]
+		if ptr.Deref(claims[i].Spec.VolumeMode, "") == corev1.PersistentVolumeBlock && ptr.Deref(c.Spec.VolumeMode, "") != corev1.PersistentVolumeBlock {
+			c.Spec.VolumeMode = ptr.To(corev1.PersistentVolumeBlock)
+			changed = append(changed, c.Name)
+		}
+	}
+	return changed, nil
 }

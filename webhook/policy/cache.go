@@ -1,16 +1,12 @@
 package policy
 
 import (
-	"container/list"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -20,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/contrast-cc/contrast/webhook/images"
+	"github.com/contrast-cc/contrast/webhook/internal/keyhash"
+	"github.com/contrast-cc/contrast/webhook/internal/lru"
 )
 
 // Cache defaults (CacheConfig).
@@ -79,21 +77,9 @@ type CacheObserver interface {
 // Results of a Cache share their Rego, InitData, Data and digests with
 // other callers: treat them as read-only (Annotations is a copy).
 type Cache struct {
-	maxEntries int
-	maxBytes   int64
-	observer   CacheObserver
-	flight     singleflight.Group
-
-	mu      sync.Mutex
-	lru     *list.List // of *cacheEntry, most recently used first
-	entries map[CacheKey]*list.Element
-	bytes   int64
-}
-
-type cacheEntry struct {
-	key  CacheKey
-	res  *Result
-	size int64
+	observer CacheObserver
+	flight   singleflight.Group
+	lru      *lru.Cache[CacheKey, *Result]
 }
 
 // NewCache returns an empty Cache.
@@ -104,21 +90,11 @@ func NewCache(cfg CacheConfig) *Cache {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultCacheMaxBytes
 	}
-	return &Cache{
-		maxEntries: cfg.MaxEntries,
-		maxBytes:   cfg.MaxBytes,
-		observer:   cfg.Observer,
-		lru:        list.New(),
-		entries:    map[CacheKey]*list.Element{},
-	}
+	return &Cache{observer: cfg.Observer, lru: lru.New[CacheKey, *Result](cfg.MaxEntries, cfg.MaxBytes)}
 }
 
 // Len returns the number of cached policies and their size (resultSize).
-func (c *Cache) Len() (int, int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries), c.bytes
-}
+func (c *Cache) Len() (int, int64) { return c.lru.Len() }
 
 // Generate is Generate through the cache. The images of the pod are
 // resolved once, through in.Images, for the key; a miss generates from
@@ -180,37 +156,12 @@ func (c *Cache) observe(e CacheEvent) {
 }
 
 func (c *Cache) get(key CacheKey) (*Result, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.entries[key]
-	if !ok {
-		return nil, false
-	}
-	c.lru.MoveToFront(el)
-	e, _ := el.Value.(*cacheEntry)
-	return e.res, true
+	res, ok, _, _ := c.lru.Get(key)
+	return res, ok
 }
 
 func (c *Cache) put(key CacheKey, res *Result) {
-	size := resultSize(res)
-	if size > c.maxBytes {
-		return
-	}
-	evicted := 0
-	c.mu.Lock()
-	if _, ok := c.entries[key]; !ok {
-		c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, res: res, size: size})
-		c.bytes += size
-		for len(c.entries) > c.maxEntries || c.bytes > c.maxBytes {
-			el := c.lru.Back()
-			e, _ := el.Value.(*cacheEntry)
-			c.lru.Remove(el)
-			delete(c.entries, e.key)
-			c.bytes -= e.size
-			evicted++
-		}
-	}
-	c.mu.Unlock()
+	evicted, _, _ := c.lru.Put(key, res, resultSize(res))
 	for range evicted {
 		c.observe(CacheEvict)
 	}
@@ -298,15 +249,15 @@ func CacheKeyOf(ctx context.Context, in GenerateInput) (CacheKey, error) {
 // lookups with the same resolutions.
 func (p *prepared) key(ctx context.Context, src images.Source, kc authn.Keychain, legacy bool) (CacheKey, images.Source, error) {
 	h := sha256.New()
-	w := keyWriter{h: h}
-	w.str(cacheKeyVersion)
+	w := keyWriter{keyhash.Writer{H: h}}
+	w.Str(cacheKeyVersion)
 	rd := rulesDigest()
-	w.bytes(rd[:])
-	w.bool(legacy)
-	w.bool(p.pod)
-	w.str(p.ident.nameRegex)
-	w.str(p.kind)
-	w.str(p.namespace)
+	w.Bytes(rd[:])
+	w.Bool(legacy)
+	w.Bool(p.pod)
+	w.Str(p.ident.nameRegex)
+	w.Str(p.kind)
+	w.Str(p.namespace)
 
 	meta := metav1.ObjectMeta{Labels: p.tmpl.Labels, Annotations: p.tmpl.Annotations, OwnerReferences: p.tmpl.OwnerReferences}
 	for _, k := range generatorOutputAnnotations {
@@ -325,14 +276,14 @@ func (p *prepared) key(ctx context.Context, src images.Source, kc authn.Keychain
 		return CacheKey{}, nil, err
 	}
 
-	w.bool(p.sources != nil)
+	w.Bool(p.sources != nil)
 	if p.sources != nil {
 		names := slices.Sorted(maps.Keys(p.sources.ConfigMaps))
-		w.int(len(names))
+		w.Int(len(names))
 		for _, n := range names {
-			w.str(n)
+			w.Str(n)
 			cm := p.sources.ConfigMaps[n]
-			w.bool(cm != nil)
+			w.Bool(cm != nil)
 			if cm != nil {
 				if err := w.proto(cm); err != nil {
 					return CacheKey{}, nil, err
@@ -344,7 +295,7 @@ func (p *prepared) key(ctx context.Context, src images.Source, kc authn.Keychain
 	resolved := resolvedSource{Source: src, imgs: map[string]*images.Image{}}
 	spec := &p.tmpl.Spec
 	n := len(spec.InitContainers) + len(spec.Containers)
-	w.int(n)
+	w.Int(n)
 	for i := range n {
 		var image string
 		if i < len(spec.InitContainers) {
@@ -364,48 +315,23 @@ func (p *prepared) key(ctx context.Context, src images.Source, kc authn.Keychain
 		if err != nil {
 			return CacheKey{}, nil, fmt.Errorf("encoding image %q for the cache key: %w", image, err)
 		}
-		w.str(image)
-		w.bytes(js)
+		w.Str(image)
+		w.Bytes(js)
 	}
 	var key CacheKey
 	h.Sum(key[:0])
 	return key, resolved, nil
 }
 
-// keyWriter writes length-prefixed fields, so that no two sequences of
-// fields have the same encoding.
-type keyWriter struct{ h hash.Hash }
-
-func (w keyWriter) int(n int) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(n)) //nolint:gosec // lengths and counts are not negative
-	w.h.Write(b[:])
-}
-
-func (w keyWriter) bytes(b []byte) {
-	w.int(len(b))
-	w.h.Write(b)
-}
-
-func (w keyWriter) str(s string) {
-	w.int(len(s))
-	_, _ = io.WriteString(w.h, s)
-}
-
-func (w keyWriter) bool(b bool) {
-	if b {
-		w.h.Write([]byte{1})
-	} else {
-		w.h.Write([]byte{0})
-	}
-}
+// keyWriter writes the key's fields, length-prefixed (keyhash).
+type keyWriter struct{ keyhash.Writer }
 
 func (w keyWriter) proto(m interface{ Marshal() ([]byte, error) }) error {
 	b, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("encoding the pod for the cache key: %w", err)
 	}
-	w.bytes(b)
+	w.Bytes(b)
 	return nil
 }
 

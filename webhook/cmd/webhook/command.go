@@ -59,6 +59,8 @@ type options struct {
 	logLevel             string
 	policyCacheEntries   int
 	policyCacheBytes     int64
+	patchCacheEntries    int
+	patchCacheBytes      int64
 
 	// lookupEnv reads the environment (os.LookupEnv; replaced in tests).
 	lookupEnv func(string) (string, bool)
@@ -109,6 +111,8 @@ func newCommand(o *options) *cobra.Command {
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&o.policyCacheEntries, "policy-cache-max-entries", policy.DefaultCacheMaxEntries, "policies cached by a digest of everything they depend on (pods of one controller, and the validation of a mutated pod, then cost one generation); 0 disables the cache")
 	f.Int64Var(&o.policyCacheBytes, "policy-cache-max-bytes", policy.DefaultCacheMaxBytes, "bound on the size of the cached policies (texts, annotations and an estimate of the policy data); least recently used first out")
+	f.IntVar(&o.patchCacheEntries, "patch-cache-max-entries", server.DefaultPatchCacheMaxEntries, "JSON patches of mutated pods cached by a digest of the admitted and the mutated pod (pods of one controller then skip deriving the patch); 0 disables the cache")
+	f.Int64Var(&o.patchCacheBytes, "patch-cache-max-bytes", server.DefaultPatchCacheMaxBytes, "bound on the size of the cached JSON patches; least recently used first out")
 	return cmd
 }
 
@@ -158,6 +162,8 @@ type config struct {
 	logLevel            slog.Level
 	// policyCache bounds the policy cache; nil: no cache.
 	policyCache *policy.CacheConfig
+	// patchCache bounds the patch cache; nil: no cache.
+	patchCache *server.PatchCacheConfig
 }
 
 // config validates the options.
@@ -196,6 +202,14 @@ func (o *options) config() (*config, error) {
 		errs = append(errs, fmt.Errorf("--policy-cache-max-bytes %d: want at least 1", o.policyCacheBytes))
 	case o.policyCacheEntries > 0:
 		c.policyCache = &policy.CacheConfig{MaxEntries: o.policyCacheEntries, MaxBytes: o.policyCacheBytes}
+	}
+	switch {
+	case o.patchCacheEntries < 0:
+		errs = append(errs, fmt.Errorf("--patch-cache-max-entries %d: want 0 (off) or more", o.patchCacheEntries))
+	case o.patchCacheBytes <= 0:
+		errs = append(errs, fmt.Errorf("--patch-cache-max-bytes %d: want at least 1", o.patchCacheBytes))
+	case o.patchCacheEntries > 0:
+		c.patchCache = &server.PatchCacheConfig{MaxEntries: o.patchCacheEntries, MaxBytes: o.patchCacheBytes}
 	}
 	if err := c.logLevel.UnmarshalText([]byte(o.logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: %w", o.logLevel, err))
@@ -305,8 +319,15 @@ func run(ctx context.Context, cfg *config) error {
 		// envFrom: the ConfigMaps' keys and values are pinned at admission
 		mutator.EnvSources = server.ConfigMapReader(client.CoreV1())
 	}
+	var patches *server.PatchCache
+	if cfg.patchCache != nil {
+		pc := *cfg.patchCache
+		pc.Observer = metrics
+		patches = server.NewPatchCache(pc)
+	}
 	admission, err := server.NewAdmissionHandler(server.AdmissionConfig{
 		Mutator: mutator, Metrics: metrics, Logger: log, ExcludedNamespaces: cfg.excluded, CoordinatorNamespace: cfg.own, Keychain: keychain,
+		Patches: patches,
 	})
 	if err != nil {
 		return err

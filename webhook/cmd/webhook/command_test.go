@@ -21,6 +21,7 @@ import (
 	"github.com/contrast-cc/contrast/initializer/initenv"
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/inject/injecttest"
+	"github.com/contrast-cc/contrast/webhook/internal/server"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
 
@@ -140,6 +141,7 @@ func TestCommandFlags(t *testing.T) {
 				assert.Empty(t, c.settings.Registry.Insecure)
 				assert.Equal(t, 192<<10, c.settings.MaxPolicyBytes)
 				assert.Equal(t, &policy.CacheConfig{MaxEntries: policy.DefaultCacheMaxEntries, MaxBytes: policy.DefaultCacheMaxBytes}, c.policyCache)
+				assert.Equal(t, &server.PatchCacheConfig{MaxEntries: server.DefaultPatchCacheMaxEntries, MaxBytes: server.DefaultPatchCacheMaxBytes}, c.patchCache)
 				assert.Equal(t, 5*time.Second, c.settings.Registry.TagTTL)
 			},
 		},
@@ -156,6 +158,27 @@ func TestCommandFlags(t *testing.T) {
 				assert.Nil(t, c.policyCache)
 				assert.Zero(t, c.settings.Registry.TagTTL)
 			},
+		},
+		"patch cache": {
+			args: append(validArgs(), "--patch-cache-max-entries=10", "--patch-cache-max-bytes=1048576"),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, &server.PatchCacheConfig{MaxEntries: 10, MaxBytes: 1 << 20}, c.patchCache)
+			},
+		},
+		"patch cache off": {
+			args: append(validArgs(), "--patch-cache-max-entries=0"),
+			check: func(t *testing.T, c *config) {
+				assert.Nil(t, c.patchCache)
+				assert.NotNil(t, c.policyCache)
+			},
+		},
+		"negative patch cache": {
+			args:    append(validArgs(), "--patch-cache-max-entries=-1"),
+			wantErr: "--patch-cache-max-entries -1: want 0 (off) or more",
+		},
+		"empty patch cache bytes": {
+			args:    append(validArgs(), "--patch-cache-max-bytes=0"),
+			wantErr: "--patch-cache-max-bytes 0: want at least 1",
 		},
 		"negative policy cache": {
 			args:    append(validArgs(), "--policy-cache-max-entries=-1"),

@@ -34,6 +34,9 @@ import (
 type Webhook struct {
 	// URL is the mutating admission endpoint (https://127.0.0.1:<port>/mutate).
 	URL string
+	// StatefulSetURL is the StatefulSet admission endpoint of the same
+	// server (https://127.0.0.1:<port>/mutate-statefulsets).
+	StatefulSetURL string
 	// ValidateURL is the validating admission endpoint of the same server
 	// (https://127.0.0.1:<port>/validate).
 	ValidateURL string
@@ -92,10 +95,13 @@ func Start(t testing.TB, cfg Config) *Webhook {
 	}
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
-	// the policy cache as the webhook command configures it by default
+	// the policy and patch caches as the webhook command configures them by default
 	m := &inject.Mutator{Config: icfg, Images: server.NewCachingSource(cfg.Images.Source, metrics),
 		Policies: policy.NewCache(policy.CacheConfig{Observer: metrics})}
-	h, err := server.NewAdmissionHandler(server.AdmissionConfig{Mutator: m, Metrics: metrics, Logger: cfg.Logger, ExcludedNamespaces: cfg.ExcludedNamespaces})
+	h, err := server.NewAdmissionHandler(server.AdmissionConfig{
+		Mutator: m, Metrics: metrics, Logger: cfg.Logger, ExcludedNamespaces: cfg.ExcludedNamespaces,
+		Patches: server.NewPatchCache(server.PatchCacheConfig{Observer: metrics}),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +141,7 @@ func Start(t testing.TB, cfg Config) *Webhook {
 		}
 	})
 	base := "https://" + wl.Addr().String()
-	return &Webhook{URL: base + server.MutatePath, ValidateURL: base + server.ValidatePath, CABundle: caPEM, Mutator: m, Registry: reg}
+	return &Webhook{URL: base + server.MutatePath, StatefulSetURL: base + server.MutateStatefulSetPath, ValidateURL: base + server.ValidatePath, CABundle: caPEM, Mutator: m, Registry: reg}
 }
 
 // writeServingCert writes a CA-signed serving certificate for 127.0.0.1 and

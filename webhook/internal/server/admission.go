@@ -5,14 +5,11 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -21,7 +18,6 @@ import (
 	kwhhttp "github.com/slok/kubewebhook/v2/pkg/http"
 	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
 	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
-	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
 	kwhvalidating "github.com/slok/kubewebhook/v2/pkg/webhook/validating"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
@@ -56,11 +52,16 @@ type AdmissionConfig struct {
 	CoordinatorNamespace string
 	// Keychain returns a pod's registry credentials (optional).
 	Keychain KeychainFunc
+	// Patches caches the JSON patches of mutated pods (optional; see
+	// PatchCache).
+	Patches *PatchCache
 }
 
 // NewAdmissionHandler returns the HTTP handler of the admission webhook:
-// POST ValidatePath is the validating webhook (see validate), every other
-// path the mutating webhook (MutatePath).
+// POST ValidatePath is the validating webhook (see validate),
+// MutateStatefulSetPath the mutating webhook of StatefulSets (see
+// mutateStatefulSet), every other path the mutating webhook of pods
+// (MutatePath).
 func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 	if cfg.Mutator == nil || cfg.Metrics == nil {
 		return nil, errors.New("mutator and metrics are required")
@@ -69,17 +70,9 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	a := &admitter{cfg: cfg}
-	mwh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
-		ID:      "contrast-pods",
-		Obj:     &corev1.Pod{},
-		Mutator: kwhmutating.MutatorFunc(a.mutate),
-		Logger:  kubewebhookLogger{cfg.Logger},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating webhook: %w", err)
-	}
+	mwh := newMutatingWebhook("contrast-pods", a.mutate, cfg.Patches)
 	mutating, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{
-		Webhook: denyingWebhook{podsOnly{policyValues{mwh}, cfg.Metrics.observeAdmission}},
+		Webhook: denyingWebhook{podsOnly{mwh, cfg.Metrics.observeAdmission}},
 		Logger:  kubewebhookLogger{cfg.Logger},
 	})
 	if err != nil {
@@ -101,13 +94,20 @@ func NewAdmissionHandler(cfg AdmissionConfig) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating validating handler: %w", err)
 	}
+	statefulSets, err := newStatefulSetHandler(a)
+	if err != nil {
+		return nil, err
+	}
 	mutating, validating = requireRequest(mutating), requireRequest(validating)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == ValidatePath {
+		switch r.URL.Path {
+		case ValidatePath:
 			validating.ServeHTTP(w, r)
-			return
+		case MutateStatefulSetPath:
+			statefulSets.ServeHTTP(w, r)
+		default:
+			mutating.ServeHTTP(w, r)
 		}
-		mutating.ServeHTTP(w, r)
 	}), nil
 }
 
@@ -194,15 +194,24 @@ func hasRequest(body []byte) bool {
 }
 
 // stringEnd returns the index of the quote that ends the JSON string
-// starting at b[start], or -1.
+// starting at b[start], or -1: the first quote after start preceded by an
+// even number of backslashes (pairs of them are escaped backslashes).
 func stringEnd(b []byte, start int) int {
-	for i := start + 1; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
+	i := start + 1
+	for i < len(b) {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return -1
 		}
+		q := i + j
+		n := 0
+		for k := q - 1; k > start && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q
+		}
+		i = q + 1
 	}
 	return -1
 }
@@ -228,6 +237,12 @@ const (
 // subresource such as pods/binding or pods/ephemeralcontainers), or "" if
 // it is.
 func notAPod(ar *kwhmodel.AdmissionReview) string {
+	return notKind(ar, metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}, reasonNotAPod)
+}
+
+// notKind returns why a request is not one for an object of kind want
+// (notWant, or reasonSubresource for a subresource of it), or "" if it is.
+func notKind(ar *kwhmodel.AdmissionReview, want metav1.GroupVersionKind, notWant string) string {
 	var kind metav1.GroupVersionKind
 	var subresource string
 	switch r := ar.OriginalAdmissionReview.(type) {
@@ -236,11 +251,11 @@ func notAPod(ar *kwhmodel.AdmissionReview) string {
 	case *admissionv1beta1.AdmissionReview:
 		kind, subresource = r.Request.Kind, r.Request.SubResource
 	default:
-		return reasonNotAPod
+		return notWant
 	}
 	switch {
-	case kind != metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}:
-		return reasonNotAPod
+	case kind != want:
+		return notWant
 	case subresource != "":
 		return reasonSubresource
 	}
@@ -302,18 +317,19 @@ func (a *admitter) mutatePod(ctx context.Context, ar *kwhmodel.AdmissionReview, 
 	return out, res, nil
 }
 
-// mutate mutates the pod in place; kubewebhook derives the JSON patch from
-// the difference to the admitted object.
-func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhmutating.MutatorResult, error) {
+// mutate mutates the pod in place and reports whether it did; the
+// mutating webhook derives the JSON patch from the difference to the
+// admitted object.
+func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj *corev1.Pod) (bool, error) {
 	start := time.Now()
 	log := a.cfg.Logger.With("namespace", ar.Namespace, "operation", string(ar.Operation), "dryRun", ar.DryRun)
 	observe := func(result, reason string) {
 		a.cfg.Metrics.observeAdmission(result, reason, time.Since(start))
 	}
-	skip := func(reason string) (*kwhmutating.MutatorResult, error) {
+	skip := func(reason string) (bool, error) {
 		observe(ResultSkipped, reason)
 		log.Debug("admission skipped", "reason", reason)
-		return &kwhmutating.MutatorResult{}, nil
+		return false, nil
 	}
 	pod, reason := a.skipReason(ar, obj)
 	switch {
@@ -330,15 +346,12 @@ func (a *admitter) mutate(ctx context.Context, ar *kwhmodel.AdmissionReview, obj
 			observe(ResultDenied, string(de.Code))
 			log.Info("pod denied", "reason", string(de.Code), "field", de.Field)
 		}
-		return nil, err
+		return false, err
 	}
 	*pod = *out
-	if slot, ok := ctx.Value(policyValuesKey{}).(*policyValueSlot); ok {
-		slot.stand(pod)
-	}
 	observe(ResultMutated, "ok")
 	log.Info("pod mutated", "policyHash", res.Annotations[policy.AnnotationPolicyHash], "kind", res.Kind)
-	return &kwhmutating.MutatorResult{}, nil
+	return true, nil
 }
 
 // podsOnly answers requests for other objects than pods (see notAPod)
@@ -382,91 +395,4 @@ func (w denyingWebhook) Review(ctx context.Context, ar kwhmodel.AdmissionReview)
 		return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: "contrast: " + de.Error()}, nil
 	}
 	return resp, err
-}
-
-// policyValues passes the policy annotations of a mutated pod around
-// kubewebhook's JSON handling. kubewebhook marshals the mutated pod,
-// unmarshals it and the admitted pod to compute the JSON patch from their
-// difference and marshals the patch: four passes over a policy annotation of
-// 10 KiB and more, most of an admission's cost once the policy is cached.
-// The mutator puts a stand-in (a per-process random string) in the policy
-// annotations instead; the patch is computed from the difference as always,
-// and the stand-ins in the marshaled patch are then replaced by the JSON
-// strings of the real values. A patch that does not hold each stand-in
-// exactly once is an error (never a partial patch).
-type policyValues struct {
-	next kwhwebhook.Webhook
-}
-
-type policyValuesKey struct{}
-
-// policyValueSlot collects the real values of one admission's policy
-// annotations.
-type policyValueSlot struct {
-	values map[string]string // stand-in → real value
-}
-
-// standInPrefix starts every stand-in: random per process, so an admitted
-// pod cannot contain it.
-var standInPrefix = func() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("reading random bytes: %v", err))
-	}
-	return "contrast-policy-stand-in-" + hex.EncodeToString(b) + "-"
-}()
-
-// policyAnnotations are replaced by stand-ins while kubewebhook computes the
-// patch.
-var policyAnnotations = []string{policy.AnnotationInitData, policy.AnnotationLegacyPolicy}
-
-// stand replaces the policy annotations of pod by stand-ins and keeps their
-// values.
-func (s *policyValueSlot) stand(pod *corev1.Pod) {
-	for _, k := range policyAnnotations {
-		v, ok := pod.Annotations[k]
-		if !ok {
-			continue
-		}
-		if s.values == nil {
-			s.values = map[string]string{}
-			pod.Annotations = maps.Clone(pod.Annotations)
-		}
-		stand := standInPrefix + k
-		s.values[stand] = v
-		pod.Annotations[k] = stand
-	}
-}
-
-func (w policyValues) ID() string                 { return w.next.ID() }
-func (w policyValues) Kind() kwhmodel.WebhookKind { return w.next.Kind() }
-
-func (w policyValues) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
-	slot := &policyValueSlot{}
-	resp, err := w.next.Review(context.WithValue(ctx, policyValuesKey{}, slot), ar)
-	if err != nil || len(slot.values) == 0 {
-		return resp, err
-	}
-	mr, ok := resp.(*kwhmodel.MutatingAdmissionResponse)
-	if !ok {
-		return nil, fmt.Errorf("mutating webhook answered %T", resp)
-	}
-	patch := mr.JSONPatchPatch
-	for stand, v := range slot.values {
-		quotedStand, err := json.Marshal(stand)
-		if err != nil {
-			return nil, fmt.Errorf("encoding the policy annotation: %w", err)
-		}
-		if n := bytes.Count(patch, quotedStand); n != 1 {
-			return nil, fmt.Errorf("the JSON patch holds a policy annotation's stand-in %d times, not once", n)
-		}
-		quoted, err := json.Marshal(v)
-		if err != nil {
-			return nil, fmt.Errorf("encoding the policy annotation: %w", err)
-		}
-		patch = bytes.Replace(patch, quotedStand, quoted, 1)
-	}
-	cp := *mr
-	cp.JSONPatchPatch = patch
-	return &cp, nil
 }

@@ -54,7 +54,10 @@ func fixtureOn(t testing.TB, imgs *injecttest.Images) *fixture {
 	require.NoError(t, cfg.Validate())
 	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(imgs.Source, metrics),
 		Policies: policy.NewCache(policy.CacheConfig{Observer: metrics})}
-	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}, CoordinatorNamespace: "contrast-system"})
+	h, err := NewAdmissionHandler(AdmissionConfig{
+		Mutator: m, Metrics: metrics, ExcludedNamespaces: []string{"kube-system", "contrast-system"}, CoordinatorNamespace: "contrast-system",
+		Patches: NewPatchCache(PatchCacheConfig{Observer: metrics}),
+	})
 	require.NoError(t, err)
 	return &fixture{handler: h, metrics: metrics, mutator: m}
 }
@@ -409,7 +412,7 @@ func TestAdmissionReviewWithoutRequest(t *testing.T) {
 		"escaped key": {head + `"\u0072equest":{"uid":"0d3a1c8e-5d0e-4f5a-9a57-3b2f3c4d5e6f","kind":{"version":"v1","kind":"ConfigMap"},"operation":"CREATE","namespace":"ns","object":{}}}`,
 			http.StatusOK},
 	} {
-		for _, path := range []string{MutatePath, ValidatePath} {
+		for _, path := range []string{MutatePath, ValidatePath, MutateStatefulSetPath} {
 			code, _ := postTo(t, f.handler, path, []byte(tc.body))
 			assert.Equal(t, tc.want, code, "%s %s", name, path)
 		}
@@ -424,6 +427,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"contrast.cc/policy-hash":"00","contrast.cc/injected":"{\"initContainers\":[\"a\"]}","contrast.cc/servicemesh-egress":"x#127.0.0.1:1#y:2"}},"spec":{"containers":[{"name":"a","image":"x"}]}}}}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","Request":{"uid":"x"}}`))
+	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},"operation":"CREATE","namespace":"ns","object":{"apiVersion":"apps/v1","kind":"StatefulSet","spec":{"template":{"metadata":{"annotations":{"contrast.cc/host-shared-volumes":"logs"}},"spec":{"containers":[{"name":"a","image":"x","volumeMounts":[{"name":"data","mountPath":"/d"}]}]}},"volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"volumeMode":"Filesystem"}},{"metadata":{"name":"logs"}}]}}}}`))
 	metrics := NewMetrics(prometheus.NewRegistry())
 	cfg := inject.Config{
 		InitializerImage:           "registry.example/contrast/initializer@sha256:" + string(bytes.Repeat([]byte("1"), 64)),
@@ -444,7 +448,7 @@ func FuzzAdmissionReview(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, path := range []string{MutatePath, ValidatePath} {
+		for _, path := range []string{MutatePath, ValidatePath, MutateStatefulSetPath} {
 			req := httptest.NewRequestWithContext(context.Background(), http.MethodPost, path, bytes.NewReader(body))
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
@@ -454,6 +458,9 @@ func FuzzAdmissionReview(f *testing.F) {
 			var ar admissionv1.AdmissionReview
 			if err := json.Unmarshal(rec.Body.Bytes(), &ar); err != nil || ar.Response == nil {
 				t.Fatalf("%s: malformed 200 response %q: %v", path, rec.Body.String(), err)
+			}
+			if path == MutateStatefulSetPath && !ar.Response.Allowed {
+				t.Fatalf("the StatefulSet webhook denied a StatefulSet: %q", rec.Body.String())
 			}
 		}
 	})

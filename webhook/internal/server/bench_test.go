@@ -23,6 +23,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/contrast-cc/contrast/attest"
 	"github.com/contrast-cc/contrast/webhook/images"
@@ -58,10 +59,12 @@ func benchWebhook(b *testing.B, imgs *injecttest.Images, cache bool) (http.Handl
 		b.Fatal(err)
 	}
 	m := &inject.Mutator{Config: cfg, Images: NewCachingSource(images.NewRegistry(rcfg), metrics)}
+	var patches *PatchCache
 	if cache {
 		m.Policies = policy.NewCache(policy.CacheConfig{Observer: metrics})
+		patches = NewPatchCache(PatchCacheConfig{Observer: metrics})
 	}
-	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, Logger: slog.New(slog.DiscardHandler)})
+	h, err := NewAdmissionHandler(AdmissionConfig{Mutator: m, Metrics: metrics, Logger: slog.New(slog.DiscardHandler), Patches: patches})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,6 +112,50 @@ func sideBySide(b *testing.B, h http.Handler, path string, body func(i int) []by
 	b.ReportMetric(rc/rn, "throughput-ratio")
 }
 
+// replica is pod as the API server sends the i-th pod of its ReplicaSet to
+// admission: with the managedFields entry of the ReplicaSet controller's
+// request, whose time differs from pod to pod, and the service-account
+// token volume of the ServiceAccount admission plugin, whose name has a
+// random suffix (the pod's name is not set yet: the API server generates
+// it after admission).
+func replica(pod *corev1.Pod, i int) *corev1.Pod {
+	p := pod.DeepCopy()
+	token := fmt.Sprintf("kube-api-access-%05d", i+1)
+	p.Spec.Volumes = append([]corev1.Volume{{Name: token, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+		},
+		DefaultMode: ptr.To[int32](0o644),
+	}}}}, p.Spec.Volumes...)
+	for j := range p.Spec.Containers {
+		p.Spec.Containers[j].VolumeMounts = append(p.Spec.Containers[j].VolumeMounts, corev1.VolumeMount{
+			Name: token, ReadOnly: true, MountPath: "/var/run/secrets/kubernetes.io/serviceaccount",
+		})
+	}
+	p.ManagedFields = []metav1.ManagedFieldsEntry{{
+		Manager:    "kube-controller-manager",
+		Operation:  metav1.ManagedFieldsOperationUpdate,
+		APIVersion: "v1",
+		Time:       ptr.To(metav1.NewTime(time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Second))),
+		FieldsType: "FieldsV1",
+		FieldsV1:   metav1.NewFieldsV1(webPodFields),
+	}}
+	return p
+}
+
+// webPodFields are the fields the ReplicaSet controller manages in the web
+// pod (as the API server records them in managedFields).
+const webPodFields = `{"f:metadata":{"f:generateName":{},"f:labels":{".":{},"f:app":{},"f:pod-template-hash":{},"f:version":{}},` +
+	`"f:ownerReferences":{".":{},"k:{\"uid\":\"1b7a3c2e-0000-4000-8000-000000000001\"}":{}}},` +
+	`"f:spec":{"f:containers":{"k:{\"name\":\"web-svc\"}":{".":{},"f:env":{".":{},"k:{\"name\":\"EMOJISVC_HOST\"}":{".":{},"f:name":{},"f:value":{}},` +
+	`"k:{\"name\":\"INDEX_BUNDLE\"}":{".":{},"f:name":{},"f:value":{}},"k:{\"name\":\"VOTINGSVC_HOST\"}":{".":{},"f:name":{},"f:value":{}},` +
+	`"k:{\"name\":\"WEB_PORT\"}":{".":{},"f:name":{},"f:value":{}}},"f:image":{},"f:imagePullPolicy":{},"f:name":{},` +
+	`"f:ports":{".":{},"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}":{".":{},"f:containerPort":{},"f:name":{},"f:protocol":{}}},` +
+	`"f:resources":{},"f:terminationMessagePath":{},"f:terminationMessagePolicy":{}}},"f:dnsPolicy":{},"f:enableServiceLinks":{},` +
+	`"f:restartPolicy":{},"f:schedulerName":{},"f:securityContext":{},"f:serviceAccount":{},"f:serviceAccountName":{},"f:terminationGracePeriodSeconds":{}}}`
+
 // webPodVariant is the emojivoto web pod of another template: an env
 // value differs, so its policy differs (a cold template: its images are
 // cached, its policy is not).
@@ -151,7 +198,8 @@ func tenContainerPod(variant int) *corev1.Pod {
 // default configuration:
 //
 //   - warm: the emojivoto web pod of a template seen before (every pod of a
-//     Deployment after the first): a policy cache hit;
+//     Deployment after the first, each with its own managedFields time): a
+//     policy cache and a patch cache hit;
 //   - cold-web, cold-10-containers: every admission a new template (images
 //     cached, policy not): a policy cache miss;
 //   - validate: /validate of the pod /mutate produced, after the API server
@@ -162,16 +210,17 @@ func BenchmarkAdmission(b *testing.B) {
 	imgs := injecttest.Serve(b)
 	b.Run("warm", func(b *testing.B) {
 		h, m := benchWebhook(b, imgs, true)
-		body := review(b, admissionv1.Create, "emojivoto", webPod(), false)
-		serveTimed(b, h, MutatePath, body) // the first pod of the Deployment
-		sideBySide(b, h, MutatePath, func(int) []byte { return body })
+		serveTimed(b, h, MutatePath, review(b, admissionv1.Create, "emojivoto", replica(webPod(), -1), false)) // the first pod of the Deployment
+		sideBySide(b, h, MutatePath, func(i int) []byte {
+			return review(b, admissionv1.Create, "emojivoto", replica(webPod(), i), false)
+		})
 		reportPolicyCache(b, m)
 	})
 	b.Run("cold-web", func(b *testing.B) {
 		h, m := benchWebhook(b, imgs, true)
 		serveTimed(b, h, MutatePath, review(b, admissionv1.Create, "emojivoto", webPod(), false)) // images cached
 		sideBySide(b, h, MutatePath, func(i int) []byte {
-			return review(b, admissionv1.Create, "emojivoto", webPodVariant(i), false)
+			return review(b, admissionv1.Create, "emojivoto", replica(webPodVariant(i), i), false)
 		})
 		reportPolicyCache(b, m)
 	})
@@ -179,7 +228,7 @@ func BenchmarkAdmission(b *testing.B) {
 		h, m := benchWebhook(b, imgs, true)
 		serveTimed(b, h, MutatePath, review(b, admissionv1.Create, "emojivoto", tenContainerPod(-1), false))
 		sideBySide(b, h, MutatePath, func(i int) []byte {
-			return review(b, admissionv1.Create, "emojivoto", tenContainerPod(i), false)
+			return review(b, admissionv1.Create, "emojivoto", replica(tenContainerPod(i), i), false)
 		})
 		reportPolicyCache(b, m)
 	})
@@ -208,11 +257,13 @@ func BenchmarkAdmission(b *testing.B) {
 	})
 }
 
-// reportPolicyCache reports the policy cache's hit and miss counts of the
-// run, so hit and miss paths are told apart in the results.
+// reportPolicyCache reports the policy and patch caches' hit and miss
+// counts of the run, so hit and miss paths are told apart in the results.
 func reportPolicyCache(b *testing.B, m *Metrics) {
+	plural := map[string]string{"hit": "hits", "miss": "misses"}
 	for _, r := range []string{"hit", "miss"} {
-		b.ReportMetric(testutil.ToFloat64(m.policyCache.WithLabelValues(r)), "policy-cache-"+r+"es")
+		b.ReportMetric(testutil.ToFloat64(m.policyCache.WithLabelValues(r)), "policy-cache-"+plural[r])
+		b.ReportMetric(testutil.ToFloat64(m.patchCache.WithLabelValues(r)), "patch-cache-"+plural[r])
 	}
 }
 
@@ -220,8 +271,8 @@ func reportPolicyCache(b *testing.B, m *Metrics) {
 // emojivoto web pod with a distinct variable each) through the webhook's
 // default configuration and reports the process's resident memory before
 // and after, its peak, the live heap after a garbage collection, and the
-// policy cache's size: the cache stays within its bounds, evicting. -short
-// admits 2,000.
+// policy and patch caches' sizes: the caches stay within their bounds,
+// evicting. -short admits 2,000.
 func BenchmarkPolicyCacheMemory(b *testing.B) {
 	templates := 100_000
 	if testing.Short() {
@@ -247,6 +298,8 @@ func BenchmarkPolicyCacheMemory(b *testing.B) {
 		b.ReportMetric(testutil.ToFloat64(m.policyEntries), "cache-entries")
 		b.ReportMetric(testutil.ToFloat64(m.policyBytes)/(1<<20), "cache-MiB")
 		b.ReportMetric(testutil.ToFloat64(m.policyEvictions), "evictions")
+		b.ReportMetric(testutil.ToFloat64(m.patchEntries), "patch-cache-entries")
+		b.ReportMetric(testutil.ToFloat64(m.patchBytes)/(1<<20), "patch-cache-MiB")
 		runtime.KeepAlive(h) // the cache is live until here: the heap above holds it
 	}
 }

@@ -27,6 +27,7 @@ type Metrics struct {
 	admissions        *prometheus.CounterVec
 	latency           *prometheus.HistogramVec
 	validations       *prometheus.CounterVec
+	statefulSets      *prometheus.CounterVec
 	validationLatency *prometheus.HistogramVec
 	imageCache        *prometheus.CounterVec
 	imageResolution   *prometheus.HistogramVec
@@ -36,12 +37,17 @@ type Metrics struct {
 	policyEvictions   prometheus.Counter
 	policyEntries     prometheus.Gauge
 	policyBytes       prometheus.Gauge
+	patchCache        *prometheus.CounterVec
+	patchEvictions    prometheus.Counter
+	patchEntries      prometheus.Gauge
+	patchBytes        prometheus.Gauge
 
 	// children bound once in NewMetrics, used on the hot paths
 	imageHit, imageMiss             prometheus.Counter
 	imageResolveOK, imageResolveErr prometheus.Observer
 	lookups                         map[images.LookupKind]lookupSeries
 	policyLookups                   map[policy.CacheEvent]prometheus.Counter
+	patchHit, patchMiss             prometheus.Counter
 }
 
 // lookupSeries are the registry series of one lookup kind.
@@ -53,6 +59,7 @@ type lookupSeries struct {
 var (
 	_ images.Observer      = (*Metrics)(nil)
 	_ policy.CacheObserver = (*Metrics)(nil)
+	_ PatchCacheObserver   = (*Metrics)(nil)
 )
 
 var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -78,6 +85,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of pod validations by result.",
 			Buckets: durationBuckets,
 		}, []string{"result"}),
+		statefulSets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_statefulset_admissions_total",
+			Help: "StatefulSet admissions (claim templates of encrypted volumes set to volumeMode Block) by result (mutated, skipped, error) and reason.",
+		}, []string{"result", "reason"}),
 		imageCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "contrast_webhook_image_cache_requests_total",
 			Help: "Image resolutions of digest-pinned references served from the webhook's cache (hit) or resolved (miss).",
@@ -112,9 +123,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "contrast_webhook_policy_cache_bytes",
 			Help: "Size of the policies in the policy cache as bounded by --policy-cache-max-bytes (texts, annotations and an estimate of the policy data).",
 		}),
+		patchCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "contrast_webhook_patch_cache_requests_total",
+			Help: "JSON patches of mutated pods by result: served from the patch cache (hit) or derived from the difference between the admitted and the mutated pod (miss).",
+		}, []string{"result"}),
+		patchEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "contrast_webhook_patch_cache_evictions_total",
+			Help: "JSON patches dropped from the patch cache to stay within its entry and byte bounds (least recently used first).",
+		}),
+		patchEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "contrast_webhook_patch_cache_entries",
+			Help: "JSON patches in the patch cache.",
+		}),
+		patchBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "contrast_webhook_patch_cache_bytes",
+			Help: "Size of the JSON patches in the patch cache as bounded by --patch-cache-max-bytes (their length and 256 bytes per entry).",
+		}),
 	}
-	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch,
-		m.policyCache, m.policyEvictions, m.policyEntries, m.policyBytes)
+	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.statefulSets, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch,
+		m.policyCache, m.policyEvictions, m.policyEntries, m.policyBytes, m.patchCache, m.patchEvictions, m.patchEntries, m.patchBytes)
+	m.patchHit = m.patchCache.WithLabelValues(string(PatchCacheHit))
+	m.patchMiss = m.patchCache.WithLabelValues(string(PatchCacheMiss))
 	m.policyLookups = map[policy.CacheEvent]prometheus.Counter{}
 	for _, e := range []policy.CacheEvent{policy.CacheHit, policy.CacheMiss, policy.CacheShared} {
 		m.policyLookups[e] = m.policyCache.WithLabelValues(string(e))
@@ -175,6 +204,20 @@ func (m *Metrics) ObservePolicyCache(event policy.CacheEvent, entries int, bytes
 	m.policyBytes.Set(float64(bytes))
 }
 
+// ObservePatchCache implements PatchCacheObserver.
+func (m *Metrics) ObservePatchCache(event PatchCacheEvent, entries int, bytes int64) {
+	switch event {
+	case PatchCacheHit:
+		m.patchHit.Inc()
+	case PatchCacheMiss:
+		m.patchMiss.Inc()
+	case PatchCacheEvict:
+		m.patchEvictions.Inc()
+	}
+	m.patchEntries.Set(float64(entries))
+	m.patchBytes.Set(float64(bytes))
+}
+
 func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {
 	m.admissions.WithLabelValues(result, reason).Inc()
 	m.latency.WithLabelValues(result).Observe(d.Seconds())
@@ -183,6 +226,10 @@ func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {
 func (m *Metrics) observeValidation(result, reason string, d time.Duration) {
 	m.validations.WithLabelValues(result, reason).Inc()
 	m.validationLatency.WithLabelValues(result).Observe(d.Seconds())
+}
+
+func (m *Metrics) observeStatefulSet(result, reason string) {
+	m.statefulSets.WithLabelValues(result, reason).Inc()
 }
 
 // maxCachedImages bounds the webhook's cache of digest-pinned resolutions.

@@ -19,8 +19,8 @@ type ServeConfig struct {
 	Webhook net.Listener
 	// Probes is the plain HTTP listener of /livez, /readyz and /metrics.
 	Probes net.Listener
-	// Admission handles MutatePath and ValidatePath (the handler of
-	// NewAdmissionHandler serves both).
+	// Admission handles MutatePath, MutateStatefulSetPath and ValidatePath
+	// (the handler of NewAdmissionHandler serves them all).
 	Admission http.Handler
 	// ProbeHandler serves the probe listener.
 	ProbeHandler http.Handler
@@ -53,6 +53,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+MutatePath, cfg.Admission)
 	mux.Handle("POST "+ValidatePath, cfg.Admission)
+	mux.Handle("POST "+MutateStatefulSetPath, cfg.Admission)
 	webhook := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/contrast-cc/contrast/webhook/internal/certs"
 )
@@ -96,6 +97,12 @@ func TestServe(t *testing.T) {
 	assert.True(t, resp.Allowed, "%v", resp.Result)
 	resp = call(ValidatePath, review(t, admissionv1.Create, "emojivoto", pod, false))
 	assert.False(t, resp.Allowed, "not mutated")
+
+	// and the StatefulSet webhook
+	st := dbStatefulSet()
+	resp = call(MutateStatefulSetPath, reviewOf(t, admissionv1.Create, "demo", statefulSetKind, statefulSetResource, "", st, false))
+	assert.True(t, resp.Allowed)
+	assert.Equal(t, corev1.PersistentVolumeBlock, *patchStatefulSet(t, st, resp).Spec.VolumeClaimTemplates[0].Spec.VolumeMode)
 
 	cancel()
 	select {
