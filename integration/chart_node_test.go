@@ -242,6 +242,13 @@ func TestChartOnRealNode(t *testing.T) {
 		_, err = c.Client.NodeV1().RuntimeClasses().Get(ctx, "contrast-cc-b", metav1.GetOptions{})
 		require.NoError(t, err)
 	})
+	t.Run("CoordinatorHA", func(t *testing.T) {
+		// A third release, after the first is gone: three Coordinators.
+		testCoordinatorHAOnRealNode(ctx, t, &haNodeEnv{
+			c: c, h: h, dir: dir, base: chart.LocalValues(imgs, c.Registry(), fwd.Addr), authPEM: authPEM,
+			auth: auth, measurement: measurement, ref: ref, refValues: refValues,
+		})
+	})
 	t.Logf("TIMING whole test %s", time.Since(testStart).Round(time.Millisecond))
 }
 
