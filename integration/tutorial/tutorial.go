@@ -39,10 +39,12 @@ import (
 
 // Names of the tutorial.
 const (
-	// ServerImage is the image name the tutorial's workloads use: the
-	// project's test server, served by the node's registry as a mirror of
+	// WebImage and BackendImage are the images the tutorial's workloads
+	// name: Debian's nginx and openssl, assembled from the .deb files of
+	// the host's apt and served by the node's registry as a mirror of
 	// registry.contrast.local.
-	ServerImage = "registry.contrast.local/tutorial/server:v1"
+	WebImage     = "registry.contrast.local/tutorial/nginx:bookworm"
+	BackendImage = "registry.contrast.local/tutorial/openssl:bookworm"
 	// MirrorHost is the registry the node mirrors.
 	MirrorHost = "registry.contrast.local"
 	// Release is the Helm release.
@@ -95,6 +97,15 @@ func New(root, dir string, c *cluster.Cluster, out io.Writer, log *slog.Logger) 
 	}
 }
 
+// RegistryMirror is the URL of the node's registry as the webhook's pods
+// reach it (a mirror in the chart's webhook.registry values).
+func (t *Tutorial) RegistryMirror() string {
+	if t.fwd == nil {
+		return ""
+	}
+	return "http://" + t.fwd.Addr
+}
+
 // Close stops the registry forwarder.
 func (t *Tutorial) Close() error {
 	if t.fwd != nil {
@@ -139,9 +150,9 @@ func (t *Tutorial) Say(format string, args ...any) {
 	fmt.Fprintf(t.Out, "    "+format+"\n", args...)
 }
 
-// Build builds bin/contrast and the project's images and pushes them with
-// the tutorial's server image; it starts the forwarder through which the
-// webhook's pods reach the registry.
+// Build builds bin/contrast and the project's images, assembles the
+// workloads' images from Debian packages and pushes them all; it starts the
+// forwarder through which the webhook's pods reach the registry.
 func (t *Tutorial) Build(ctx context.Context) error {
 	if _, err := t.run(ctx, nil, "go", "build", "-o", t.Contrast, "./cli/cmd/contrast"); err != nil {
 		return err
@@ -154,15 +165,33 @@ func (t *Tutorial) Build(ctx context.Context) error {
 	for _, ref := range []string{imgs.Coordinator, imgs.Webhook, imgs.Initializer, imgs.MeshProxy} {
 		t.Say("  pushed %s", ref)
 	}
-	server, err := images.Build(ctx, images.Spec{Binaries: map[string]string{"/testserver": images.TestServerPackage}})
-	if err != nil {
-		return err
+	for _, w := range []struct {
+		ref, what, entrypoint string
+		packages              []string
+	}{
+		{WebImage, "the frontend", "/usr/sbin/nginx", []string{"nginx"}},
+		{BackendImage, "the backend", "/usr/bin/openssl", []string{"openssl"}},
+	} {
+		img, pkgs, err := images.BuildDebian(ctx, images.DebianSpec{
+			Packages:   w.packages,
+			CacheDir:   filepath.Join(t.Root, "bin", "debs"),
+			Entrypoint: []string{w.entrypoint},
+			Progress:   t.Say,
+		})
+		if err != nil {
+			return err
+		}
+		ref, err := images.PushAs(ctx, t.Cluster.Registry(), w.ref, img)
+		if err != nil {
+			return err
+		}
+		versions := make([]string, len(pkgs))
+		for i, p := range pkgs {
+			versions[i] = p.Name + " " + p.Version
+		}
+		t.Say("  pushed %s as %s (%s)", w.what, w.ref, ref)
+		t.Say("    from Debian: %s", strings.Join(versions, ", "))
 	}
-	ref, err := images.PushAs(ctx, t.Cluster.Registry(), ServerImage, server)
-	if err != nil {
-		return err
-	}
-	t.Say("  pushed the workloads' server image as %s (%s)", ServerImage, ref)
 	if t.fwd, err = chart.ForwardRegistry(ctx, t.Cluster, t.Log); err != nil {
 		return err
 	}
@@ -200,8 +229,22 @@ func (t *Tutorial) Generate(ctx context.Context) error {
 		return err
 	}
 	t.chartFile = filepath.Join(t.Dir, "chart.yaml")
-	args := []string{"template", Release, filepath.Join(t.Root, "charts", "contrast"), "-n", ControlPlane, "-f", t.valuesFile}
-	fmt.Fprintf(t.Out, "\n    $ %s > %s\n", t.display(t.Helm, args), t.rel(t.chartFile))
+	n, err := t.render(ctx, t.chartFile, t.valuesFile)
+	if err != nil {
+		return err
+	}
+	t.Say("(%d lines: the chart's objects, among them the Coordinator's StatefulSet and the webhook's settings)", n)
+	return t.GenerateFor(ctx, t.Workspace, t.chartFile, Namespace, t.Apps)
+}
+
+// render writes helm template of the chart with the values files to file
+// and returns its number of lines.
+func (t *Tutorial) render(ctx context.Context, file string, values ...string) (int, error) {
+	args := []string{"template", Release, filepath.Join(t.Root, "charts", "contrast"), "-n", ControlPlane}
+	for _, v := range values {
+		args = append(args, "-f", v)
+	}
+	fmt.Fprintf(t.Out, "\n    $ %s > %s\n", t.display(t.Helm, args), t.rel(file))
 	var rendered bytes.Buffer
 	cmd := exec.CommandContext(ctx, t.Helm, args...) //nolint:gosec // the cluster's helm
 	cmd.Dir, cmd.Stdout = t.Root, &rendered
@@ -210,15 +253,47 @@ func (t *Tutorial) Generate(ctx context.Context) error {
 	err := cmd.Run()
 	w.flush()
 	if err != nil {
-		return fmt.Errorf("helm template: %w", err)
+		return 0, fmt.Errorf("helm template: %w", err)
 	}
-	if err := os.WriteFile(t.chartFile, rendered.Bytes(), 0o600); err != nil {
-		return err
+	if err := os.WriteFile(file, rendered.Bytes(), 0o600); err != nil {
+		return 0, err
 	}
-	t.Say("(%d lines: the chart's objects, among them the Coordinator's StatefulSet and the webhook's settings)", bytes.Count(rendered.Bytes(), []byte("\n")))
-	_, err = t.run(ctx, nil, t.Contrast, "generate", "-w", t.Workspace, "--settings", t.chartFile, "--coordinator-yaml", t.chartFile,
-		"--reference-values", "snp-simulated", "--sim-authority", t.authFile, "--sim-measurement", t.measurement, "-n", Namespace, t.Apps)
+	return bytes.Count(rendered.Bytes(), []byte("\n")), nil
+}
+
+// GenerateFor runs contrast generate as the tutorial does, for the
+// workloads at paths (namespace ns where they name none) into the
+// workspace ws, with the webhook's settings and the Coordinator of the
+// rendered chart chartFile and the simulated platform's reference values.
+func (t *Tutorial) GenerateFor(ctx context.Context, ws, chartFile, ns string, paths ...string) error {
+	args := []string{"generate", "-w", ws, "--settings", chartFile, "--coordinator-yaml", chartFile,
+		"--reference-values", "snp-simulated", "--sim-authority", t.authFile, "--sim-measurement", t.measurement, "-n", ns}
+	_, err := t.run(ctx, nil, t.Contrast, append(args, paths...)...)
 	return err
+}
+
+// UpgradeControlPlane runs helm upgrade of the release with extra values
+// over the tutorial's, waits for it, and renders the chart with the same
+// values into a file named after name; it returns that file (for
+// GenerateFor).
+func (t *Tutorial) UpgradeControlPlane(ctx context.Context, name string, extra map[string]any) (string, error) {
+	extraFile, err := chart.WriteValues(t.Dir, name+".values.yaml", extra)
+	if err != nil {
+		return "", err
+	}
+	values := []string{t.valuesFile, filepath.Join(t.Workspace, "chart-values.yaml"), extraFile}
+	args := []string{"upgrade", Release, filepath.Join(t.Root, "charts", "contrast"), "-n", ControlPlane}
+	for _, v := range values {
+		args = append(args, "-f", v)
+	}
+	if _, err := t.run(ctx, nil, t.Helm, append(args, "--wait", "--timeout", "5m")...); err != nil {
+		return "", err
+	}
+	chartFile := filepath.Join(t.Dir, name+".chart.yaml")
+	if _, err := t.render(ctx, chartFile, values...); err != nil {
+		return "", err
+	}
+	return chartFile, nil
 }
 
 // Install creates the simulated authority's Secret and installs the
@@ -307,14 +382,13 @@ func (t *Tutorial) Connect(ctx context.Context) error {
 		"-CAfile", ca, "-partial_chain", "-verify_return_error", "-brief"); err != nil {
 		return err
 	}
-	// just after the rollout the frontend's first calls may reach a backend
-	// that is still starting: retry, as a client would
-	if _, err := t.run(ctx, nil, "curl", "-sS", "--fail", "--retry", "10", "--retry-all-errors", "--retry-delay", "1",
-		"--cacert", ca, "--resolve", "web:443:"+t.WebIP, "https://web/upstream"); err != nil {
+	if err := t.getUpstream(ctx, ca, "--resolve", "web:443:"+t.WebIP, "https://web/upstream"); err != nil {
 		return err
 	}
-	t.Say("(the frontend answered through its mesh egress from a backend: mTLS inside the mesh)")
-	if _, err := t.runExpectFail(ctx, "curl", "-sS", "--fail", "--cacert", ca, "https://"+t.WebIP+"/"); err != nil {
+	t.Say("(nginx answered with the page of an openssl s_server backend, reached through its mesh egress: mTLS")
+	t.Say(" inside the mesh, and the backend's own TLS inside that, checked by nginx against the root CA)")
+	// curl's exit code 60: the peer's certificate failed verification
+	if err := t.runExpectFail(ctx, 60, "the certificate has no IP SAN", "curl", "-sS", "--fail", "--cacert", ca, "https://"+t.WebIP+"/"); err != nil {
 		return err
 	}
 	t.Say("(refused as expected: the frontend's certificate names \"web\", not %s)", t.WebIP)
@@ -378,11 +452,33 @@ func (t *Tutorial) verifyAndConnectByIP(ctx context.Context) error {
 		return err
 	}
 	ca := filepath.Join(t.Workspace, "verify", "mesh-ca.pem")
-	// right after a rollout, kube-proxy may still send a connection to a
-	// terminating pod for a moment: retry, as a client would
-	_, err := t.run(ctx, nil, "curl", "-sS", "--fail", "--retry", "10", "--retry-all-errors", "--retry-delay", "1",
-		"--cacert", ca, "https://"+t.WebIP+"/upstream")
-	return err
+	return t.getUpstream(ctx, ca, "https://"+t.WebIP+"/upstream")
+}
+
+// getUpstream fetches the frontend's /upstream with curl, trusting the mesh
+// CA file ca, and checks that the page is the backend's. Right after a
+// rollout kube-proxy may still send a connection to a terminating pod, or
+// the frontend's first call reach a backend still starting: curl retries,
+// as a client would.
+func (t *Tutorial) getUpstream(ctx context.Context, ca string, args ...string) error {
+	curl := append([]string{"-sS", "--fail", "--retry", "10", "--retry-all-errors", "--retry-delay", "1", "--cacert", ca}, args...)
+	out, err := t.run(ctx, nil, "curl", curl...)
+	return expectBackend(out, err)
+}
+
+// BackendGreeting is in the page the backend serves (examples/tutorial).
+const BackendGreeting = "Hello from the backend (openssl s_server)"
+
+// expectBackend checks that a call of the frontend's /upstream got the
+// backend's page: nginx reached openssl s_server through the mesh.
+func expectBackend(out string, err error) error {
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, BackendGreeting) {
+		return fmt.Errorf("the frontend answered %q, not the backend's page", strings.TrimSpace(out))
+	}
+	return nil
 }
 
 // deviceFile writes the simulated device of the pods: the authority's, with
@@ -433,17 +529,19 @@ func (t *Tutorial) run(ctx context.Context, stdin io.Reader, name string, args .
 }
 
 // runExpectFail is run for a command that must fail.
-func (t *Tutorial) runExpectFail(ctx context.Context, name string, args ...string) (string, error) {
+func (t *Tutorial) runExpectFail(ctx context.Context, wantCode int, why string, name string, args ...string) error {
 	fmt.Fprintf(t.Out, "\n    $ %s   # expected to fail\n", t.display(name, args))
-	out, err := t.exec(ctx, nil, name, args...)
+	_, err := t.exec(ctx, nil, name, args...)
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
-		return out, fmt.Errorf("%s succeeded, but must fail", filepath.Base(name))
+		return fmt.Errorf("%s succeeded, but must fail (%s)", filepath.Base(name), why)
 	case !errors.As(err, &exitErr):
-		return out, err
+		return err
+	case exitErr.ExitCode() != wantCode:
+		return fmt.Errorf("%s failed with exit code %d, want %d (%s)", filepath.Base(name), exitErr.ExitCode(), wantCode, why)
 	}
-	return out, nil
+	return nil
 }
 
 func (t *Tutorial) exec(ctx context.Context, stdin io.Reader, name string, args ...string) (string, error) {
