@@ -26,6 +26,7 @@ import (
 	"github.com/contrast-cc/contrast/webhook/images"
 	"github.com/contrast-cc/contrast/webhook/inject/settings"
 	"github.com/contrast-cc/contrast/webhook/internal/certs"
+	"github.com/contrast-cc/contrast/webhook/internal/nudge"
 	"github.com/contrast-cc/contrast/webhook/internal/server"
 	"github.com/contrast-cc/contrast/webhook/policy"
 )
@@ -61,6 +62,7 @@ type options struct {
 	policyCacheBytes     int64
 	patchCacheEntries    int
 	patchCacheBytes      int64
+	coordinatorSet       string
 
 	// lookupEnv reads the environment (os.LookupEnv; replaced in tests).
 	lookupEnv func(string) (string, bool)
@@ -113,6 +115,7 @@ func newCommand(o *options) *cobra.Command {
 	f.Int64Var(&o.policyCacheBytes, "policy-cache-max-bytes", policy.DefaultCacheMaxBytes, "bound on the size of the cached policies (texts, annotations and an estimate of the policy data); least recently used first out")
 	f.IntVar(&o.patchCacheEntries, "patch-cache-max-entries", server.DefaultPatchCacheMaxEntries, "JSON patches of mutated pods cached by a digest of the admitted and the mutated pod (pods of one controller then skip deriving the patch); 0 disables the cache")
 	f.Int64Var(&o.patchCacheBytes, "patch-cache-max-bytes", server.DefaultPatchCacheMaxBytes, "bound on the size of the cached JSON patches; least recently used first out")
+	f.StringVar(&o.coordinatorSet, "coordinator-statefulset", "", "the Coordinator's StatefulSet in the webhook's own namespace: once ready, the webhook annotates it ("+nudge.AnnotationNudged+") until the StatefulSet controller has created the pods it lacked, so that the controller's back-off from the creations the webhook could not admit yet does not delay them; empty: never")
 	return cmd
 }
 
@@ -164,6 +167,8 @@ type config struct {
 	policyCache *policy.CacheConfig
 	// patchCache bounds the patch cache; nil: no cache.
 	patchCache *server.PatchCacheConfig
+	// coordinatorSet is the Coordinator's StatefulSet to nudge; empty: none.
+	coordinatorSet string
 }
 
 // config validates the options.
@@ -173,7 +178,7 @@ func (o *options) config() (*config, error) {
 		selfManaged: o.selfManaged, dnsNames: o.dnsNames, webhookConfig: o.webhookConfiguration,
 		validatingConfig: o.validatingConfig,
 		caValidity:       o.caValidity, certValidity: o.certValidity,
-		pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig,
+		pullSecrets: o.pullSecrets, kubeconfig: o.kubeconfig, coordinatorSet: o.coordinatorSet,
 	}
 	var errs []error
 	switch {
@@ -210,6 +215,11 @@ func (o *options) config() (*config, error) {
 		errs = append(errs, fmt.Errorf("--patch-cache-max-bytes %d: want at least 1", o.patchCacheBytes))
 	case o.patchCacheEntries > 0:
 		c.patchCache = &server.PatchCacheConfig{MaxEntries: o.patchCacheEntries, MaxBytes: o.patchCacheBytes}
+	}
+	if o.coordinatorSet != "" {
+		if msgs := validation.IsDNS1123Subdomain(o.coordinatorSet); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--coordinator-statefulset %q is not a StatefulSet name: %s", o.coordinatorSet, strings.Join(msgs, "; ")))
+		}
 	}
 	if err := c.logLevel.UnmarshalText([]byte(o.logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: %w", o.logLevel, err))
@@ -301,11 +311,11 @@ func run(ctx context.Context, cfg *config) error {
 		mutator.Policies = policy.NewCache(pc)
 	}
 	var client kubernetes.Interface
-	if cfg.pullSecrets || cfg.selfManaged {
+	if cfg.pullSecrets || cfg.selfManaged || cfg.coordinatorSet != "" {
 		rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 			&clientcmd.ClientConfigLoadingRules{ExplicitPath: cfg.kubeconfig}, nil).ClientConfig()
 		if err != nil {
-			return fmt.Errorf("API server configuration (needed for pull secrets and self-managed certificates): %w", err)
+			return fmt.Errorf("API server configuration (needed for pull secrets, self-managed certificates and --coordinator-statefulset): %w", err)
 		}
 		if client, err = kubernetes.NewForConfig(rest); err != nil {
 			return fmt.Errorf("creating API client: %w", err)
@@ -340,6 +350,16 @@ func run(ctx context.Context, cfg *config) error {
 	probes.AddLiveness("ping", func(context.Context) error { return nil })
 	probes.AddReadiness("certificate", cert.Ready)
 
+	background := []func(context.Context) error{cert.Run}
+	if cfg.coordinatorSet != "" {
+		background = append(background, func(ctx context.Context) error {
+			return nudge.Run(ctx, nudge.Config{
+				StatefulSets: client.AppsV1().StatefulSets(cfg.own), Name: cfg.coordinatorSet,
+				Ready: cert.Ready, Logger: log,
+			})
+		})
+	}
+
 	var lc net.ListenConfig
 	wl, err := lc.Listen(ctx, "tcp", cfg.listen)
 	if err != nil {
@@ -356,7 +376,7 @@ func run(ctx context.Context, cfg *config) error {
 		Admission:      admission,
 		ProbeHandler:   probes.Handler(reg),
 		GetCertificate: cert.GetCertificate,
-		Background:     []func(context.Context) error{cert.Run},
+		Background:     background,
 		Logger:         log,
 	})
 }

@@ -172,6 +172,16 @@ func TestCommandFlags(t *testing.T) {
 				assert.NotNil(t, c.policyCache)
 			},
 		},
+		"coordinator statefulset": {
+			args: append(validArgs(), "--coordinator-statefulset=contrast-coordinator"),
+			check: func(t *testing.T, c *config) {
+				assert.Equal(t, "contrast-coordinator", c.coordinatorSet)
+			},
+		},
+		"bad coordinator statefulset": {
+			args:    append(validArgs(), "--coordinator-statefulset=Contrast_Coordinator"),
+			wantErr: `--coordinator-statefulset "Contrast_Coordinator" is not a StatefulSet name`,
+		},
 		"negative patch cache": {
 			args:    append(validArgs(), "--patch-cache-max-entries=-1"),
 			wantErr: "--patch-cache-max-entries -1: want 0 (off) or more",
