@@ -262,8 +262,8 @@ func BenchmarkAdmission(b *testing.B) {
 func reportPolicyCache(b *testing.B, m *Metrics) {
 	plural := map[string]string{"hit": "hits", "miss": "misses"}
 	for _, r := range []string{"hit", "miss"} {
-		b.ReportMetric(testutil.ToFloat64(m.policyCache.WithLabelValues(r)), "policy-cache-"+plural[r])
-		b.ReportMetric(testutil.ToFloat64(m.patchCache.WithLabelValues(r)), "patch-cache-"+plural[r])
+		b.ReportMetric(testutil.ToFloat64(m.policyCache.requests.WithLabelValues(r)), "policy-cache-"+plural[r])
+		b.ReportMetric(testutil.ToFloat64(m.patchCache.requests.WithLabelValues(r)), "patch-cache-"+plural[r])
 	}
 }
 
@@ -295,11 +295,11 @@ func BenchmarkPolicyCacheMemory(b *testing.B) {
 		b.ReportMetric(after/1024, "rss-after-MiB")
 		b.ReportMetric(procStatusKiB(b, "VmHWM")/1024, "rss-peak-MiB")
 		b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "live-heap-MiB")
-		b.ReportMetric(testutil.ToFloat64(m.policyEntries), "cache-entries")
-		b.ReportMetric(testutil.ToFloat64(m.policyBytes)/(1<<20), "cache-MiB")
-		b.ReportMetric(testutil.ToFloat64(m.policyEvictions), "evictions")
-		b.ReportMetric(testutil.ToFloat64(m.patchEntries), "patch-cache-entries")
-		b.ReportMetric(testutil.ToFloat64(m.patchBytes)/(1<<20), "patch-cache-MiB")
+		b.ReportMetric(testutil.ToFloat64(m.policyCache.entries), "cache-entries")
+		b.ReportMetric(testutil.ToFloat64(m.policyCache.bytes)/(1<<20), "cache-MiB")
+		b.ReportMetric(testutil.ToFloat64(m.policyCache.evictions), "evictions")
+		b.ReportMetric(testutil.ToFloat64(m.patchCache.entries), "patch-cache-entries")
+		b.ReportMetric(testutil.ToFloat64(m.patchCache.bytes)/(1<<20), "patch-cache-MiB")
 		runtime.KeepAlive(h) // the cache is live until here: the heap above holds it
 	}
 }

@@ -33,21 +33,64 @@ type Metrics struct {
 	imageResolution   *prometheus.HistogramVec
 	registryCache     *prometheus.CounterVec
 	registryFetch     *prometheus.HistogramVec
-	policyCache       *prometheus.CounterVec
-	policyEvictions   prometheus.Counter
-	policyEntries     prometheus.Gauge
-	policyBytes       prometheus.Gauge
-	patchCache        *prometheus.CounterVec
-	patchEvictions    prometheus.Counter
-	patchEntries      prometheus.Gauge
-	patchBytes        prometheus.Gauge
+	policyCache       cacheSeries
+	patchCache        cacheSeries
 
 	// children bound once in NewMetrics, used on the hot paths
 	imageHit, imageMiss             prometheus.Counter
 	imageResolveOK, imageResolveErr prometheus.Observer
 	lookups                         map[images.LookupKind]lookupSeries
 	policyLookups                   map[policy.CacheEvent]prometheus.Counter
-	patchHit, patchMiss             prometheus.Counter
+	patchLookups                    map[PatchCacheEvent]prometheus.Counter
+}
+
+// cacheSeries are the series of one bounded cache: requests by result,
+// evictions, and its size in entries and bytes.
+type cacheSeries struct {
+	requests  *prometheus.CounterVec
+	evictions prometheus.Counter
+	entries   prometheus.Gauge
+	bytes     prometheus.Gauge
+}
+
+// cacheHelp are the help texts of a cacheSeries.
+type cacheHelp struct{ requests, evictions, entries, bytes string }
+
+// newCacheSeries returns the series contrast_webhook_<name>_cache_{requests_total,evictions_total,entries,bytes}.
+func newCacheSeries(name string, help cacheHelp) cacheSeries {
+	prefix := "contrast_webhook_" + name + "_cache_"
+	return cacheSeries{
+		requests:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: prefix + "requests_total", Help: help.requests}, []string{"result"}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: prefix + "evictions_total", Help: help.evictions}),
+		entries:   prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "entries", Help: help.entries}),
+		bytes:     prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "bytes", Help: help.bytes}),
+	}
+}
+
+func (c cacheSeries) collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.requests, c.evictions, c.entries, c.bytes}
+}
+
+// lookups binds the request series of results, which then exist from the
+// start, at zero.
+func lookups[E ~string](c cacheSeries, results ...E) map[E]prometheus.Counter {
+	out := make(map[E]prometheus.Counter, len(results))
+	for _, r := range results {
+		out[r] = c.requests.WithLabelValues(string(r))
+	}
+	return out
+}
+
+// observe counts event (an eviction when evicted, else a request of the
+// bound result event, unknown ones dropped) and sets the size gauges.
+func observe[E comparable](c cacheSeries, requests map[E]prometheus.Counter, event E, evicted bool, entries int, bytes int64) {
+	if evicted {
+		c.evictions.Inc()
+	} else if r, ok := requests[event]; ok {
+		r.Inc()
+	}
+	c.entries.Set(float64(entries))
+	c.bytes.Set(float64(bytes))
 }
 
 // lookupSeries are the registry series of one lookup kind.
@@ -107,47 +150,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of the image registry client's fetches after a cache miss, by kind (manifest, config, accounts) and result (ok, error).",
 			Buckets: durationBuckets,
 		}, []string{"kind", "result"}),
-		policyCache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "contrast_webhook_policy_cache_requests_total",
-			Help: "Policy generations by result: served from the policy cache (hit), generated (miss), or waited for a concurrent generation of the same key (shared).",
-		}, []string{"result"}),
-		policyEvictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "contrast_webhook_policy_cache_evictions_total",
-			Help: "Policies dropped from the policy cache to stay within its entry and byte bounds (least recently used first).",
+		policyCache: newCacheSeries("policy", cacheHelp{
+			requests:  "Policy generations by result: served from the policy cache (hit), generated (miss), or waited for a concurrent generation of the same key (shared).",
+			evictions: "Policies dropped from the policy cache to stay within its entry and byte bounds (least recently used first).",
+			entries:   "Policies in the policy cache.",
+			bytes:     "Size of the policies in the policy cache as bounded by --policy-cache-max-bytes (texts, annotations and an estimate of the policy data).",
 		}),
-		policyEntries: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "contrast_webhook_policy_cache_entries",
-			Help: "Policies in the policy cache.",
-		}),
-		policyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "contrast_webhook_policy_cache_bytes",
-			Help: "Size of the policies in the policy cache as bounded by --policy-cache-max-bytes (texts, annotations and an estimate of the policy data).",
-		}),
-		patchCache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "contrast_webhook_patch_cache_requests_total",
-			Help: "JSON patches of mutated pods by result: served from the patch cache (hit) or derived from the difference between the admitted and the mutated pod (miss).",
-		}, []string{"result"}),
-		patchEvictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "contrast_webhook_patch_cache_evictions_total",
-			Help: "JSON patches dropped from the patch cache to stay within its entry and byte bounds (least recently used first).",
-		}),
-		patchEntries: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "contrast_webhook_patch_cache_entries",
-			Help: "JSON patches in the patch cache.",
-		}),
-		patchBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "contrast_webhook_patch_cache_bytes",
-			Help: "Size of the JSON patches in the patch cache as bounded by --patch-cache-max-bytes (their length and 256 bytes per entry).",
+		patchCache: newCacheSeries("patch", cacheHelp{
+			requests:  "JSON patches of mutated pods by result: served from the patch cache (hit) or derived from the difference between the admitted and the mutated pod (miss).",
+			evictions: "JSON patches dropped from the patch cache to stay within its entry and byte bounds (least recently used first).",
+			entries:   "JSON patches in the patch cache.",
+			bytes:     "Size of the JSON patches in the patch cache as bounded by --patch-cache-max-bytes (their length and 256 bytes per entry).",
 		}),
 	}
-	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.statefulSets, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch,
-		m.policyCache, m.policyEvictions, m.policyEntries, m.policyBytes, m.patchCache, m.patchEvictions, m.patchEntries, m.patchBytes)
-	m.patchHit = m.patchCache.WithLabelValues(string(PatchCacheHit))
-	m.patchMiss = m.patchCache.WithLabelValues(string(PatchCacheMiss))
-	m.policyLookups = map[policy.CacheEvent]prometheus.Counter{}
-	for _, e := range []policy.CacheEvent{policy.CacheHit, policy.CacheMiss, policy.CacheShared} {
-		m.policyLookups[e] = m.policyCache.WithLabelValues(string(e))
-	}
+	reg.MustRegister(m.admissions, m.latency, m.validations, m.validationLatency, m.statefulSets, m.imageCache, m.imageResolution, m.registryCache, m.registryFetch)
+	reg.MustRegister(m.policyCache.collectors()...)
+	reg.MustRegister(m.patchCache.collectors()...)
+	m.policyLookups = lookups(m.policyCache, policy.CacheHit, policy.CacheMiss, policy.CacheShared)
+	m.patchLookups = lookups(m.patchCache, PatchCacheHit, PatchCacheMiss)
 	m.imageHit = m.imageCache.WithLabelValues("hit")
 	m.imageMiss = m.imageCache.WithLabelValues("miss")
 	m.imageResolveOK = m.imageResolution.WithLabelValues("ok")
@@ -195,27 +215,12 @@ func (m *Metrics) ObserveLookup(kind images.LookupKind, result images.LookupResu
 
 // ObservePolicyCache implements policy.CacheObserver.
 func (m *Metrics) ObservePolicyCache(event policy.CacheEvent, entries int, bytes int64) {
-	if event == policy.CacheEvict {
-		m.policyEvictions.Inc()
-	} else if c, ok := m.policyLookups[event]; ok {
-		c.Inc()
-	}
-	m.policyEntries.Set(float64(entries))
-	m.policyBytes.Set(float64(bytes))
+	observe(m.policyCache, m.policyLookups, event, event == policy.CacheEvict, entries, bytes)
 }
 
 // ObservePatchCache implements PatchCacheObserver.
 func (m *Metrics) ObservePatchCache(event PatchCacheEvent, entries int, bytes int64) {
-	switch event {
-	case PatchCacheHit:
-		m.patchHit.Inc()
-	case PatchCacheMiss:
-		m.patchMiss.Inc()
-	case PatchCacheEvict:
-		m.patchEvictions.Inc()
-	}
-	m.patchEntries.Set(float64(entries))
-	m.patchBytes.Set(float64(bytes))
+	observe(m.patchCache, m.patchLookups, event, event == PatchCacheEvict, entries, bytes)
 }
 
 func (m *Metrics) observeAdmission(result, reason string, d time.Duration) {

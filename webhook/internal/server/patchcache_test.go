@@ -139,8 +139,8 @@ func TestPatchCacheGolden(t *testing.T) {
 				// the token volume, whose name is the pod's own
 				hits, misses = 0, 3
 			}
-			assert.InDelta(t, misses, testutil.ToFloat64(cached.metrics.patchCache.WithLabelValues("miss")), 0)
-			assert.InDelta(t, hits, testutil.ToFloat64(cached.metrics.patchCache.WithLabelValues("hit")), 0)
+			assert.InDelta(t, misses, testutil.ToFloat64(cached.metrics.patchCache.requests.WithLabelValues("miss")), 0)
+			assert.InDelta(t, hits, testutil.ToFloat64(cached.metrics.patchCache.requests.WithLabelValues("hit")), 0)
 		})
 	}
 	require.Positive(t, cases)
@@ -196,7 +196,7 @@ func TestPatchCacheKeysReplicas(t *testing.T) {
 		return resp
 	}
 	counts := func() (hits, misses float64) {
-		return testutil.ToFloat64(f.metrics.patchCache.WithLabelValues("hit")), testutil.ToFloat64(f.metrics.patchCache.WithLabelValues("miss"))
+		return testutil.ToFloat64(f.metrics.patchCache.requests.WithLabelValues("hit")), testutil.ToFloat64(f.metrics.patchCache.requests.WithLabelValues("miss"))
 	}
 	admit(replica(webPod(), 0))
 	tests := []struct {

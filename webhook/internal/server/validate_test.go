@@ -196,7 +196,7 @@ func TestValidationSkips(t *testing.T) {
 func TestValidationReusesMutation(t *testing.T) {
 	f := newFixture(t)
 	lookups := func(result string) float64 {
-		return testutil.ToFloat64(f.metrics.policyCache.WithLabelValues(result))
+		return testutil.ToFloat64(f.metrics.policyCache.requests.WithLabelValues(result))
 	}
 	pod := mutated(t, f, webPod())
 	require.InDelta(t, 1, lookups("miss"), 0)
@@ -215,6 +215,6 @@ func TestValidationReusesMutation(t *testing.T) {
 	mutated(t, f, webPod())
 	assert.InDelta(t, 1, lookups("miss"), 0)
 	assert.InDelta(t, 2, lookups("hit"), 0, "the next replica")
-	assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.policyEntries), 0)
-	assert.Positive(t, testutil.ToFloat64(f.metrics.policyBytes))
+	assert.InDelta(t, 1, testutil.ToFloat64(f.metrics.policyCache.entries), 0)
+	assert.Positive(t, testutil.ToFloat64(f.metrics.policyCache.bytes))
 }
