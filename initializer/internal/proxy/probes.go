@@ -33,13 +33,25 @@ func (p *Proxy) probeHandler() http.Handler {
 
 func (p *Proxy) probe(pr meshconfig.Probe) http.HandlerFunc {
 	target := net.JoinHostPort(p.cfg.UpstreamHost, strconv.Itoa(int(pr.Port)))
+	transport := &http.Transport{
+		// The kubelet does not verify an HTTPS probe's certificate
+		// either; this is a liveness signal, not a trust decision.
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's HTTPS probes
+		DisableKeepAlives: true,
+	}
+	switch pr.Kind {
+	case meshconfig.ProbeGRPC:
+		// gRPC in plaintext: HTTP/2 with prior knowledge, as the
+		// kubelet's insecure gRPC probe
+		transport = &http.Transport{DisableKeepAlives: true, Protocols: new(http.Protocols)}
+		transport.Protocols.SetUnencryptedHTTP2(true)
+	case meshconfig.ProbeGRPCS:
+		// gRPC over TLS (HTTP/2 only), unverified as the kubelet's
+		transport.Protocols = new(http.Protocols)
+		transport.Protocols.SetHTTP2(true)
+	}
 	client := &http.Client{
-		Transport: &http.Transport{
-			// The kubelet does not verify an HTTPS probe's certificate
-			// either; this is a liveness signal, not a trust decision.
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's HTTPS probes
-			DisableKeepAlives: true,
-		},
+		Transport: transport,
 		// The kubelet follows redirects only to the same host; a redirect
 		// status counts as success, as for the kubelet.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -57,20 +69,45 @@ func (p *Proxy) probe(pr meshconfig.Probe) http.HandlerFunc {
 	}
 }
 
+// probeUserAgent is the User-Agent of the proxy's probes unless the probe
+// sets one (the kubelet sends kube-probe/<version> the same way).
+const probeUserAgent = "contrast-mesh-proxy/probe"
+
 // runProbe runs pr against target (host:port) as the kubelet would.
 func runProbe(ctx context.Context, client *http.Client, pr meshconfig.Probe, target string) error {
-	if pr.Kind == meshconfig.ProbeTCP {
+	switch pr.Kind {
+	case meshconfig.ProbeTCP:
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
 		if err != nil {
 			return err
 		}
 		return c.Close()
+	case meshconfig.ProbeGRPC:
+		return grpcHealthCheck(ctx, client, "http://"+target, pr.Service)
+	case meshconfig.ProbeGRPCS:
+		return grpcHealthCheck(ctx, client, "https://"+target, pr.Service)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, string(pr.Kind)+"://"+target+pr.Path, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("User-Agent", "contrast-mesh-proxy/probe")
+	// the kubelet's request: the probe's headers, a default User-Agent and
+	// "Accept: */*" unless the probe has its own (an empty Accept removes
+	// it), and the Host header as the request's host
+	for _, h := range pr.Headers {
+		req.Header.Add(h.Name, h.Value)
+	}
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header.Set("User-Agent", probeUserAgent)
+	}
+	if _, ok := req.Header["Accept"]; !ok {
+		req.Header.Set("Accept", "*/*")
+	} else if req.Header.Get("Accept") == "" {
+		req.Header.Del("Accept")
+	}
+	if host := req.Header.Get("Host"); host != "" {
+		req.Host = host
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

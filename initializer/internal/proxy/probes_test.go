@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -18,7 +20,9 @@ import (
 
 // TestProbes runs the kubelet's rewritten probes through the proxy's probe
 // port against applications on loopback: HTTP status, HTTPS without
-// verification, a redirect, TCP connects, and failures with their reason.
+// verification, a redirect, custom headers (Host as the request's host, a
+// header twice, User-Agent and an empty Accept replacing the defaults) and
+// the defaults without them, TCP connects, and failures with their reason.
 func TestProbes(t *testing.T) {
 	pki := proxytest.NewPKI(t)
 	dir := t.TempDir()
@@ -28,6 +32,29 @@ func TestProbes(t *testing.T) {
 	app.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.RawQuery != "full=1" {
 			http.Error(w, "query lost", http.StatusBadRequest)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	app.HandleFunc("GET /vhost", func(w http.ResponseWriter, r *http.Request) {
+		// answers 200 only to the request the kubelet would send for
+		// the probe's headers
+		switch {
+		case r.Host != "app.example":
+			http.Error(w, "host "+r.Host, http.StatusNotFound)
+		case !slices.Equal(r.Header.Values("X-Token"), []string{"a b#c", "2"}):
+			http.Error(w, fmt.Sprintf("X-Token %q", r.Header.Values("X-Token")), http.StatusForbidden)
+		case r.Header.Get("User-Agent") != "probe/1":
+			http.Error(w, "user agent "+r.UserAgent(), http.StatusForbidden)
+		case r.Header.Values("Accept") != nil:
+			http.Error(w, fmt.Sprintf("accept %q", r.Header.Values("Accept")), http.StatusForbidden)
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	})
+	app.HandleFunc("GET /defaults", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept") != "*/*" || r.UserAgent() != probeUserAgent || r.Host != r.Context().Value(http.LocalAddrContextKey).(net.Addr).String() {
+			http.Error(w, fmt.Sprintf("accept %q, user agent %q, host %q", r.Header.Get("Accept"), r.UserAgent(), r.Host), http.StatusForbidden)
 			return
 		}
 		_, _ = io.WriteString(w, "ok")
@@ -50,6 +77,11 @@ func TestProbes(t *testing.T) {
 		{Name: "web-liveness", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/broken"},
 		{Name: "web-startup", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/moved"},
 		{Name: "tls-readiness", Kind: meshconfig.ProbeHTTPS, Port: port(t, tlsApp.Listener.Addr().String()), Path: "/healthz?full=1"},
+		{Name: "vhost-readiness", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/vhost", Headers: meshconfig.CanonicalHeaders([]meshconfig.ProbeHeader{
+			{Name: "x-token", Value: "a b#c"}, {Name: "Host", Value: "app.example"}, {Name: "User-Agent", Value: "probe/1"}, {Name: "X-Token", Value: "2"}, {Name: "Accept"},
+		})},
+		{Name: "vhost-liveness", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/vhost"},
+		{Name: "vhost-startup", Kind: meshconfig.ProbeHTTP, Port: port(t, plain.Listener.Addr().String()), Path: "/defaults"},
 		{Name: "db-readiness", Kind: meshconfig.ProbeTCP, Port: port(t, plain.Listener.Addr().String())},
 		{Name: "db-liveness", Kind: meshconfig.ProbeTCP, Port: closedPort},
 	}
@@ -66,13 +98,16 @@ func TestProbes(t *testing.T) {
 		code int
 		body string
 	}{
-		"web-readiness": {http.StatusOK, "probe web-readiness: ok"},
-		"web-liveness":  {http.StatusServiceUnavailable, "the application answered 500 Internal Server Error"},
-		"web-startup":   {http.StatusOK, "ok"},
-		"tls-readiness": {http.StatusOK, "ok"},
-		"db-readiness":  {http.StatusOK, "ok"},
-		"db-liveness":   {http.StatusServiceUnavailable, "connection refused"},
-		"unknown":       {http.StatusNotFound, "404"},
+		"web-readiness":   {http.StatusOK, "probe web-readiness: ok"},
+		"web-liveness":    {http.StatusServiceUnavailable, "the application answered 500 Internal Server Error"},
+		"web-startup":     {http.StatusOK, "ok"},
+		"tls-readiness":   {http.StatusOK, "ok"},
+		"vhost-readiness": {http.StatusOK, "ok"},
+		"vhost-liveness":  {http.StatusServiceUnavailable, "the application answered 404 Not Found"},
+		"vhost-startup":   {http.StatusOK, "ok"},
+		"db-readiness":    {http.StatusOK, "ok"},
+		"db-liveness":     {http.StatusServiceUnavailable, "connection refused"},
+		"unknown":         {http.StatusNotFound, "404"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := &http.Client{Timeout: 10 * time.Second}

@@ -244,7 +244,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 			_ = g.Wait()
 			return fmt.Errorf("probe listener: %w", err)
 		}
-		log.Info("serving the kubelet's probes", "addr", addr.String(), "probes", p.cfg.Mesh.ProbesString())
+		// names, kinds and ports only: a probe's header values (an
+		// Authorization token, say) stay out of the log
+		probes := make([]string, len(p.cfg.Mesh.Probes))
+		for i, pr := range p.cfg.Mesh.Probes {
+			probes[i] = fmt.Sprintf("%s#%s#%d", pr.Name, pr.Kind, pr.Port)
+		}
+		log.Info("serving the kubelet's probes", "addr", addr.String(), "probes", probes)
 	}
 
 	certCtx, stopCerts := context.WithCancel(context.Background())
