@@ -220,7 +220,7 @@ func unescapeValue(s string) (string, error) {
 		if hi < 0 || lo < 0 {
 			return "", fmt.Errorf("%q: want %%XX with upper-case hex digits", s[i:i+3])
 		}
-		d := byte(hi<<4 | lo)
+		d := byte(hi<<4 | lo) //nolint:gosec // G115: hi and lo are hex digits, 0-15
 		if literalByte(d) {
 			return "", fmt.Errorf("%q: %q is written as itself, not percent-encoded", s[i:i+3], d)
 		}

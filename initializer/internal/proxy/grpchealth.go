@@ -39,7 +39,7 @@ var healthStatusNames = map[uint64]string{0: "UNKNOWN", 1: "SERVING", 2: "NOT_SE
 // grpcCodeNames are the gRPC status codes a health check answers with,
 // for messages.
 var grpcCodeNames = map[string]string{
-	"1": "CANCELLED", "2": "UNKNOWN", "4": "DEADLINE_EXCEEDED", "5": "NOT_FOUND", "7": "PERMISSION_DENIED",
+	"1": "CANCELLED", "2": "UNKNOWN", "4": "DEADLINE_EXCEEDED", "5": "NOT_FOUND", "7": "PERMISSION_DENIED", //nolint:misspell // gRPC's own spelling of code 1
 	"8": "RESOURCE_EXHAUSTED", "12": "UNIMPLEMENTED", "13": "INTERNAL", "14": "UNAVAILABLE", "16": "UNAUTHENTICATED",
 }
 
