@@ -247,6 +247,16 @@ type Record struct {
 	Probes map[string]corev1.ProbeHandler `json:"probes,omitempty"`
 }
 
+// literalEnv is the variable name=value of an injected container, written
+// so that the container sees value as it is: the kubelet expands $(VAR)
+// references in a value and turns "$$" into "$" (and the policy generator
+// does the same), so every '$' is doubled. A probe path such as
+// "/a$$b" or "/$(HOME)" would otherwise reach the proxy as "/a$b" or
+// expanded. Values without '$' are unchanged.
+func literalEnv(name, value string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, Value: strings.ReplaceAll(value, "$", "$$")}
+}
+
 // Inject returns a copy of pod with the Contrast additions. A previous
 // injection recorded in AnnotationInjected is stripped first.
 func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
@@ -320,7 +330,7 @@ func template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config, tmpls c
 	}
 	env := make([]corev1.EnvVar, len(ienv))
 	for i, e := range ienv {
-		env[i] = corev1.EnvVar{Name: e.Name, Value: e.Value}
+		env[i] = literalEnv(e.Name, e.Value)
 	}
 	initMounts := []corev1.VolumeMount{mount}
 	var simVolumes []corev1.Volume
@@ -361,7 +371,7 @@ func template(meta *metav1.ObjectMeta, spec *corev1.PodSpec, cfg Config, tmpls c
 			{Name: meshconfig.EnvProbes, Value: mesh.ProbesString()},
 		} {
 			if e.Value != "" {
-				env = append(env, e)
+				env = append(env, literalEnv(e.Name, e.Value))
 			}
 		}
 		injected = append(injected, corev1.Container{

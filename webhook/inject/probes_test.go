@@ -216,6 +216,44 @@ func findContainer(cs []corev1.Container, name string) *corev1.Container {
 // their policy, one more character is denied at the probe's field, and an
 // environment value one character longer is what the policy itself cannot
 // hold.
+// TestProbesEnvIsLiteral: a probe path with '$' reaches the proxy as
+// written. The kubelet (and the policy generator, as the agent sees the
+// value) expands $(VAR) and "$$" in env values, so the webhook doubles
+// every '$'; the policy pins the value the proxy parses.
+func TestProbesEnvIsLiteral(t *testing.T) {
+	m := testMutator(t)
+	pod := basePod()
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "HOME", Value: "/root"}}
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: "/a$$b/$(HOME)/$c", Port: intstr.FromInt32(8080),
+	}}}
+	out, res, err := m.MutatePod(t.Context(), pod, nil)
+	require.NoError(t, err)
+	const canonical = "app-readiness#http#8080#/a$$b/$(HOME)/$c"
+	var raw string
+	for _, e := range findContainer(out.Spec.InitContainers, ProxyName).Env {
+		if e.Name == meshconfig.EnvProbes {
+			raw = e.Value
+		}
+	}
+	assert.Equal(t, "app-readiness#http#8080#/a$$$$b/$$(HOME)/$$c", raw, "every '$' doubled in the pod")
+	var pinned []string
+	for _, c := range res.Data.Containers {
+		if c.Name != ProxyName {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name == meshconfig.EnvProbes {
+				pinned = append(pinned, e.Kind+" "+e.Value)
+			}
+		}
+	}
+	assert.Equal(t, []string{"exact " + canonical}, pinned, "the policy pins the value after the kubelet's expansion: the probe as written")
+	probes, err := meshconfig.ParseProbes(canonical)
+	require.NoError(t, err)
+	assert.Equal(t, "/a$$b/$(HOME)/$c", probes[0].Path)
+}
+
 func TestProbesEnvLimit(t *testing.T) {
 	m := testMutator(t)
 	prefix := "app-readiness#http#8080#/#X-A:"
