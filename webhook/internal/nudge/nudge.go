@@ -60,9 +60,10 @@ type Config struct {
 }
 
 // Run nudges the StatefulSet as the package describes and returns nil when
-// it is done, gave up, or there was nothing to do: a missing StatefulSet
-// or one with all its pods is left alone, and an API error is logged, not
-// returned, because the webhook serves either way.
+// it is done, gave up, or there was nothing to do: a StatefulSet with all
+// its pods is left alone, one that does not exist yet is waited for until
+// Timeout, and an API error is logged, not returned, because the webhook
+// serves either way.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
@@ -83,20 +84,23 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
+	// Helm creates the webhook's Deployment before the StatefulSet, so a
+	// StatefulSet not found yet is waited for (it then has no pods).
+	var initial int32
 	st, err := cfg.StatefulSets.Get(ctx, cfg.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		log.Info("the Coordinator's StatefulSet does not exist: nothing to nudge")
-		return nil
+		log.Info("the Coordinator's StatefulSet does not exist yet: nudging it once it does and the webhook is ready")
 	case err != nil:
 		log.Warn("reading the Coordinator's StatefulSet: not nudging it", "error", err)
 		return nil
 	case !missingPods(st, st.Status.Replicas):
 		return nil
+	default:
+		initial = st.Status.Replicas
+		log.Info("the Coordinator's StatefulSet lacks pods: nudging its controller once the webhook is ready",
+			"replicas", initial, "want", want(st))
 	}
-	initial := st.Status.Replicas
-	log.Info("the Coordinator's StatefulSet lacks pods: nudging its controller once the webhook is ready",
-		"replicas", initial, "want", want(st))
 
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
@@ -104,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	for {
 		if err := cfg.Ready(ctx); err == nil {
 			st, err = cfg.StatefulSets.Get(ctx, cfg.Name, metav1.GetOptions{})
-			if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			if err != nil && !apierrors.IsNotFound(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				log.Warn("reading the Coordinator's StatefulSet", "error", err)
 			}
 			if err == nil {

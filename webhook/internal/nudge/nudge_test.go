@@ -121,7 +121,6 @@ func TestRunLeavesAloneWhatNeedsNoNudge(t *testing.T) {
 	for n, objs := range map[string][]runtime.Object{
 		"all pods exist":        {statefulSet(3, 3)},
 		"more pods than wanted": {statefulSet(1, 2)},
-		"no StatefulSet":        nil,
 	} {
 		t.Run(n, func(t *testing.T) {
 			client := fake.NewClientset(objs...)
@@ -131,6 +130,35 @@ func TestRunLeavesAloneWhatNeedsNoNudge(t *testing.T) {
 			assert.Zero(t, c.count())
 		})
 	}
+}
+
+func TestRunWaitsForTheStatefulSet(t *testing.T) {
+	// Helm creates the webhook's Deployment before the StatefulSet
+	client := fake.NewClientset()
+	c := &controller{createAfter: 1}
+	c.react(client)
+	var mu sync.Mutex
+	gets := 0
+	client.PrependReactor("get", "statefulsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if gets++; gets == 3 {
+			require.NoError(t, client.Tracker().Add(statefulSet(1, 0)))
+		}
+		return false, nil, nil
+	})
+	run(t, client, nil, time.Minute)
+	assert.Equal(t, 1, c.count(), "nudged once it existed, until its pod was created")
+}
+
+func TestRunGivesUpWithoutStatefulSet(t *testing.T) {
+	client := fake.NewClientset()
+	c := &controller{}
+	c.react(client)
+	start := time.Now()
+	run(t, client, nil, 50*time.Millisecond)
+	assert.Zero(t, c.count(), "nothing to patch")
+	assert.GreaterOrEqual(t, time.Since(start), 50*time.Millisecond, "waited for it until the timeout")
 }
 
 func TestRunGivesUp(t *testing.T) {
